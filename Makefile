@@ -1,0 +1,28 @@
+# Two commands on a fresh machine: `make run` (the main job) and `make test` (the suite).
+# Both create .venv from pyproject.toml when it is missing or older than pyproject.toml.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test bench venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e '.[all]'
+	touch $(STAMP)
+
+# The main job: score the shipped sample against the embedded simulated service.
+run: $(STAMP)
+	$(PY) -m scoring_lib score data/sample.txt --no-cache
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+bench: $(STAMP)
+	$(PY) -m scoring_lib bench
+
+clean:
+	rm -rf $(VENV) results/cache results/scores

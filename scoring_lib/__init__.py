@@ -1,0 +1,15 @@
+"""scoring-workbench: score every line of a file through a slow HTTP service, and measure how fast.
+
+The public API is small: build a RunConfig (with a ClientConfig), call score_file; start a
+SimulatedService for local runs; probe a service.
+"""
+
+from .config import ClientConfig, RunConfig, ServerConfig
+from .errors import ScoringError
+from .pipeline import RunResult, score_file, score_file_async
+from .probe import ProbeReport, probe
+from .server import SimulatedService, deterministic_score
+
+__all__ = ["ClientConfig", "RunConfig", "ServerConfig", "ScoringError", "RunResult", "score_file",
+           "score_file_async", "ProbeReport", "probe", "SimulatedService", "deterministic_score"]
+__version__ = "0.1.0"

@@ -1,0 +1,91 @@
+"""Persistent score cache (SQLite, WAL) behind a bounded in-memory LRU.
+
+Scores are committed as they arrive, so a killed run, started again, requests only what is missing.
+Keys are a sha256 of namespace (url and field names) and text: the cache never holds the texts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import tempfile
+from collections import OrderedDict
+from collections.abc import Iterable
+from pathlib import Path
+
+from .errors import ConfigError
+
+
+def cache_namespace(url: str, request_field: str, score_field: str) -> str:
+    return f"{url}\x00{request_field}\x00{score_field}"
+
+
+class ScoreCache:
+    """Score lookups by key; `path=None` keeps the run-local store in a temporary file."""
+
+    def __init__(self, path: str | os.PathLike | None, namespace: str, lru_size: int = 100_000) -> None:
+        self._namespace = namespace.encode("utf-8") + b"\x00"
+        self._lru: OrderedDict[bytes, float] = OrderedDict()
+        self._lru_size = lru_size
+        self._temp: str | None = None
+        if path is None:
+            fd, self._temp = tempfile.mkstemp(prefix="scoring-run-", suffix=".sqlite")
+            os.close(fd)
+            path = self._temp
+        else:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=10000")
+            self._db.execute("CREATE TABLE IF NOT EXISTS scores (key BLOB PRIMARY KEY, score REAL NOT NULL)"
+                             " WITHOUT ROWID")
+        except sqlite3.Error as exc:
+            raise ConfigError(f"cannot open score cache {path}: {exc}") from None
+        self.path = Path(path)
+        self.hits = 0
+
+    def key(self, text: str) -> bytes:
+        return hashlib.sha256(self._namespace + text.encode("utf-8")).digest()
+
+    def get(self, key: bytes) -> float | None:
+        score = self._lru.get(key)
+        if score is not None:
+            self._lru.move_to_end(key)
+            return score
+        row = self._db.execute("SELECT score FROM scores WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        self._remember(key, row[0])
+        return row[0]
+
+    def put_many(self, items: Iterable[tuple[bytes, float]]) -> None:
+        """Store and commit at once: what is here survives a kill of the process."""
+        items = list(items)
+        if not items:
+            return
+        self._db.execute("BEGIN")
+        self._db.executemany("INSERT OR REPLACE INTO scores (key, score) VALUES (?, ?)", items)
+        self._db.execute("COMMIT")
+        for key, score in items:
+            self._remember(key, score)
+
+    def _remember(self, key: bytes, score: float) -> None:
+        self._lru[key] = score
+        self._lru.move_to_end(key)
+        if len(self._lru) > self._lru_size:
+            self._lru.popitem(last=False)
+
+    def __len__(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM scores").fetchone()[0]
+
+    def close(self) -> None:
+        self._db.close()
+        if self._temp is not None:
+            for suffix in ("", "-wal", "-shm"):
+                try:
+                    os.unlink(self._temp + suffix)
+                except FileNotFoundError:
+                    pass

@@ -1,0 +1,242 @@
+"""`python -m scoring_lib ...`: thin argument parsing over the library; every error is one line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict
+from pathlib import Path
+
+from .config import (API_KEY_ENV, DEFAULT_MAX_LINE_BYTES, EMBEDDED_CACHE_NAMESPACE, ClientConfig, RunConfig,
+                     ServerConfig)
+from .errors import ConfigError, ScoringError
+
+PROG = "python -m scoring_lib"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _int_at_least(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    return parse
+
+
+def _float_at_least(minimum: float, strict: bool = False):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if value < minimum or (strict and value == minimum):
+            raise argparse.ArgumentTypeError(f"must be {'above' if strict else 'at least'} {minimum:g}, got {text}")
+        return value
+    return parse
+
+
+def _connector_limit(text: str) -> int | None:
+    if text == "auto":
+        return None
+    return _int_at_least(0)(text)
+
+
+def _add_server_options(p: argparse.ArgumentParser, prefix: str = "") -> None:
+    d = ServerConfig()
+    g = p.add_argument_group("simulated service" + (" (when --url is absent)" if prefix else ""))
+    g.add_argument(f"--{prefix}latency", type=_float_at_least(0), default=d.latency, metavar="SECONDS",
+                   help=f"mean service time per request (default {d.latency})")
+    g.add_argument(f"--{prefix}latency-dist", choices=("const", "exp", "lognormal"), default=d.latency_dist,
+                   help=f"latency distribution (default {d.latency_dist})")
+    g.add_argument(f"--{prefix}capacity", type=_int_at_least(0), default=d.capacity, metavar="N",
+                   help=f"requests served at once, the rest queue; 0 = unlimited (default {d.capacity})")
+    g.add_argument(f"--{prefix}rate-limit", type=_float_at_least(0), default=d.rate_limit, metavar="RPS",
+                   help="requests per second before 429 + Retry-After; 0 = none (default 0)")
+    g.add_argument(f"--{prefix}error-rate", type=_float_at_least(0), default=d.error_rate, metavar="P",
+                   help="share of requests answered with a transient 503 (default 0)")
+    g.add_argument(f"--{prefix}time-scale", type=_float_at_least(0, strict=True), default=d.time_scale,
+                   metavar="F", help="multiplies every duration: 0.01 runs 100x faster (default 1)")
+    g.add_argument(f"--{prefix}seed", type=int, default=d.seed, help="random seed (default 0)")
+
+
+def _server_config(args: argparse.Namespace, prefix: str = "", **overrides) -> ServerConfig:
+    p = prefix.replace("-", "_")
+    get = lambda name: getattr(args, p + name)  # noqa: E731
+    return ServerConfig(latency=get("latency"), latency_dist=get("latency_dist"), capacity=get("capacity"),
+                        rate_limit=get("rate_limit"), error_rate=get("error_rate"), time_scale=get("time_scale"),
+                        seed=get("seed"), request_field=args.request_field, score_field=args.score_field,
+                        **overrides)
+
+
+def _add_client_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("service and client")
+    g.add_argument("--url", help="scoring endpoint; without it an embedded simulated service runs on loopback")
+    g.add_argument("--request-field", default="text", help="JSON field carrying the line (default text)")
+    g.add_argument("--score-field", default="score", help="JSON field carrying the score (default score)")
+    g.add_argument("--timeout", type=_float_at_least(0, strict=True), default=30.0, metavar="S",
+                   help="per-request timeout in seconds (default 30)")
+    g.add_argument("--max-retries", type=_int_at_least(0), default=5, metavar="N",
+                   help="retries per line after the first try (default 5)")
+    g.add_argument("--backoff-base", type=_float_at_least(0), default=0.5, metavar="S",
+                   help="first backoff ceiling; doubles each retry, full jitter (default 0.5)")
+    g.add_argument("--backoff-cap", type=_float_at_least(0), default=20.0, metavar="S",
+                   help="longest wait between tries, Retry-After included (default 20)")
+    g.add_argument("--connector-limit", type=_connector_limit, default=None, metavar="N|auto",
+                   help="connections per aiohttp session; 0 = unlimited; auto = the session's concurrency "
+                        "(default auto; 100 is aiohttp's own default)")
+
+
+def _client_config(args: argparse.Namespace, url: str) -> ClientConfig:
+    return ClientConfig(url=url, request_field=args.request_field, score_field=args.score_field,
+                        timeout=args.timeout, max_retries=args.max_retries, backoff_base=args.backoff_base,
+                        backoff_cap=args.backoff_cap, connector_limit=getattr(args, "connector_limit", None))
+
+
+@contextmanager
+def _service_url(args: argparse.Namespace):
+    """Yield (url, server_info): the user's url, or an embedded simulated service for this command."""
+    if args.url:
+        yield args.url, {"kind": "external", "url": args.url}
+        return
+    from .server import SimulatedService
+
+    config = _server_config(args, "server-")
+    with SimulatedService(config) as service:
+        info = {"kind": "embedded", "url": service.url} | {
+            k: v for k, v in asdict(config).items() if k not in ("require_api_key", "host", "port")}
+        yield service.url, info
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Score every line of a text file through a slow HTTP scoring "
+                                            "service, and measure which settings are fastest.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("score", help="score every line of INPUT", description="Score every line of INPUT; "
+                       f"the API key, if any, comes from ${API_KEY_ENV}.")
+    p.add_argument("input", metavar="INPUT", help="UTF-8 text file, one item per line")
+    _add_client_options(p)
+    g = p.add_argument_group("engine")
+    g.add_argument("--engine", choices=("asyncio", "ray"), default="asyncio", help="default asyncio")
+    g.add_argument("--threads", type=_int_at_least(1), metavar="N",
+                   help="asyncio: event-loop threads; ray: threads per worker (default CPU count / 8)")
+    g.add_argument("--workers", type=_int_at_least(1), metavar="N",
+                   help="ray: worker processes, may exceed CPUs (default CPU count)")
+    g.add_argument("--max-concurrent-tasks", type=_int_at_least(1), default=256, metavar="N",
+                   help="requests in flight for the whole run (default 256)")
+    g.add_argument("--ray-address", default=os.environ.get("RAY_ADDRESS") or None, metavar="ADDR",
+                   help="join this Ray cluster instead of starting a local one (default $RAY_ADDRESS)")
+    g.add_argument("--ray-dashboard", action="store_true", help="start Ray's dashboard on 127.0.0.1")
+    g = p.add_argument_group("files")
+    g.add_argument("--output", type=Path, metavar="PATH", help="default results/scores/<input stem>.jsonl")
+    g.add_argument("--cache", type=Path, default=Path("results/cache/scores.sqlite"), metavar="PATH",
+                   help="persistent score cache (default results/cache/scores.sqlite)")
+    g.add_argument("--no-cache", action="store_true", help="use no persistent cache (identical lines are "
+                   "still requested once)")
+    g.add_argument("--records-dir", type=Path, default=Path("results/runs"), metavar="DIR",
+                   help="where the run record goes (default results/runs)")
+    g.add_argument("--no-record", action="store_true", help="write no run record")
+    g.add_argument("--max-line-bytes", type=_int_at_least(1), default=DEFAULT_MAX_LINE_BYTES, metavar="N",
+                   help=f"longest line sent (default {DEFAULT_MAX_LINE_BYTES})")
+    g.add_argument("--label", help="free text stored in the run record")
+    g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar (default: only on a terminal)")
+    _add_server_options(p, "server-")
+
+    p = sub.add_parser("serve", help="run the simulated scoring service until stopped")
+    p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1")
+    p.add_argument("--port", type=_int_at_least(0), default=8000, help="default 8000; 0 = a free port")
+    p.add_argument("--request-field", default="text")
+    p.add_argument("--score-field", default="score")
+    p.add_argument("--require-key", action="store_true",
+                   help=f"answer 401 unless requests carry ${API_KEY_ENV} as a bearer token")
+    _add_server_options(p)
+
+    p = sub.add_parser("probe", help="check a service: determinism, batch refusal, latency")
+    _add_client_options(p)
+    p.add_argument("--samples", type=_int_at_least(1), default=20, help="requests timed (default 20)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    _add_server_options(p, "server-")
+
+    return parser
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from .pipeline import score_file
+
+    with _service_url(args) as (url, server_info):
+        config = RunConfig(
+            input=Path(args.input), client=_client_config(args, url), engine=args.engine, threads=args.threads,
+            workers=args.workers, max_concurrent_tasks=args.max_concurrent_tasks, output=args.output,
+            cache=None if args.no_cache else args.cache, max_line_bytes=args.max_line_bytes,
+            records_dir=None if args.no_record else args.records_dir, progress=args.progress,
+            cache_namespace=EMBEDDED_CACHE_NAMESPACE if server_info["kind"] == "embedded" else None,
+            ray_address=args.ray_address, ray_dashboard=args.ray_dashboard, label=args.label)
+        result = score_file(config, server_info=server_info)
+    print(result.stats.summary())
+    print(f"output: {result.output}" + (f"; record: {result.record_path}" if result.record_path else ""))
+    return result.exit_code
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server import serve_forever
+
+    key = None
+    if args.require_key:
+        key = os.environ.get(API_KEY_ENV)
+        if not key:
+            raise ConfigError(f"--require-key needs ${API_KEY_ENV} set")
+    config = ServerConfig(host=args.host, port=args.port, latency=args.latency, latency_dist=args.latency_dist,
+                          capacity=args.capacity, rate_limit=args.rate_limit, error_rate=args.error_rate,
+                          time_scale=args.time_scale, seed=args.seed, request_field=args.request_field,
+                          score_field=args.score_field, require_api_key=key)
+    try:
+        serve_forever(config, announce=lambda url: print(f"serving on {url}", flush=True))
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+    return 0
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from .probe import probe
+
+    with _service_url(args) as (url, _info):
+        report = probe(_client_config(args, url), samples=args.samples)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=1))
+    else:
+        print("\n".join(report.lines()))
+    return 0 if report.deterministic and report.latencies else 1
+
+
+COMMANDS = {"score": cmd_score, "serve": cmd_serve, "probe": cmd_probe}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = COMMANDS[args.command]
+    try:
+        return handler(args)
+    except ScoringError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1

@@ -1,0 +1,162 @@
+"""Typed settings, validated once at the edge (CLI, notebook or Python caller)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from urllib.parse import urlparse
+
+from .errors import ConfigError
+
+API_KEY_ENV = "SCORING_API_KEY"
+DEFAULT_MAX_LINE_BYTES = 1 << 20
+EMBEDDED_CACHE_NAMESPACE = "simulated://embedded"
+
+
+def _positive(name: str, value: float) -> None:
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive, got {value}")
+
+
+def _non_negative(name: str, value: float) -> None:
+    if value < 0:
+        raise ConfigError(f"{name} must be zero or more, got {value}")
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """How one line becomes one scored request: protocol, timeouts, retries, pool."""
+
+    url: str
+    request_field: str = "text"
+    score_field: str = "score"
+    timeout: float = 30.0
+    max_retries: int = 5
+    backoff_base: float = 0.5
+    backoff_cap: float = 20.0
+    # None = "auto": never tighter than the session's share of the concurrency; 0 = unlimited.
+    connector_limit: int | None = None
+    max_body_bytes: int = 1 << 20
+    api_key_env: str = API_KEY_ENV
+
+    def __post_init__(self) -> None:
+        parsed = urlparse(self.url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ConfigError(f"url must be an http(s) URL, got {self.url!r}")
+        _positive("timeout", self.timeout)
+        _non_negative("max_retries", self.max_retries)
+        _non_negative("backoff_base", self.backoff_base)
+        _non_negative("backoff_cap", self.backoff_cap)
+        if self.connector_limit is not None:
+            _non_negative("connector_limit", self.connector_limit)
+        _positive("max_body_bytes", self.max_body_bytes)
+        if not self.request_field or not self.score_field:
+            raise ConfigError("request and score field names must not be empty")
+
+    def pool_size(self, concurrency: int) -> int:
+        """Connections one session may hold (0 = unlimited) for a session running `concurrency` requests."""
+        return concurrency if self.connector_limit is None else self.connector_limit
+
+    def api_key(self) -> str | None:
+        return os.environ.get(self.api_key_env) or None
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Shape of the simulated service: latency, capacity, faults, time scale."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    latency: float = 4.15
+    latency_dist: str = "const"
+    capacity: int = 200
+    rate_limit: float = 0.0
+    error_rate: float = 0.0
+    time_scale: float = 1.0
+    seed: int = 0
+    request_field: str = "text"
+    score_field: str = "score"
+    require_api_key: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.latency_dist not in ("const", "exp", "lognormal"):
+            raise ConfigError(f"latency distribution must be const, exp or lognormal, got {self.latency_dist!r}")
+        _non_negative("latency", self.latency)
+        _non_negative("capacity", self.capacity)
+        _non_negative("rate_limit", self.rate_limit)
+        if not 0 <= self.error_rate <= 1:
+            raise ConfigError(f"error rate must be between 0 and 1, got {self.error_rate}")
+        _positive("time_scale", self.time_scale)
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be 0..65535, got {self.port}")
+
+
+ENGINES = ("asyncio", "ray")
+RAY_MODES = ("threads", "async")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One scoring run: which file, which engine, how much concurrency, where results go."""
+
+    input: Path
+    client: ClientConfig
+    engine: str = "asyncio"
+    threads: int | None = None
+    workers: int | None = None
+    max_concurrent_tasks: int = 256
+    output: Path | None = None
+    cache: Path | None = Path("results/cache/scores.sqlite")
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+    records_dir: Path | None = Path("results/runs")
+    progress: bool | None = None  # None: only on a terminal
+    cache_namespace: str | None = None  # defaults to the url
+    ray_address: str | None = None
+    ray_mode: str = "threads"
+    ray_dashboard: bool = False
+    chunk_size: int | None = None
+    label: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.ray_mode not in RAY_MODES:
+            raise ConfigError(f"ray mode must be one of {', '.join(RAY_MODES)}, got {self.ray_mode!r}")
+        if self.threads is not None:
+            _positive("threads", self.threads)
+        if self.workers is not None:
+            _positive("workers", self.workers)
+        _positive("max_concurrent_tasks", self.max_concurrent_tasks)
+        _positive("max_line_bytes", self.max_line_bytes)
+        if self.chunk_size is not None:
+            _positive("chunk_size", self.chunk_size)
+
+    @property
+    def resolved_threads(self) -> int:
+        if self.threads is not None:
+            return self.threads
+        return 8 if self.engine == "ray" else (os.cpu_count() or 1)
+
+    @property
+    def resolved_workers(self) -> int:
+        return self.workers if self.workers is not None else (os.cpu_count() or 1)
+
+    @property
+    def resolved_output(self) -> Path:
+        return self.output or Path("results/scores") / f"{Path(self.input).stem}.jsonl"
+
+    @property
+    def namespace(self) -> str:
+        return self.cache_namespace or self.client.url
+
+    def with_(self, **changes) -> "RunConfig":
+        return replace(self, **changes)
+
+
+def split_evenly(total: int, parts: int) -> list[int]:
+    """Shares of `total` over `parts` that differ by at most one and sum to `total` (zeros dropped)."""
+    base, extra = divmod(total, parts)
+    shares = [base + (1 if i < extra else 0) for i in range(parts)]
+    return [s for s in shares if s > 0]

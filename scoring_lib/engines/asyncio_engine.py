@@ -1,0 +1,196 @@
+"""asyncio map-reduce over a thread pool: each thread runs its own event loop, session and workers.
+
+The run's `max_concurrent_tasks` is split into fixed per-thread shares, and each thread runs exactly
+that many worker coroutines, so the total in flight can never exceed it. Workers pull from their
+thread's queue; the feeding side (the pipeline, or a Ray actor) never creates a coroutine per line.
+The caller's own event loop, if any (Jupyter), is never touched: that is what makes the public
+API safe to call from a notebook without nest_asyncio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from ..client import ScoringClient
+from ..config import ClientConfig, RunConfig, split_evenly
+from . import Result, WorkItem
+
+_STOP = None
+
+
+class _LoopThread:
+    """State of one event-loop thread: its queue, its share and what it still owes."""
+
+    def __init__(self, index: int, share: int) -> None:
+        self.index = index
+        self.share = share
+        self.outstanding = 0
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.queue: asyncio.Queue | None = None
+        self.tasks: list[asyncio.Task] = []
+
+
+class LoopPool:
+    """`threads` event loops scoring items with `concurrency` requests in flight in total."""
+
+    def __init__(self, client: ClientConfig, concurrency: int, threads: int, prefetch: float = 1.0) -> None:
+        shares = split_evenly(concurrency, threads)
+        self.client = client
+        self.concurrency = concurrency
+        self.threads = [_LoopThread(i, s) for i, s in enumerate(shares)]
+        self._limits = [s + max(1, int(s * prefetch)) for s in shares]
+        self._lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+        self._futures: list[Future] = []
+
+    @property
+    def thread_count(self) -> int:
+        return len(self.threads)
+
+    def start(self) -> None:
+        ready = threading.Barrier(len(self.threads) + 1)
+        self._executor = ThreadPoolExecutor(max_workers=len(self.threads), thread_name_prefix="scoring-loop")
+        self._futures = [self._executor.submit(self._run_thread, t, ready) for t in self.threads]
+        try:
+            ready.wait(timeout=60)
+        except threading.BrokenBarrierError:
+            for f in self._futures:
+                if f.done() and f.exception() is not None:
+                    raise f.exception()  # type: ignore[misc]
+            raise
+
+    def _run_thread(self, state: _LoopThread, ready: threading.Barrier) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._thread_main(state, ready))
+        except BaseException:
+            ready.abort()
+            raise
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    async def _thread_main(self, state: _LoopThread, ready: threading.Barrier) -> None:
+        state.loop = asyncio.get_running_loop()
+        state.queue = asyncio.Queue()
+        async with ScoringClient(self.client, state.share) as client:
+            state.tasks = [asyncio.create_task(self._worker(state, client)) for _ in range(state.share)]
+            await asyncio.get_running_loop().run_in_executor(None, ready.wait, 60)
+            results = await asyncio.gather(*state.tasks, return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError):
+                raise r
+
+    async def _worker(self, state: _LoopThread, client: ScoringClient) -> None:
+        q = state.queue
+        assert q is not None
+        while (item := await q.get()) is not _STOP:
+            key, text, reply = item
+            outcome = await client.score(text)
+            with self._lock:
+                state.outstanding -= 1
+            reply.put((key, outcome))
+
+    def room(self) -> int:
+        with self._lock:
+            return sum(limit - t.outstanding for t, limit in zip(self.threads, self._limits))
+
+    def submit(self, items: list[WorkItem], reply: queue.Queue) -> None:
+        """Give each item to the least-loaded thread; results go to `reply` as (key, Outcome)."""
+        batches: list[list] = [[] for _ in self.threads]
+        with self._lock:
+            for key, text in items:
+                t = min(self.threads, key=lambda s: s.outstanding / s.share)
+                t.outstanding += 1
+                batches[t.index].append((key, text, reply))
+        for t, batch in zip(self.threads, batches):
+            if batch:
+                assert t.loop is not None and t.queue is not None
+                t.loop.call_soon_threadsafe(_put_all, t.queue, batch)
+
+    def close(self, cancel: bool = False) -> None:
+        for t in self.threads:
+            if t.loop is None or t.loop.is_closed():
+                continue
+            try:
+                if cancel:
+                    t.loop.call_soon_threadsafe(_cancel_all, t.tasks)
+                else:
+                    t.loop.call_soon_threadsafe(_put_all, t.queue, [_STOP] * t.share)
+            except RuntimeError:  # the loop closed meanwhile
+                pass
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            errors = [f.exception() for f in self._futures if f.exception() is not None]
+            self._executor = None
+            if errors and not cancel:
+                raise errors[0]  # type: ignore[misc]
+
+
+def _put_all(q: asyncio.Queue, items: list) -> None:
+    for item in items:
+        q.put_nowait(item)
+
+
+def _cancel_all(tasks: list[asyncio.Task]) -> None:
+    for task in tasks:
+        task.cancel()
+
+
+class AsyncioEngine:
+    """The asyncio engine as a Dispatcher: a LoopPool feeding one results queue."""
+
+    name = "asyncio"
+
+    def __init__(self, config: RunConfig) -> None:
+        self.config = config
+        self.pool = LoopPool(config.client, config.max_concurrent_tasks, config.resolved_threads)
+        self._results: queue.Queue[Result] = queue.Queue()
+        self.startup_seconds = 0.0
+
+    def __enter__(self) -> "AsyncioEngine":
+        t0 = time.perf_counter()
+        self.pool.start()
+        self.startup_seconds = time.perf_counter() - t0
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(cancel=exc_type is not None)
+
+    def room(self) -> int:
+        return self.pool.room()
+
+    def submit(self, items: list[WorkItem]) -> None:
+        self.pool.submit(items, self._results)
+
+    def poll(self, timeout: float) -> list[Result]:
+        return drain(self._results, timeout)
+
+    def info(self) -> dict:
+        return {
+            "threads_used": self.pool.thread_count,
+            "sessions": self.pool.thread_count,
+            "pool_per_session": [self.config.client.pool_size(t.share) for t in self.pool.threads],
+            "startup_seconds": self.startup_seconds,
+        }
+
+    def close(self, cancel: bool = False) -> None:
+        self.pool.close(cancel=cancel)
+
+
+def drain(q: queue.Queue, timeout: float) -> list:
+    """Everything in `q`, waiting up to `timeout` for the first item."""
+    try:
+        out = [q.get(timeout=timeout)]
+    except queue.Empty:
+        return []
+    while True:
+        try:
+            out.append(q.get_nowait())
+        except queue.Empty:
+            return out

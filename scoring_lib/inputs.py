@@ -1,0 +1,86 @@
+"""Streaming reader of the input file, applying the contract's rules for each line."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from .errors import InputFileError
+
+_BLOCK = 1 << 20
+
+
+@dataclass(slots=True)
+class InputLine:
+    """One line of the input: a text to send, or a row that is settled without a request."""
+
+    number: int  # 1-based
+    text: str | None  # None when the line is not sent
+    status: str | None = None  # "empty" or "error" when not sent
+    error: str | None = None
+
+
+def open_input(path: str | os.PathLike) -> BinaryIO:
+    """Open the input for reading, or raise InputFileError with a message a user can act on."""
+    p = Path(path)
+    if not p.exists():
+        raise InputFileError(f"input file not found: {p}")
+    if p.is_dir():
+        raise InputFileError(f"input is a directory, not a file: {p}")
+    try:
+        return open(p, "rb")
+    except OSError as exc:
+        raise InputFileError(f"cannot read input file {p}: {exc.strerror or exc}") from None
+
+
+def count_lines(path: str | os.PathLike) -> int:
+    """Lines the reader will yield, counted fast in binary, so progress can show an ETA."""
+    count = 0
+    last = b"\n"
+    with open_input(path) as f:
+        while block := f.read(_BLOCK):
+            count += block.count(b"\n")
+            last = block[-1:]
+    return count + (last != b"\n")
+
+
+def _skip_rest_of_line(f: BinaryIO) -> None:
+    while chunk := f.readline(_BLOCK):
+        if chunk.endswith(b"\n"):
+            return
+
+
+def read_lines(path: str | os.PathLike, max_line_bytes: int) -> Iterator[InputLine]:
+    """Yield every line in order, in constant memory, never holding more than one capped line."""
+    with open_input(path) as f:
+        number = 0
+        # +2 leaves room for "\r\n" so a line of exactly max_line_bytes is accepted.
+        limit = max_line_bytes + 2
+        while raw := f.readline(limit):
+            number += 1
+            if not raw.endswith(b"\n") and len(raw) == limit:
+                _skip_rest_of_line(f)
+                yield InputLine(number, None, "error", f"line is longer than {max_line_bytes} bytes")
+                continue
+            if raw.endswith(b"\n"):
+                raw = raw[:-1]
+                if raw.endswith(b"\r"):
+                    raw = raw[:-1]
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            if len(raw) > max_line_bytes:
+                yield InputLine(number, None, "error", f"line is longer than {max_line_bytes} bytes")
+                continue
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield InputLine(number, None, "error",
+                                f"line is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})")
+                continue
+            if not text.strip():
+                yield InputLine(number, None, "empty")
+                continue
+            yield InputLine(number, text)

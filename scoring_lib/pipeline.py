@@ -1,0 +1,207 @@
+"""The run pipeline both engines share: read, settle what needs no request, dedupe, consult the
+cache, dispatch, collect, write in order, record. Engines only keep requests in flight."""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .cache import ScoreCache, cache_namespace
+from .client import Outcome
+from .config import RunConfig
+from .engines import Dispatcher, open_engine
+from .errors import RunInterrupted
+from .inputs import count_lines, open_input, read_lines
+from .outputs import OrderedRowWriter, Row
+
+REORDER_LIMIT = 50_000  # rows held for order before the reader waits
+SAMPLE_SIZE = 20_000  # requests kept for latency percentiles and the in-flight timeline
+
+
+class Reservoir:
+    """A uniform sample of at most `size` items, so a million-line run keeps a fixed-size summary."""
+
+    def __init__(self, size: int, seed: int = 0) -> None:
+        self.size = size
+        self.seen = 0
+        self.items: list = []
+        self._rng = random.Random(seed)
+
+    def add(self, item) -> None:
+        self.seen += 1
+        if len(self.items) < self.size:
+            self.items.append(item)
+        else:
+            j = self._rng.randrange(self.seen)
+            if j < self.size:
+                self.items[j] = item
+
+
+@dataclass
+class RunStats:
+    """What a run measured; turned into the run record."""
+
+    lines: int = 0
+    counts: dict = field(default_factory=lambda: {"ok": 0, "empty": 0, "error": 0})
+    unique_requested: int = 0
+    cache_hits: int = 0
+    duplicates: int = 0
+    requests: int = 0
+    retries: int = 0
+    startup_seconds: float = 0.0
+    scoring_seconds: float = 0.0
+    total_seconds: float = 0.0
+    scoring_started: float = 0.0  # wall clock
+    requests_sample: Reservoir = field(default_factory=lambda: Reservoir(SAMPLE_SIZE))
+    engine_info: dict = field(default_factory=dict)
+
+    def summary(self) -> str:
+        rate = self.lines / self.scoring_seconds if self.scoring_seconds > 0 else float("inf")
+        c = self.counts
+        return (f"{self.lines} lines: {c['ok']} ok, {c['empty']} empty, {c['error']} error; "
+                f"{self.requests} requests, {self.retries} retries; "
+                f"scoring {self.scoring_seconds:.2f} s ({rate:.1f} lines/s), start-up {self.startup_seconds:.2f} s")
+
+
+@dataclass
+class RunResult:
+    """A finished run: where its rows and record are, and what it measured."""
+
+    config: RunConfig
+    output: Path
+    stats: RunStats
+    record: dict
+    record_path: Path | None
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.stats.counts["error"] else 0
+
+
+class _Run:
+    def __init__(self, config: RunConfig, engine: Dispatcher, cache: ScoreCache, writer: OrderedRowWriter,
+                 stats: RunStats, bar: tqdm) -> None:
+        self.config, self.engine, self.cache, self.writer, self.stats, self.bar = (
+            config, engine, cache, writer, stats, bar)
+        self.waiting: dict[bytes, list[int]] = {}  # key -> line numbers waiting for its result
+        self.run_errors: dict[bytes, str] = {}  # texts that failed in this run: duplicates share the error
+        self.outstanding = 0
+
+    def emit(self, row: Row) -> None:
+        self.writer.add(row)
+        self.bar.update(1)
+
+    def feed(self, lines, batch: list) -> bool:
+        """Read lines while the engine has room; False once the input is exhausted."""
+        room = self.engine.room()
+        while room - len(batch) > 0 and self.writer.pending < REORDER_LIMIT:
+            line = next(lines, None)
+            if line is None:
+                return False
+            self.stats.lines += 1
+            if line.text is None:
+                self.emit(Row(line.number, None, line.status, line.error, 0))
+                continue
+            key = self.cache.key(line.text)
+            if (waiters := self.waiting.get(key)) is not None:
+                waiters.append(line.number)
+                self.stats.duplicates += 1
+                continue
+            score = self.cache.get(key)
+            if score is not None:
+                self.stats.cache_hits += 1
+                self.emit(Row(line.number, score, "ok", None, 0))
+                continue
+            if (error := self.run_errors.get(key)) is not None:
+                self.stats.duplicates += 1
+                self.emit(Row(line.number, None, "error", error, 0))
+                continue
+            self.waiting[key] = [line.number]
+            batch.append((key, line.text))
+        return True
+
+    def collect(self, results: list[tuple[bytes, Outcome]]) -> None:
+        scored = []
+        for key, outcome in results:
+            self.outstanding -= 1
+            self.stats.requests += outcome.attempts
+            self.stats.retries += outcome.attempts - 1
+            self.stats.requests_sample.add((outcome.started, outcome.finished, outcome.latency, outcome.ok))
+            numbers = self.waiting.pop(key)
+            if outcome.ok:
+                scored.append((key, outcome.score))
+            else:
+                self.run_errors[key] = outcome.error
+            for i, number in enumerate(numbers):
+                attempts = outcome.attempts if i == 0 else 0
+                status = "ok" if outcome.ok else "error"
+                self.emit(Row(number, outcome.score, status, outcome.error, attempts))
+        self.cache.put_many(scored)
+
+    def run(self) -> None:
+        lines = read_lines(self.config.input, self.config.max_line_bytes)
+        more = True
+        while True:
+            batch: list = []
+            if more:
+                more = self.feed(lines, batch)
+            if batch:
+                self.stats.unique_requested += len(batch)
+                self.outstanding += len(batch)
+                self.engine.submit(batch)
+            if not more and self.outstanding == 0:
+                return
+            if self.outstanding:
+                self.collect(self.engine.poll(timeout=0.05))
+
+
+def score_file(config: RunConfig, *, server_info: dict | None = None, write_record: bool = True) -> RunResult:
+    """Score every line of `config.input`; blocking, safe to call from Jupyter (engines run their
+    event loops in their own threads or processes, never in the caller's loop)."""
+    from .records import build_record, save_record
+
+    open_input(config.input).close()
+    total = count_lines(config.input)
+    namespace = cache_namespace(config.namespace, config.client.request_field, config.client.score_field)
+    stats = RunStats()
+    t_start = time.perf_counter()
+    cache = ScoreCache(config.cache, namespace)
+    writer = None
+    try:
+        writer = OrderedRowWriter(config.resolved_output)
+        disable = None if config.progress is None else not config.progress
+        with tqdm(total=total, unit="line", disable=disable, dynamic_ncols=True, leave=False) as bar, \
+                open_engine(config) as engine:
+            stats.startup_seconds = time.perf_counter() - t_start
+            stats.scoring_started = time.time()
+            t_scoring = time.perf_counter()
+            _Run(config, engine, cache, writer, stats, bar).run()
+            stats.scoring_seconds = time.perf_counter() - t_scoring
+            stats.engine_info = engine.info()
+        stats.counts = dict(writer.counts)
+        output = writer.commit()
+    except KeyboardInterrupt:
+        if writer is not None:
+            writer.abort()
+        raise RunInterrupted("interrupted: scores so far are kept in the cache; run again to resume") from None
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    finally:
+        cache.close()
+    stats.total_seconds = time.perf_counter() - t_start
+    record = build_record(config, stats, server_info=server_info)
+    record_path = save_record(record, config.records_dir) if (write_record and config.records_dir) else None
+    return RunResult(config, output, stats, record, record_path)
+
+
+async def score_file_async(config: RunConfig, **kwargs) -> RunResult:
+    """Awaitable form for code already inside an event loop: the blocking run goes to a thread."""
+    import asyncio
+
+    return await asyncio.to_thread(score_file, config, **kwargs)

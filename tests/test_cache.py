@@ -1,0 +1,38 @@
+from scoring_lib.cache import ScoreCache, cache_namespace
+
+
+def test_scores_persist_across_instances_and_namespaces_are_apart(tmp_path):
+    path = tmp_path / "c.sqlite"
+    ns = cache_namespace("http://127.0.0.1:1/score", "text", "score")
+    c = ScoreCache(path, ns)
+    c.put_many([(c.key("a"), 0.25)])
+    c.close()
+    again = ScoreCache(path, ns)
+    assert again.get(again.key("a")) == 0.25
+    assert again.get(again.key("b")) is None
+    other = ScoreCache(path, cache_namespace("http://127.0.0.1:1/score", "text", "value"))
+    assert other.get(other.key("a")) is None
+
+
+def test_lru_is_bounded_and_falls_back_to_sqlite(tmp_path):
+    c = ScoreCache(tmp_path / "c.sqlite", "ns", lru_size=3)
+    c.put_many([(c.key(str(i)), float(i)) for i in range(10)])
+    assert len(c._lru) == 3
+    assert c.get(c.key("0")) == 0.0 and len(c) == 10
+
+
+def test_no_path_uses_a_temporary_store_that_is_removed(tmp_path):
+    c = ScoreCache(None, "ns")
+    c.put_many([(c.key("x"), 1.0)])
+    path = c.path
+    assert path.exists()
+    c.close()
+    assert not path.exists()
+
+
+def test_the_cache_never_stores_texts(tmp_path):
+    path = tmp_path / "c.sqlite"
+    c = ScoreCache(path, "ns")
+    c.put_many([(c.key("a very recognisable sentence"), 0.5)])
+    c.close()
+    assert b"recognisable" not in path.read_bytes()

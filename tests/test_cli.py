@@ -1,0 +1,215 @@
+"""The CLI as a user meets it: exit codes, one-line errors, resume, Ctrl-C, secrets."""
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, cli, read_rows
+
+FAST_SERVER = ["--server-time-scale", "0.01"]
+
+
+def files_under(path: Path) -> set[Path]:
+    return {p for p in path.rglob("*") if p.is_file()}
+
+
+def assert_one_line_error(proc, code=2):
+    assert proc.returncode == code, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["missing.txt"], "not found"),
+    (["."], "directory"),
+    (["IN", "--url", "ftp://example.invalid/x"], "http"),
+    (["IN", "--max-concurrent-tasks", "0"], "at least 1"),
+    (["IN", "--max-concurrent-tasks", "-3"], "at least 1"),
+    (["IN", "--threads", "0"], "at least 1"),
+    (["IN", "--connector-limit", "lots"], "whole number"),
+    (["IN", "--frobnicate"], "unrecognized"),
+    (["IN", "--engine", "spark"], "invalid choice"),
+])
+def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, make_input, args, needle):
+    make_input(["hello"], "in.txt")
+    args = [str(tmp_path / "in.txt") if a == "IN" else a for a in args]
+    before = files_under(tmp_path)
+    proc = cli("score", *args, "--output", tmp_path / "o.jsonl", "--records-dir", tmp_path / "runs",
+               "--cache", tmp_path / "c.sqlite", *FAST_SERVER, cwd=tmp_path)
+    assert needle in assert_one_line_error(proc)
+    assert files_under(tmp_path) == before
+
+
+def test_unreadable_input_is_exit_2(tmp_path, make_input):
+    import os
+    if os.geteuid() == 0:
+        pytest.skip("root can read any file")
+    path = make_input(["x"])
+    path.chmod(0)
+    assert "cannot read" in assert_one_line_error(cli("score", path, cwd=tmp_path))
+
+
+def test_success_is_exit_0_with_summary_and_default_paths(tmp_path, make_input):
+    make_input(["alpha", "beta", ""], "words.txt")
+    proc = cli("score", "words.txt", *FAST_SERVER, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "3 lines: 2 ok, 1 empty, 0 error; 2 requests, 0 retries" in proc.stdout
+    rows = read_rows(tmp_path / "results/scores/words.jsonl")
+    assert [r["status"] for r in rows] == ["ok", "ok", "empty"]
+    assert len(list((tmp_path / "results/runs").glob("*.json"))) == 1
+    assert (tmp_path / "results/cache/scores.sqlite").exists()
+
+
+def test_some_errors_are_exit_1_with_a_complete_output(tmp_path, make_input):
+    make_input([b"ok line".decode(), "x" * 50, "fine"], "in.txt")
+    proc = cli("score", "in.txt", "--max-line-bytes", "20", *FAST_SERVER, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    rows = read_rows(tmp_path / "results/scores/in.jsonl")
+    assert [r["status"] for r in rows] == ["ok", "error", "ok"]
+
+
+def test_service_down_gives_error_rows_and_exit_1(tmp_path, make_input):
+    make_input(["a", "b"], "in.txt")
+    proc = cli("score", "in.txt", "--url", "http://127.0.0.1:9/score", "--max-retries", "2",
+               "--backoff-base", "0.01", cwd=tmp_path)
+    assert proc.returncode == 1
+    rows = read_rows(tmp_path / "results/scores/in.jsonl")
+    assert all(r["status"] == "error" and r["attempts"] == 3 for r in rows)
+
+
+class Serve:
+    """`python -m scoring_lib serve` in a subprocess on a free loopback port."""
+
+    def __init__(self, *args, env=None):
+        import os
+        self.proc = subprocess.Popen([sys.executable, "-m", "scoring_lib", "serve", "--port", "0", *args],
+                                     stdout=subprocess.PIPE, text=True, cwd=REPO, env=os.environ | (env or {}))
+        line = self.proc.stdout.readline()
+        assert line.startswith("serving on http://127.0.0.1:"), line
+        self.url = line.split()[-1]
+
+    def stats(self):
+        import urllib.request
+        with urllib.request.urlopen(self.url.replace("/score", "/stats"), timeout=5) as resp:
+            return json.loads(resp.read())
+
+    def close(self):
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def serve():
+    servers = []
+
+    def start(*args, env=None):
+        servers.append(Serve(*args, env=env))
+        return servers[-1]
+    yield start
+    for s in servers:
+        s.close()
+
+
+def cached_count(path: Path) -> int:
+    db = sqlite3.connect(path)
+    try:
+        return db.execute("SELECT COUNT(*) FROM scores").fetchone()[0]
+    finally:
+        db.close()
+
+
+def start_score(tmp_path, url, *extra):
+    return subprocess.Popen([sys.executable, "-m", "scoring_lib", "score", str(tmp_path / "in.txt"), "--url", url,
+                             "--cache", str(tmp_path / "c.sqlite"), "--output", str(tmp_path / "out.jsonl"),
+                             "--records-dir", str(tmp_path / "runs"), "--max-concurrent-tasks", "10", *extra],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_cache(path: Path, at_least: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and cached_count(path) >= at_least:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the run never cached enough scores")
+
+
+def test_a_killed_run_resumes_requesting_at_most_the_lines_that_were_in_flight(tmp_path, make_input, serve):
+    lines = 300
+    make_input([f"resumable line {i}" for i in range(lines)], "in.txt")
+    svc = serve("--latency", "0.1", "--capacity", "0")
+    first = start_score(tmp_path, svc.url)
+    wait_for_cache(tmp_path / "c.sqlite", 60)
+    first.kill()
+    first.wait()
+    assert not (tmp_path / "out.jsonl").exists()
+    cached = cached_count(tmp_path / "c.sqlite")
+    first_requests = svc.stats()["requests"]
+    assert first_requests <= cached + 10  # what was not cached was at most what was in flight
+    second = start_score(tmp_path, svc.url)
+    out, err = second.communicate(timeout=120)
+    assert second.returncode == 0, err
+    second_requests = svc.stats()["requests"] - first_requests
+    assert second_requests == lines - cached
+    assert first_requests + second_requests <= lines + 10
+    rows = read_rows(tmp_path / "out.jsonl")
+    assert len(rows) == lines and all(r["status"] == "ok" for r in rows)
+
+
+def test_ctrl_c_exits_130_keeps_the_cache_and_writes_no_output(tmp_path, make_input, serve):
+    make_input([f"interrupted line {i}" for i in range(400)], "in.txt")
+    svc = serve("--latency", "0.1", "--capacity", "0")
+    run = start_score(tmp_path, svc.url)
+    wait_for_cache(tmp_path / "c.sqlite", 30)
+    run.send_signal(signal.SIGINT)
+    out, err = run.communicate(timeout=30)
+    assert run.returncode == 130
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out.jsonl").exists() and not list(tmp_path.glob(".out.jsonl*"))
+    assert cached_count(tmp_path / "c.sqlite") >= 30
+
+
+def test_the_api_key_never_appears_in_any_file_or_output(tmp_path, make_input, serve):
+    key = "sk-test-9f8e7d6c5b4a"
+    make_input([f"secret line {i}" for i in range(20)], "in.txt")
+    svc = serve("--latency", "0", "--require-key", env={"SCORING_API_KEY": key})
+    proc = cli("score", "in.txt", "--url", svc.url, cwd=tmp_path, env={"SCORING_API_KEY": key})
+    assert proc.returncode == 0, proc.stderr
+    assert svc.stats()["ok"] == 20
+    written = files_under(tmp_path)
+    assert any(p.suffix == ".json" for p in written) and any(p.suffix == ".jsonl" for p in written)
+    for p in written:
+        assert key.encode() not in p.read_bytes(), p
+    assert key not in proc.stdout + proc.stderr
+    wrong = cli("score", "in.txt", "--url", svc.url, "--no-cache", "--output", "w.jsonl", cwd=tmp_path,
+                env={"SCORING_API_KEY": "wrong"})
+    assert wrong.returncode == 1 and "HTTP 401" in (tmp_path / "w.jsonl").read_text()
+
+
+def test_probe_reports_determinism_batch_refusal_and_latency(tmp_path):
+    proc = cli("probe", "--samples", "5", *FAST_SERVER, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "deterministic: yes" in proc.stdout
+    assert "batch bodies: refused (data: 422, items: 422, lines: 422)" in proc.stdout
+    assert "latency over 5 requests" in proc.stdout
+
+
+def test_probe_json(tmp_path):
+    proc = cli("probe", "--samples", "3", "--json", *FAST_SERVER, cwd=tmp_path)
+    report = json.loads(proc.stdout)
+    assert report["deterministic"] is True and report["batch_refused"] is True
+    assert report["latency"]["p50"] >= 0.04
+
+
+def test_serve_rejects_a_busy_port(serve):
+    svc = serve("--latency", "0")
+    port = svc.url.split(":")[2].split("/")[0]
+    proc = cli("serve", "--port", port, timeout=20)
+    assert "cannot listen" in assert_one_line_error(proc)
