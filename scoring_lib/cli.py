@@ -141,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ray-address", default=os.environ.get("RAY_ADDRESS") or None, metavar="ADDR",
                    help="join this Ray cluster instead of starting a local one (default $RAY_ADDRESS)")
     g.add_argument("--ray-dashboard", action="store_true", help="start Ray's dashboard on 127.0.0.1")
+    g.add_argument("--ray-verbose", action="store_true", help="show Ray's own logs and workers' output")
     g = p.add_argument_group("files")
     g.add_argument("--output", type=Path, metavar="PATH", help="default results/scores/<input stem>.jsonl")
     g.add_argument("--cache", type=Path, default=Path("results/cache/scores.sqlite"), metavar="PATH",
@@ -172,7 +173,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     _add_server_options(p, "server-")
 
+    p = sub.add_parser("bench", help="measure the engines against the simulated service and the physical limit")
+    p.add_argument("--cases", default="abc", help="which cases: a (pool 100 vs auto), b (10k lines at "
+                   "C=1000), c (peak RSS); default abc")
+    p.add_argument("--time-scale", type=_float_at_least(0, strict=True), default=0.05,
+                   help="time scale of case a's 4.15 s latency (default 0.05)")
+    p.add_argument("--b-time-scale", type=_float_at_least(0, strict=True), default=1.0,
+                   help="time scale of case b's 1 s latency (default 1)")
+    p.add_argument("--rss-sizes", default="100000,1000000", help="input lengths for case c")
+    p.add_argument("--ray", action="store_true", help="add Ray (4 workers x 64 threads) to case a")
     return parser
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_bench
+
+    try:
+        sizes = tuple(int(s) for s in args.rss_sizes.split(","))
+    except ValueError:
+        raise ConfigError(f"--rss-sizes takes whole numbers separated by commas, got {args.rss_sizes!r}") from None
+    if set(args.cases) - set("abc"):
+        raise ConfigError(f"--cases takes letters from abc, got {args.cases!r}")
+    run_bench(args.cases, args.time_scale, args.b_time_scale, sizes, ray=args.ray)
+    return 0
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -185,7 +208,8 @@ def cmd_score(args: argparse.Namespace) -> int:
             cache=None if args.no_cache else args.cache, max_line_bytes=args.max_line_bytes,
             records_dir=None if args.no_record else args.records_dir, progress=args.progress,
             cache_namespace=EMBEDDED_CACHE_NAMESPACE if server_info["kind"] == "embedded" else None,
-            ray_address=args.ray_address, ray_dashboard=args.ray_dashboard, label=args.label)
+            ray_address=args.ray_address, ray_dashboard=args.ray_dashboard, ray_verbose=args.ray_verbose,
+            label=args.label)
         result = score_file(config, server_info=server_info)
     print(result.stats.summary())
     print(f"output: {result.output}" + (f"; record: {result.record_path}" if result.record_path else ""))
@@ -223,7 +247,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0 if report.deterministic and report.latencies else 1
 
 
-COMMANDS = {"score": cmd_score, "serve": cmd_serve, "probe": cmd_probe}
+COMMANDS = {"score": cmd_score, "serve": cmd_serve, "probe": cmd_probe, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -83,13 +83,14 @@ def parse_score(body: bytes, score_field: str) -> float:
 class ScoringClient:
     """One aiohttp session, sized for `concurrency` requests at once, on the current event loop."""
 
-    def __init__(self, config: ClientConfig, concurrency: int, rng: random.Random | None = None) -> None:
+    def __init__(self, config: ClientConfig, concurrency: int, rng: random.Random | None = None,
+                 api_key: str | None = None) -> None:
         self.config = config
         self.concurrency = concurrency
         self._rng = rng or random.Random()
         self._session: aiohttp.ClientSession | None = None
         self._headers = {"Content-Type": "application/json"}
-        key = config.api_key()
+        key = api_key or config.api_key()
         if key:
             self._headers["Authorization"] = f"Bearer {key}"
 
@@ -159,8 +160,10 @@ class ScoringClient:
 
     async def _read_capped(self, resp: aiohttp.ClientResponse) -> bytes:
         cap = self.config.max_body_bytes
-        if resp.content_length is not None and resp.content_length > cap:
-            raise _Retryable(f"malformed response: body of {resp.content_length} bytes exceeds {cap}")
+        if resp.content_length is not None:
+            if resp.content_length > cap:
+                raise _Retryable(f"malformed response: body of {resp.content_length} bytes exceeds {cap}")
+            return await resp.read()
         chunks: list[bytes] = []
         size = 0
         while chunk := await resp.content.read(65536):

@@ -93,7 +93,6 @@ class ServerConfig:
 
 
 ENGINES = ("asyncio", "ray")
-RAY_MODES = ("threads", "async")
 
 
 @dataclass(frozen=True)
@@ -113,8 +112,8 @@ class RunConfig:
     progress: bool | None = None  # None: only on a terminal
     cache_namespace: str | None = None  # defaults to the url
     ray_address: str | None = None
-    ray_mode: str = "threads"
     ray_dashboard: bool = False
+    ray_verbose: bool = False
     chunk_size: int | None = None
     label: str | None = None
     extra: dict = field(default_factory=dict)
@@ -122,8 +121,6 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
-        if self.ray_mode not in RAY_MODES:
-            raise ConfigError(f"ray mode must be one of {', '.join(RAY_MODES)}, got {self.ray_mode!r}")
         if self.threads is not None:
             _positive("threads", self.threads)
         if self.workers is not None:

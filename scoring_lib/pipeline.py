@@ -169,18 +169,19 @@ def score_file(config: RunConfig, *, server_info: dict | None = None, write_reco
     namespace = cache_namespace(config.namespace, config.client.request_field, config.client.score_field)
     stats = RunStats()
     t_start = time.perf_counter()
-    cache = ScoreCache(config.cache, namespace)
-    writer = None
+    cache = writer = None
+    disable = None if config.progress is None else not config.progress
     try:
-        writer = OrderedRowWriter(config.resolved_output)
-        disable = None if config.progress is None else not config.progress
-        with tqdm(total=total, unit="line", disable=disable, dynamic_ncols=True, leave=False) as bar, \
-                open_engine(config) as engine:
+        # The engine starts first: if it cannot (Ray missing, cluster unreachable), nothing is written.
+        with open_engine(config) as engine:
             stats.startup_seconds = time.perf_counter() - t_start
-            stats.scoring_started = time.time()
-            t_scoring = time.perf_counter()
-            _Run(config, engine, cache, writer, stats, bar).run()
-            stats.scoring_seconds = time.perf_counter() - t_scoring
+            cache = ScoreCache(config.cache, namespace)
+            writer = OrderedRowWriter(config.resolved_output)
+            with tqdm(total=total, unit="line", disable=disable, dynamic_ncols=True, leave=False) as bar:
+                stats.scoring_started = time.time()
+                t_scoring = time.perf_counter()
+                _Run(config, engine, cache, writer, stats, bar).run()
+                stats.scoring_seconds = time.perf_counter() - t_scoring
             stats.engine_info = engine.info()
         stats.counts = dict(writer.counts)
         output = writer.commit()
@@ -193,7 +194,8 @@ def score_file(config: RunConfig, *, server_info: dict | None = None, write_reco
             writer.abort()
         raise
     finally:
-        cache.close()
+        if cache is not None:
+            cache.close()
     stats.total_seconds = time.perf_counter() - t_start
     record = build_record(config, stats, server_info=server_info)
     record_path = save_record(record, config.records_dir) if (write_record and config.records_dir) else None

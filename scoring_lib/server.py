@@ -248,6 +248,10 @@ async def start_site(service: ScoringService, config: ServerConfig) -> tuple[web
 
 def serve_forever(config: ServerConfig, announce=print) -> None:
     """Run the service in the foreground until Ctrl-C (the `serve` command)."""
+    import logging
+
+    # A client speaking something else than HTTP is refused; it is not worth a traceback per request.
+    logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
 
     async def main() -> None:
         service = ScoringService(config)
@@ -262,3 +266,71 @@ def serve_forever(config: ServerConfig, announce=print) -> None:
         asyncio.run(main())
     except KeyboardInterrupt:
         pass
+
+
+class ServiceProcess:
+    """The service in a child process (`serve --port 0`), so that measuring the client is not
+    distorted by the service sharing its interpreter. A context manager, like SimulatedService."""
+
+    def __init__(self, config: ServerConfig | None = None, env: dict | None = None) -> None:
+        self.config = config or ServerConfig()
+        self.env = env
+        self.proc = None
+        self.url = ""
+
+    def start(self) -> "ServiceProcess":
+        import os
+        import subprocess
+        import sys
+
+        c = self.config
+        args = [sys.executable, "-m", "scoring_lib", "serve", "--host", c.host, "--port", str(c.port),
+                "--latency", repr(c.latency), "--latency-dist", c.latency_dist, "--capacity", str(c.capacity),
+                "--rate-limit", repr(c.rate_limit), "--error-rate", repr(c.error_rate),
+                "--time-scale", repr(c.time_scale), "--seed", str(c.seed),
+                "--request-field", c.request_field, "--score-field", c.score_field]
+        if c.require_api_key is not None:
+            args.append("--require-key")
+        env = dict(os.environ) | (self.env or {})
+        if c.require_api_key is not None:
+            env["SCORING_API_KEY"] = c.require_api_key
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=env)
+        line = self.proc.stdout.readline()
+        if not line.startswith("serving on "):
+            self.stop()
+            raise RuntimeError(f"the simulated service did not start: {line!r}")
+        self.url = line.split()[-1]
+        return self
+
+    @property
+    def base_url(self) -> str:
+        return self.url.rsplit("/", 1)[0]
+
+    def stats(self) -> ServiceStats:
+        import urllib.request
+
+        with urllib.request.urlopen(f"{self.base_url}/stats", timeout=10) as resp:
+            return ServiceStats(**json.loads(resp.read()))
+
+    def reset_stats(self) -> None:
+        import urllib.request
+
+        urllib.request.urlopen(urllib.request.Request(f"{self.base_url}/stats/reset", method="POST"),
+                               timeout=10).close()
+
+    def stop(self) -> None:
+        import signal
+
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(10)
+            except Exception:
+                self.proc.kill()
+                self.proc.wait()
+
+    def __enter__(self) -> "ServiceProcess":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from scoring_lib import ServerConfig
+from scoring_lib.server import ServiceProcess
+
 from conftest import REPO, cli, read_rows
 
 FAST_SERVER = ["--server-time-scale", "0.01"]
@@ -84,37 +87,17 @@ def test_service_down_gives_error_rows_and_exit_1(tmp_path, make_input):
     assert all(r["status"] == "error" and r["attempts"] == 3 for r in rows)
 
 
-class Serve:
-    """`python -m scoring_lib serve` in a subprocess on a free loopback port."""
-
-    def __init__(self, *args, env=None):
-        import os
-        self.proc = subprocess.Popen([sys.executable, "-m", "scoring_lib", "serve", "--port", "0", *args],
-                                     stdout=subprocess.PIPE, text=True, cwd=REPO, env=os.environ | (env or {}))
-        line = self.proc.stdout.readline()
-        assert line.startswith("serving on http://127.0.0.1:"), line
-        self.url = line.split()[-1]
-
-    def stats(self):
-        import urllib.request
-        with urllib.request.urlopen(self.url.replace("/score", "/stats"), timeout=5) as resp:
-            return json.loads(resp.read())
-
-    def close(self):
-        self.proc.send_signal(signal.SIGINT)
-        self.proc.wait(10)
-
-
 @pytest.fixture
 def serve():
+    """`python -m scoring_lib serve` in a child process on a free loopback port."""
     servers = []
 
-    def start(*args, env=None):
-        servers.append(Serve(*args, env=env))
+    def start(*, env=None, **config):
+        servers.append(ServiceProcess(ServerConfig(**config), env=env).start())
         return servers[-1]
     yield start
     for s in servers:
-        s.close()
+        s.stop()
 
 
 def cached_count(path: Path) -> int:
@@ -144,19 +127,19 @@ def wait_for_cache(path: Path, at_least: int, timeout: float = 60) -> None:
 def test_a_killed_run_resumes_requesting_at_most_the_lines_that_were_in_flight(tmp_path, make_input, serve):
     lines = 300
     make_input([f"resumable line {i}" for i in range(lines)], "in.txt")
-    svc = serve("--latency", "0.1", "--capacity", "0")
+    svc = serve(latency=0.1, capacity=0)
     first = start_score(tmp_path, svc.url)
     wait_for_cache(tmp_path / "c.sqlite", 60)
     first.kill()
     first.wait()
     assert not (tmp_path / "out.jsonl").exists()
     cached = cached_count(tmp_path / "c.sqlite")
-    first_requests = svc.stats()["requests"]
+    first_requests = svc.stats().requests
     assert first_requests <= cached + 10  # what was not cached was at most what was in flight
     second = start_score(tmp_path, svc.url)
     out, err = second.communicate(timeout=120)
     assert second.returncode == 0, err
-    second_requests = svc.stats()["requests"] - first_requests
+    second_requests = svc.stats().requests - first_requests
     assert second_requests == lines - cached
     assert first_requests + second_requests <= lines + 10
     rows = read_rows(tmp_path / "out.jsonl")
@@ -165,7 +148,7 @@ def test_a_killed_run_resumes_requesting_at_most_the_lines_that_were_in_flight(t
 
 def test_ctrl_c_exits_130_keeps_the_cache_and_writes_no_output(tmp_path, make_input, serve):
     make_input([f"interrupted line {i}" for i in range(400)], "in.txt")
-    svc = serve("--latency", "0.1", "--capacity", "0")
+    svc = serve(latency=0.1, capacity=0)
     run = start_score(tmp_path, svc.url)
     wait_for_cache(tmp_path / "c.sqlite", 30)
     run.send_signal(signal.SIGINT)
@@ -179,10 +162,10 @@ def test_ctrl_c_exits_130_keeps_the_cache_and_writes_no_output(tmp_path, make_in
 def test_the_api_key_never_appears_in_any_file_or_output(tmp_path, make_input, serve):
     key = "sk-test-9f8e7d6c5b4a"
     make_input([f"secret line {i}" for i in range(20)], "in.txt")
-    svc = serve("--latency", "0", "--require-key", env={"SCORING_API_KEY": key})
+    svc = serve(latency=0, require_api_key=key)
     proc = cli("score", "in.txt", "--url", svc.url, cwd=tmp_path, env={"SCORING_API_KEY": key})
     assert proc.returncode == 0, proc.stderr
-    assert svc.stats()["ok"] == 20
+    assert svc.stats().ok == 20
     written = files_under(tmp_path)
     assert any(p.suffix == ".json" for p in written) and any(p.suffix == ".jsonl" for p in written)
     for p in written:
@@ -209,7 +192,7 @@ def test_probe_json(tmp_path):
 
 
 def test_serve_rejects_a_busy_port(serve):
-    svc = serve("--latency", "0")
+    svc = serve(latency=0)
     port = svc.url.split(":")[2].split("/")[0]
     proc = cli("serve", "--port", port, timeout=20)
     assert "cannot listen" in assert_one_line_error(proc)

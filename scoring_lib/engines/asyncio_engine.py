@@ -32,14 +32,17 @@ class _LoopThread:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.queue: asyncio.Queue | None = None
         self.tasks: list[asyncio.Task] = []
+        self.done: dict[int, tuple[queue.Queue, list]] = {}  # finished results not yet handed over
 
 
 class LoopPool:
     """`threads` event loops scoring items with `concurrency` requests in flight in total."""
 
-    def __init__(self, client: ClientConfig, concurrency: int, threads: int, prefetch: float = 1.0) -> None:
+    def __init__(self, client: ClientConfig, concurrency: int, threads: int, prefetch: float = 1.0,
+                 api_key: str | None = None) -> None:
         shares = split_evenly(concurrency, threads)
         self.client = client
+        self._api_key = api_key
         self.concurrency = concurrency
         self.threads = [_LoopThread(i, s) for i, s in enumerate(shares)]
         self._limits = [s + max(1, int(s * prefetch)) for s in shares]
@@ -78,7 +81,7 @@ class LoopPool:
     async def _thread_main(self, state: _LoopThread, ready: threading.Barrier) -> None:
         state.loop = asyncio.get_running_loop()
         state.queue = asyncio.Queue()
-        async with ScoringClient(self.client, state.share) as client:
+        async with ScoringClient(self.client, state.share, api_key=self._api_key) as client:
             state.tasks = [asyncio.create_task(self._worker(state, client)) for _ in range(state.share)]
             await asyncio.get_running_loop().run_in_executor(None, ready.wait, 60)
             results = await asyncio.gather(*state.tasks, return_exceptions=True)
@@ -94,14 +97,17 @@ class LoopPool:
             outcome = await client.score(text)
             with self._lock:
                 state.outstanding -= 1
-            reply.put((key, outcome))
+            # Hand results over once per loop iteration, not once per line: fewer cross-thread wake-ups.
+            if not state.done:
+                asyncio.get_running_loop().call_soon(_hand_over, state.done)
+            state.done.setdefault(id(reply), (reply, []))[1].append((key, outcome))
 
     def room(self) -> int:
         with self._lock:
             return sum(limit - t.outstanding for t, limit in zip(self.threads, self._limits))
 
     def submit(self, items: list[WorkItem], reply: queue.Queue) -> None:
-        """Give each item to the least-loaded thread; results go to `reply` as (key, Outcome)."""
+        """Give each item to the least-loaded thread; results go to `reply` as lists of (key, Outcome)."""
         batches: list[list] = [[] for _ in self.threads]
         with self._lock:
             for key, text in items:
@@ -130,6 +136,12 @@ class LoopPool:
             self._executor = None
             if errors and not cancel:
                 raise errors[0]  # type: ignore[misc]
+
+
+def _hand_over(done: dict) -> None:
+    for reply, results in done.values():
+        reply.put(results)
+    done.clear()
 
 
 def _put_all(q: asyncio.Queue, items: list) -> None:
@@ -169,7 +181,7 @@ class AsyncioEngine:
         self.pool.submit(items, self._results)
 
     def poll(self, timeout: float) -> list[Result]:
-        return drain(self._results, timeout)
+        return [r for batch in drain(self._results, timeout) for r in batch]
 
     def info(self) -> dict:
         return {

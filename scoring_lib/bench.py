@@ -1,0 +1,174 @@
+"""`python -m scoring_lib bench`: the engines against the simulated service and the physical limit.
+
+Each case prints measured wall time beside its bound, as ratios within one run (the machine is
+small and noisy: compare ratios, not absolute seconds). The service runs in a child process so
+that it does not share the measured client's interpreter.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .bounds import bound_seconds, effective_pool, sessions_of
+from .config import ClientConfig, RunConfig, ServerConfig
+from .pipeline import score_file
+from .records import git_commit, machine_info, package_versions
+from .server import ServiceProcess
+
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample.txt"
+
+
+def write_unique_lines(path: Path, n: int) -> Path:
+    """n distinct lines of real English (the shipped sample, numbered so none repeats)."""
+    base = SAMPLE.read_text(encoding="utf-8").splitlines() if SAMPLE.exists() else ["A sentence to score."]
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(n):
+            f.write(f"{base[i % len(base)]} [{i}]\n")
+    return path
+
+
+@dataclass
+class Measurement:
+    case: str
+    setting: str
+    lines: int
+    wall_seconds: float
+    bound_seconds: float | None = None
+    startup_seconds: float | None = None
+    peak_in_flight: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float | None:
+        return self.wall_seconds / self.bound_seconds if self.bound_seconds else None
+
+    def line(self) -> str:
+        parts = [f"{self.case:<3} {self.setting:<38} {self.lines:>9} lines  wall {self.wall_seconds:8.2f} s"]
+        if self.bound_seconds is not None:
+            parts.append(f"bound {self.bound_seconds:7.2f} s  wall/bound {self.ratio:5.2f}")
+        if self.startup_seconds is not None:
+            parts.append(f"start-up {self.startup_seconds:5.2f} s")
+        if self.peak_in_flight is not None:
+            parts.append(f"peak in flight {self.peak_in_flight}")
+        parts += [f"{k} {v}" for k, v in self.extra.items()]
+        return "  ".join(parts)
+
+
+def measure_run(case: str, setting: str, service: ServiceProcess, path: Path, lines: int, latency: float,
+                capacity: int, **run) -> Measurement:
+    """One in-process run against `service`; scoring-phase wall time against its bound."""
+    client = ClientConfig(url=service.url, connector_limit=run.pop("connector_limit", None), timeout=600)
+    config = RunConfig(input=path, client=client, cache=None, records_dir=None, progress=False,
+                       output=path.with_suffix(".out.jsonl"), **run)
+    service.reset_stats()
+    result = score_file(config, write_record=False)
+    stats = service.stats()
+    sessions = sessions_of(config.engine, config.resolved_threads, config.resolved_workers,
+                           config.max_concurrent_tasks)
+    pool = effective_pool(client.connector_limit, sessions)
+    bound = bound_seconds(lines, latency, pool, config.max_concurrent_tasks, capacity)
+    if result.stats.counts["ok"] != lines:
+        raise RuntimeError(f"{setting}: only {result.stats.counts['ok']} of {lines} lines scored")
+    pool_text = "inf" if math.isinf(pool) else str(int(pool))
+    return Measurement(case, setting, lines, result.stats.scoring_seconds, bound, result.stats.startup_seconds,
+                       stats.peak_in_flight, {"pool": pool_text})
+
+
+def case_a(work: Path, time_scale: float, ray: bool) -> list[Measurement]:
+    """The seed's shape: 2,000 lines, capacity 200, concurrency 500; pool 100 vs auto."""
+    n, capacity, latency = 2000, 200, 4.15 * time_scale
+    path = write_unique_lines(work / "a.txt", n)
+    out = []
+    with ServiceProcess(ServerConfig(latency=4.15, capacity=capacity, time_scale=time_scale)) as svc:
+        for limit in (100, None):
+            out.append(measure_run("a", f"asyncio 1 thread, C=500, pool {limit or 'auto'}", svc, path, n, latency,
+                                   capacity, engine="asyncio", threads=1, max_concurrent_tasks=500,
+                                   connector_limit=limit))
+        if ray:
+            out.append(measure_run("a", "ray 4 workers x 64 threads, C=256", svc, path, n, latency, capacity,
+                                   engine="ray", workers=4, threads=64, max_concurrent_tasks=256))
+    pool100, auto = out[0], out[1]
+    print(f"    (a) pool 100 / pool auto wall-time ratio: {pool100.wall_seconds / auto.wall_seconds:.2f} "
+          f"(bound ratio {pool100.bound_seconds / auto.bound_seconds:.2f})")
+    return out
+
+
+def case_b(work: Path, time_scale: float) -> list[Measurement]:
+    """Throughput at scale: 10,000 lines, latency 1 s, concurrency 1,000, service unbounded."""
+    n, concurrency, latency = 10_000, 1000, 1.0 * time_scale
+    path = write_unique_lines(work / "b.txt", n)
+    with ServiceProcess(ServerConfig(latency=1.0, capacity=0, time_scale=time_scale)) as svc:
+        return [measure_run("b", f"asyncio {os.cpu_count()} threads, C={concurrency}", svc, path, n, latency, 0,
+                            engine="asyncio", max_concurrent_tasks=concurrency)]
+
+
+def peak_rss_run(path: Path, url: str, concurrency: int) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one `score` CLI process."""
+    args = [sys.executable, "-m", "scoring_lib", "score", str(path), "--url", url, "--no-cache", "--no-record",
+            "--no-progress", "--output", str(path.with_suffix(".out.jsonl")),
+            "--max-concurrent-tasks", str(concurrency)]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"score failed: {proc.stderr.read().decode()[-500:]}")
+    return wall, usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
+
+
+def case_c(work: Path, sizes: list[int]) -> list[Measurement]:
+    """Memory stays flat: peak RSS of whole runs at zero latency, by input length."""
+    out = []
+    with ServiceProcess(ServerConfig(latency=0, capacity=0)) as svc:
+        for n in sizes:
+            path = write_unique_lines(work / f"c{n}.txt", n)
+            wall, rss = peak_rss_run(path, svc.url, 256)
+            out.append(Measurement("c", f"asyncio, zero latency, C=256", n, wall,
+                                   extra={"peak_rss_mb": round(rss, 1), "lines_per_s": round(n / wall)}))
+            print("    " + out[-1].line(), flush=True)
+            path.unlink()
+    return out
+
+
+def run_bench(cases: str = "abc", time_scale: float = 0.05, b_time_scale: float = 1.0,
+              rss_sizes: tuple[int, ...] = (100_000, 1_000_000), ray: bool = False,
+              out_dir: Path | None = Path("results/bench")) -> list[Measurement]:
+    print(f"machine: {machine_info()}")
+    results: list[Measurement] = []
+    with tempfile.TemporaryDirectory(prefix="scoring-bench-") as tmp:
+        work = Path(tmp)
+        if "a" in cases:
+            print(f"(a) 2,000 lines, capacity 200, latency 4.15 s x time scale {time_scale}:", flush=True)
+            a = case_a(work, time_scale, ray)
+            results += a
+            for m in a:
+                print("    " + m.line(), flush=True)
+        if "b" in cases:
+            print(f"(b) 10,000 lines, latency 1 s x time scale {b_time_scale}, C=1000 (target wall/bound <= 1.05):",
+                  flush=True)
+            b = case_b(work, b_time_scale)
+            results += b
+            for m in b:
+                print("    " + m.line(), flush=True)
+        if "c" in cases:
+            print("(c) peak RSS at zero latency (target <= 300 MB and flat):", flush=True)
+            results += case_c(work, list(rss_sizes))
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        path = out_dir / f"bench-{stamp}.json"
+        path.write_text(json.dumps({
+            "created": stamp, "machine": machine_info(), "versions": package_versions(), "git_commit": git_commit(),
+            "time_scale": time_scale, "b_time_scale": b_time_scale,
+            "measurements": [asdict(m) | {"ratio": m.ratio} for m in results]}, indent=1))
+        print(f"saved: {path}")
+    return results

@@ -1,0 +1,42 @@
+"""The physical limit of a run: no engine can beat ceil(N / min(pool, C, capacity)) * latency.
+
+N requests, each taking `latency` seconds at the service, at most min(pool, C, capacity) at once
+(connections the client may open, requests the client allows in flight, requests the service
+serves at once). Every benchmark and report figure is drawn beside it.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def effective_pool(connector_limit: int | str | None, sessions: int) -> float:
+    """Connections the whole run may hold: the per-session limit times the sessions (inf if unlimited).
+
+    `auto` is never tighter than the concurrency, so it imposes no bound of its own."""
+    if connector_limit in (None, "auto", 0):
+        return math.inf
+    return int(connector_limit) * sessions
+
+
+def in_flight_limit(pool: float, concurrency: int, capacity: int | None) -> float:
+    cap = math.inf if not capacity else capacity
+    return min(pool, concurrency, cap)
+
+
+def bound_seconds(requests: int, latency: float, pool: float, concurrency: int, capacity: int | None) -> float:
+    """Fastest possible wall time for `requests` requests of `latency` seconds each."""
+    if requests <= 0:
+        return 0.0
+    width = in_flight_limit(pool, concurrency, capacity)
+    return math.ceil(requests / width) * latency
+
+
+def sessions_of(engine: str, threads: int, workers: int | None, concurrency: int) -> int:
+    """aiohttp sessions a run opens: one per event loop (asyncio threads; Ray workers x threads),
+    never more than the concurrency since each needs a share of at least one."""
+    from .config import split_evenly
+
+    if engine == "asyncio":
+        return min(threads, concurrency)
+    return sum(min(threads, share) for share in split_evenly(concurrency, workers or 1))
