@@ -14,9 +14,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[all]'
 	touch $(STAMP)
 
-# The main job: score the shipped sample against the embedded simulated service.
+# The main job: the quick sweep against the embedded simulated service, then the report
+# (results/report/report.md and its figures).
+GRID ?= notebooks/grids/quick.yaml
 run: $(STAMP)
-	$(PY) -m scoring_lib score data/sample.txt --no-cache
+	$(PY) -m scoring_lib sweep $(GRID)
+	$(PY) -m scoring_lib report
 
 test: $(STAMP)
 	$(PY) -m pytest

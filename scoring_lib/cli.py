@@ -173,6 +173,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     _add_server_options(p, "server-")
 
+    p = sub.add_parser("sweep", help="run every point of a grid through papermill (notebooks/run.ipynb)")
+    p.add_argument("grid", metavar="GRID.yaml", help="grid file, e.g. notebooks/grids/quick.yaml")
+    p.add_argument("--resume", action="store_true", help="skip points already recorded for this grid")
+    p.add_argument("--records-dir", type=Path, default=Path("results/runs"),
+                   help="records go to DIR/<grid name>/ (default results/runs)")
+    p.add_argument("--notebooks-dir", type=Path, default=Path("results/notebooks"),
+                   help="executed notebooks go to DIR/<grid name>/ (default results/notebooks)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar (default: only on a terminal)")
+
+    p = sub.add_parser("report", help="build the performance report from the run records")
+    p.add_argument("--runs", type=Path, default=Path("results/runs"), help="records, searched recursively "
+                   "(default results/runs)")
+    p.add_argument("--out", type=Path, default=Path("results/report"), help="default results/report")
+
     p = sub.add_parser("bench", help="measure the engines against the simulated service and the physical limit")
     p.add_argument("--cases", default="abc", help="which cases: a (pool 100 vs auto), b (10k lines at "
                    "C=1000), c (peak RSS); default abc")
@@ -183,6 +198,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rss-sizes", default="100000,1000000", help="input lengths for case c")
     p.add_argument("--ray", action="store_true", help="add Ray (4 workers x 64 threads) to case a")
     return parser
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import load_grid, run_sweep
+
+    grid = load_grid(args.grid)  # every grid error surfaces here, before anything runs
+    summary = run_sweep(grid, records_dir=args.records_dir, notebooks_dir=args.notebooks_dir, resume=args.resume,
+                        progress=args.progress)
+    print(summary.line())
+    for point, why in summary.failed:
+        print(f"failed: {point}: {why}", file=sys.stderr)
+    return summary.exit_code
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import build_report
+
+    if not args.runs.is_dir():
+        raise ConfigError(f"no run records: {args.runs} is not a directory")
+    report = build_report(args.runs, args.out, how=f"`python -m scoring_lib report --runs {args.runs}`")
+    print(report.line())
+    for verdict in report.verdicts:
+        print("- " + verdict.replace("**", ""))
+    return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -247,7 +286,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0 if report.deterministic and report.latencies else 1
 
 
-COMMANDS = {"score": cmd_score, "serve": cmd_serve, "probe": cmd_probe, "bench": cmd_bench}
+COMMANDS = {"score": cmd_score, "serve": cmd_serve, "probe": cmd_probe, "sweep": cmd_sweep, "report": cmd_report,
+            "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -95,6 +95,7 @@ def build_record(config: RunConfig, stats: "RunStats", server_info: dict | None 
     cl = config.client
     return {
         "schema": SCHEMA_VERSION,
+        "status": "ok",
         "run_id": uuid.uuid4().hex,
         "label": config.label,
         "created": now.isoformat(timespec="seconds"),
@@ -147,7 +148,7 @@ def save_record(record: dict, directory: str | os.PathLike) -> Path:
 def read_records(directory: str | os.PathLike) -> list[dict]:
     """Every record under `directory`, oldest first; unreadable files are skipped by name."""
     out = []
-    for path in sorted(Path(directory).glob("*.json")):
+    for path in sorted(Path(directory).rglob("*.json")):
         try:
             rec = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -156,3 +157,80 @@ def read_records(directory: str | os.PathLike) -> list[dict]:
             rec["record_file"] = path.name
             out.append(rec)
     return out
+
+
+def _bound_for(rec: dict) -> tuple[float | None, float | None, float]:
+    """(latency L, bound seconds, effective pool) for a record, from what it knows of the service."""
+    from .bounds import bound_seconds, effective_pool
+
+    svc = rec.get("service") or {}
+    info = rec.get("engine_info") or {}
+    if svc.get("latency") is not None:
+        latency = float(svc["latency"]) * float(svc.get("time_scale") or 1.0)
+    else:
+        latency = (rec.get("latency") or {}).get("p50")
+    sessions = info.get("sessions") or 1
+    pool = effective_pool(rec.get("connector_limit"), sessions)
+    if latency is None:
+        return None, None, pool
+    bound = bound_seconds(rec.get("unique_requested") or 0, latency, pool, rec["max_concurrent_tasks"],
+                          svc.get("capacity"))
+    return latency, bound, pool
+
+
+def tidy_row(rec: dict) -> dict:
+    """One record as one flat row: parameters, service, outcome, bound, machine, versions."""
+    svc = rec.get("service") or {}
+    info = rec.get("engine_info") or {}
+    extra = rec.get("extra") or {}
+    machine = rec.get("machine") or {}
+    latency, bound, pool = _bound_for(rec)
+    lat = rec.get("latency") or {}
+    scoring = rec.get("scoring_seconds")
+    return {
+        "run_id": rec.get("run_id"), "created": rec.get("created"), "status": rec.get("status", "ok"),
+        "failure": rec.get("failure"), "label": rec.get("label"),
+        "sweep": extra.get("sweep"), "point_id": extra.get("point_id"), "repeat": extra.get("repeat"),
+        "warmup": bool(extra.get("warmup", False)),
+        "engine": rec.get("engine"), "threads": rec.get("threads"), "workers": rec.get("workers"),
+        "max_concurrent_tasks": rec.get("max_concurrent_tasks"), "connector_limit": str(rec.get("connector_limit")),
+        "sessions": info.get("sessions"), "effective_pool": pool,
+        "service_kind": svc.get("kind"), "service_latency": svc.get("latency"),
+        "service_capacity": svc.get("capacity"), "time_scale": svc.get("time_scale"),
+        "latency_dist": svc.get("latency_dist"),
+        "lines": rec.get("lines"), "ok": rec.get("ok"), "empty": rec.get("empty"), "error": rec.get("error"),
+        "requested": rec.get("unique_requested"), "requests": rec.get("requests"), "retries": rec.get("retries"),
+        "startup_seconds": rec.get("startup_seconds"), "scoring_seconds": scoring,
+        "total_seconds": rec.get("total_seconds"), "lines_per_second": rec.get("lines_per_second"),
+        "latency_s": latency, "bound_seconds": bound,
+        "efficiency": (bound / scoring) if (bound and scoring) else None,
+        "latency_p50": lat.get("p50"), "latency_p90": lat.get("p90"), "latency_p99": lat.get("p99"),
+        "latency_max": lat.get("max"),
+        "hostname": machine.get("hostname"), "cpu_count": machine.get("cpu_count"), "os": machine.get("os"),
+        "python": machine.get("python"),
+        "scoring_workbench": (rec.get("versions") or {}).get("scoring-workbench"),
+        "aiohttp": (rec.get("versions") or {}).get("aiohttp"), "ray": (rec.get("versions") or {}).get("ray"),
+        "git_commit": rec.get("git_commit"), "record_file": rec.get("record_file"),
+    }
+
+
+def load_runs(directory: str | os.PathLike = "results/runs"):
+    """Every run record below `directory` (searched recursively) as one tidy pandas DataFrame."""
+    import pandas as pd
+
+    rows = [tidy_row(rec) for rec in read_records(directory)]
+    return pd.DataFrame(rows, columns=list(tidy_row({"max_concurrent_tasks": 1}).keys()))
+
+
+def failure_record(parameters: dict, failure: str, extra: dict | None = None) -> dict:
+    """A record for a run that did not finish, so a sweep keeps the failed point in its table."""
+    now = datetime.now(timezone.utc)
+    return {
+        "schema": SCHEMA_VERSION, "status": "failed", "failure": failure, "run_id": uuid.uuid4().hex,
+        "label": None, "created": now.isoformat(timespec="seconds"),
+        "engine": parameters.get("engine"), "threads": parameters.get("threads"),
+        "workers": parameters.get("workers"), "max_concurrent_tasks": parameters.get("max_concurrent_tasks"),
+        "connector_limit": parameters.get("connector_limit"), "service": parameters.get("service"),
+        "extra": dict(extra or {}), "machine": machine_info(), "versions": package_versions(),
+        "git_commit": git_commit(),
+    }

@@ -1,0 +1,337 @@
+"""Sweeps: a grid of settings, validated as data, each point run by papermill through run.ipynb.
+
+A grid is a YAML file: the input, the service profile, repeats and warm-up, and `points`, a list of
+sub-grids whose cartesian products are unioned. Every run leaves a record; a point that fails is
+recorded as failed and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+import tempfile
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .config import ENGINES, ClientConfig, RunConfig, ServerConfig
+from .errors import ConfigError, GridError, MissingDependencyError
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = REPO / "notebooks"
+RUN_NOTEBOOK = NOTEBOOKS / "run.ipynb"
+GRID_KEYS = {"name", "description", "input", "lines", "repeats", "warmup", "service", "url", "points", "timeout",
+             "max_retries"}
+POINT_KEYS = {"engine", "threads", "workers", "max_concurrent_tasks", "connector_limit"}
+SERVICE_KEYS = {"latency", "latency_dist", "capacity", "rate_limit", "error_rate", "time_scale", "seed"}
+
+
+@dataclass(frozen=True)
+class Point:
+    """One setting of the grid."""
+
+    engine: str
+    threads: int | None
+    workers: int | None
+    max_concurrent_tasks: int
+    connector_limit: int | None  # None = auto
+
+    @property
+    def id(self) -> str:
+        pool = "auto" if self.connector_limit is None else self.connector_limit
+        workers = f"-w{self.workers}" if self.engine == "ray" else ""
+        return f"{self.engine}{workers}-t{self.threads or 'default'}-c{self.max_concurrent_tasks}-pool{pool}"
+
+    def parameters(self) -> dict:
+        d = asdict(self)
+        d["connector_limit"] = "auto" if self.connector_limit is None else self.connector_limit
+        return d
+
+
+@dataclass(frozen=True)
+class Grid:
+    name: str
+    input: Path
+    points: tuple[Point, ...]
+    repeats: int = 1
+    warmup: int = 0
+    lines: int | None = None
+    service: dict = field(default_factory=dict)
+    url: str | None = None
+    timeout: float = 30.0
+    max_retries: int = 5
+    description: str = ""
+
+
+def _positive_int(where: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise GridError(f"{where} must be a whole number of at least {minimum}, got {value!r}")
+    return value
+
+
+def _pool(where: str, value) -> int | None:
+    if value == "auto" or value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise GridError(f"{where} must be 'auto' or a whole number of at least 0, got {value!r}")
+    return value
+
+
+def _as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def _points(spec, where: str) -> list[Point]:
+    if not isinstance(spec, dict):
+        raise GridError(f"{where} must be a mapping of parameter: [values]")
+    unknown = set(spec) - POINT_KEYS
+    if unknown:
+        raise GridError(f"{where}: unknown parameter {sorted(unknown)[0]!r} (known: {', '.join(sorted(POINT_KEYS))})")
+    values = {k: _as_list(spec.get(k, default)) for k, default in
+              (("engine", "asyncio"), ("threads", None), ("workers", None), ("max_concurrent_tasks", 256),
+               ("connector_limit", "auto"))}
+    out = []
+    for engine, threads, workers, c, pool in itertools.product(*values.values()):
+        if engine not in ENGINES:
+            raise GridError(f"{where}: engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+        threads = None if threads is None else _positive_int(f"{where}: threads", threads)
+        workers = None if (workers is None or engine == "asyncio") else _positive_int(f"{where}: workers", workers)
+        out.append(Point(engine, threads, workers, _positive_int(f"{where}: max_concurrent_tasks", c),
+                         _pool(f"{where}: connector_limit", pool)))
+    return out
+
+
+def parse_grid(data, source: str = "grid", base: Path | None = None) -> Grid:
+    """Validate a grid given as data (what YAML gives); raises GridError naming the first problem."""
+    if not isinstance(data, dict):
+        raise GridError(f"{source}: a grid must be a mapping")
+    unknown = set(data) - GRID_KEYS
+    if unknown:
+        raise GridError(f"{source}: unknown key {sorted(unknown)[0]!r} (known: {', '.join(sorted(GRID_KEYS))})")
+    if "points" not in data or not isinstance(data["points"], list) or not data["points"]:
+        raise GridError(f"{source}: 'points' must be a non-empty list of sub-grids")
+    service = data.get("service") or {}
+    if not isinstance(service, dict) or set(service) - SERVICE_KEYS:
+        bad = sorted(set(service) - SERVICE_KEYS)[0] if isinstance(service, dict) else service
+        raise GridError(f"{source}: unknown service setting {bad!r} (known: {', '.join(sorted(SERVICE_KEYS))})")
+    try:
+        ServerConfig(**service)
+    except (ConfigError, TypeError) as exc:
+        raise GridError(f"{source}: service: {exc}") from None
+    points: list[Point] = []
+    for i, spec in enumerate(data["points"]):
+        for p in _points(spec, f"{source}: points[{i}]"):
+            if p not in points:
+                points.append(p)
+    input_path = Path(data.get("input", "data/sample.txt"))
+    if not input_path.is_absolute() and base is not None and not input_path.exists():
+        input_path = base / input_path
+    lines = data.get("lines")
+    return Grid(name=str(data.get("name") or "sweep"), input=input_path, points=tuple(points),
+                repeats=_positive_int(f"{source}: repeats", data.get("repeats", 1)),
+                warmup=_positive_int(f"{source}: warmup", data.get("warmup", 0), minimum=0),
+                lines=None if lines is None else _positive_int(f"{source}: lines", lines),
+                service=service, url=data.get("url"), timeout=float(data.get("timeout", 30.0)),
+                max_retries=int(data.get("max_retries", 5)), description=str(data.get("description", "")))
+
+
+def load_grid(path: str | os.PathLike) -> Grid:
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise GridError(f"grid file not found: {p}") from None
+    except (OSError, yaml.YAMLError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise GridError(f"cannot parse grid {p}: {first}") from None
+    return parse_grid(data, source=str(p), base=REPO)
+
+
+def head_file(path: Path, lines: int, directory: Path) -> Path:
+    """The first `lines` lines of `path`, as a file in `directory` (tiny runs from a big input)."""
+    out = directory / f"{path.stem}-first{lines}.txt"
+    with open(path, "rb") as src, open(out, "wb") as dst:
+        for _, line in zip(range(lines), src):
+            dst.write(line)
+    return out
+
+
+def run_point(input: str | os.PathLike = "data/sample.txt", engine: str = "asyncio", threads: int | None = None,
+              workers: int | None = None, max_concurrent_tasks: int = 256, connector_limit: int | str = "auto",
+              repeats: int = 1, warmup: int = 0, lines: int | None = None, url: str | None = None,
+              service: dict | None = None, records_dir: str | os.PathLike = "results/runs",
+              sweep: str | None = None, point_id: str | None = None, api_key_env: str = "SCORING_API_KEY",
+              timeout: float = 30.0, max_retries: int = 5):
+    """Run one configuration `warmup + repeats` times; record each; return the measured runs' rows.
+
+    Without `url`, the simulated service described by `service` runs in a child process for the
+    duration. Warm-up runs are recorded with warmup=True so the report can leave them out."""
+    import pandas as pd
+
+    from .pipeline import score_file
+    from .records import tidy_row
+    from .server import ServiceProcess
+
+    service = dict(service or {})
+    rows = []
+    with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="scoring-point-") as tmp:
+        if url is None:
+            svc = stack.enter_context(ServiceProcess(ServerConfig(**service)))
+            url, kind = svc.url, "embedded"
+        else:
+            kind = "simulated" if service else "external"
+        server_info = {"kind": kind, "url": url}
+        if kind != "external":
+            server_info |= asdict(ServerConfig(**service)) | {"require_api_key": None}
+            server_info = {k: v for k, v in server_info.items() if k not in ("require_api_key", "host", "port")}
+        path = Path(input)
+        if lines:
+            path = head_file(path, lines, Path(tmp))
+        client = ClientConfig(url=url, connector_limit=None if connector_limit in ("auto", None) else
+                              int(connector_limit), timeout=timeout, max_retries=max_retries, api_key_env=api_key_env)
+        for i in range(warmup + repeats):
+            is_warmup = i < warmup
+            config = RunConfig(input=path, client=client, engine=engine, threads=threads, workers=workers,
+                               max_concurrent_tasks=max_concurrent_tasks, output=Path(tmp) / "scores.jsonl",
+                               cache=None, records_dir=Path(records_dir), progress=False,
+                               extra={"sweep": sweep, "point_id": point_id, "repeat": i - warmup,
+                                      "warmup": is_warmup})
+            result = score_file(config, server_info=server_info)
+            if not is_warmup:
+                rows.append(tidy_row(result.record))
+    return pd.DataFrame(rows)
+
+
+def recorded_points(records_dir: Path, sweep: str) -> dict[str, int]:
+    """Measured, successful runs per point id already recorded for this sweep (for --resume)."""
+    from .records import read_records
+
+    counts: dict[str, int] = {}
+    for rec in read_records(records_dir):
+        extra = rec.get("extra") or {}
+        if extra.get("sweep") == sweep and rec.get("status", "ok") == "ok" and not extra.get("warmup"):
+            counts[extra.get("point_id")] = counts.get(extra.get("point_id"), 0) + 1
+    return counts
+
+
+@contextmanager
+def _kernel_stderr_to(path: Path):
+    """Kernels inherit this process's stderr and print start-up warnings there; send them to a log
+    beside the executed notebooks, and yield a stream on the real stderr for progress."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    terminal = os.fdopen(os.dup(saved), "w")
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield terminal
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            terminal.close()
+
+
+def _failure_text(exc: BaseException) -> str:
+    ename, evalue = getattr(exc, "ename", None), getattr(exc, "evalue", None)
+    text = f"{ename}: {evalue}" if ename else f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())[:500]
+
+
+@dataclass
+class SweepSummary:
+    grid: Grid
+    records_dir: Path
+    done: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)
+    failed: list = field(default_factory=list)  # (point id, failure)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed else 0
+
+    def table(self):
+        import pandas as pd
+
+        rows = [{"point": p, "status": "done"} for p in self.done]
+        rows += [{"point": p, "status": "skipped (recorded)"} for p in self.skipped]
+        rows += [{"point": p, "status": f"FAILED: {why}"} for p, why in self.failed]
+        return pd.DataFrame(rows)
+
+    def line(self) -> str:
+        return (f"sweep {self.grid.name}: {len(self.done)} points run, {len(self.skipped)} skipped, "
+                f"{len(self.failed)} failed; records in {self.records_dir}")
+
+
+def run_sweep(grid: Grid | str | os.PathLike, records_dir: str | os.PathLike = "results/runs",
+              notebooks_dir: str | os.PathLike = "results/notebooks", resume: bool = False,
+              progress: bool | None = None) -> SweepSummary:
+    """Run every point of the grid through papermill (run.ipynb), against one shared service."""
+    try:
+        import papermill as pm
+    except ImportError:
+        raise MissingDependencyError("papermill", "notebooks") from None
+    from tqdm.auto import tqdm
+
+    from .records import failure_record, save_record
+    from .server import ServiceProcess
+
+    if not isinstance(grid, Grid):
+        grid = load_grid(grid)
+    if not grid.input.is_file():
+        raise GridError(f"grid input not found: {grid.input}")
+    records = Path(records_dir) / grid.name
+    outputs = Path(notebooks_dir) / grid.name
+    outputs.mkdir(parents=True, exist_ok=True)
+    summary = SweepSummary(grid, records)
+    have = recorded_points(records, grid.name) if resume else {}
+    todo = [p for p in grid.points if have.get(p.id, 0) < grid.repeats]
+    summary.skipped = [p.id for p in grid.points if p not in todo]
+    with ExitStack() as stack:
+        url = grid.url
+        if url is None:  # one simulated service for the whole sweep: every point meets the same profile
+            url = stack.enter_context(ServiceProcess(ServerConfig(**grid.service))).url
+        terminal = stack.enter_context(_kernel_stderr_to(outputs / "kernels.log"))
+        bar = stack.enter_context(tqdm(todo, unit="point", file=terminal,
+                                       disable=None if progress is None else not progress))
+        for point in bar:
+            bar.set_postfix_str(point.id)
+            params = point.parameters() | {
+                "input": str(Path(grid.input).resolve()), "repeats": grid.repeats, "warmup": grid.warmup,
+                "lines": grid.lines, "url": url, "service": grid.service, "records_dir": str(records.resolve()),
+                "sweep": grid.name, "point_id": point.id, "timeout": grid.timeout, "max_retries": grid.max_retries}
+            try:
+                pm.execute_notebook(str(RUN_NOTEBOOK), str(outputs / f"{point.id}.ipynb"), parameters=params,
+                                    kernel_name="python3", progress_bar=False, cwd=os.getcwd())
+                summary.done.append(point.id)
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a failed point is recorded and the sweep goes on
+                failure = _failure_text(exc)
+                save_record(failure_record(params, failure, {"sweep": grid.name, "point_id": point.id}), records)
+                summary.failed.append((point.id, failure))
+    return summary
+
+
+
+
+def score_sample(input: str | os.PathLike, url: str, lines: int = 50, max_concurrent_tasks: int = 64,
+                 api_key_env: str = "SCORING_API_KEY"):
+    """Score the first `lines` lines against `url` (no cache, no record) and return (result, rows):
+    the rows as a DataFrame beside their text, for a first look at a service."""
+    import pandas as pd
+
+    from .pipeline import score_file
+
+    with tempfile.TemporaryDirectory(prefix="scoring-sample-") as tmp:
+        sample = head_file(Path(input), lines, Path(tmp))
+        config = RunConfig(input=sample, client=ClientConfig(url=url, api_key_env=api_key_env),
+                           max_concurrent_tasks=max_concurrent_tasks, output=Path(tmp) / "rows.jsonl", cache=None,
+                           records_dir=None, progress=False)
+        result = score_file(config, write_record=False)
+        rows = pd.read_json(result.output, lines=True)
+        rows.insert(1, "text", sample.read_text(encoding="utf-8").splitlines()[:len(rows)])
+    return result, rows
