@@ -27,13 +27,23 @@ class Outcome:
     score: float | None
     error: str | None
     attempts: int
-    started: float  # wall clock (time.time) of the first request
+    started: float  # wall clock (time.time) when scoring this text began
     finished: float
-    latency: float  # seconds of the last request
+    latency: float  # seconds the last request was on the wire (from its headers being sent)
+    sent: float = 0.0  # wall clock when the last request's headers went out (after any wait for a connection)
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+async def _mark_sent(_session, ctx, _params) -> None:
+    ctx.trace_request_ctx["sent"] = time.time()
+
+
+def _outcome(score: float | None, error: str | None, attempts: int, started: float, sent: float) -> Outcome:
+    now = time.time()
+    return Outcome(score, error, attempts, started, now, now - sent, sent)
 
 
 class _Retryable(Exception):
@@ -100,7 +110,12 @@ class ScoringClient:
         # Waiting for a pooled connection is not the service's fault, so it does not count
         # toward the per-request timeout (aiohttp's `connect` would include it).
         timeout = aiohttp.ClientTimeout(total=None, connect=None, sock_connect=cfg.timeout, sock_read=cfg.timeout)
-        self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, headers=self._headers)
+        # When a request really leaves (not when it starts waiting for a pooled connection) is what
+        # the in-flight timeline and latency percentiles need.
+        trace = aiohttp.TraceConfig()
+        trace.on_request_headers_sent.append(_mark_sent)
+        self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, headers=self._headers,
+                                              trace_configs=[trace])
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -119,17 +134,15 @@ class ScoringClient:
         """Score one text, retrying as the contract says; never raises for service failures."""
         cfg = self.config
         started = time.time()
-        attempt_start = started
+        mark: dict = {}
         last_error = "no attempt made"
         for attempt in range(cfg.max_retries + 1):
-            attempt_start = time.time()
+            mark = {"sent": time.time()}
             try:
-                score = await self._attempt(text)
-                now = time.time()
-                return Outcome(score, None, attempt + 1, started, now, now - attempt_start)
+                score = await self._attempt(text, mark)
+                return _outcome(score, None, attempt + 1, started, mark["sent"])
             except _Permanent as exc:
-                now = time.time()
-                return Outcome(None, str(exc), attempt + 1, started, now, now - attempt_start)
+                return _outcome(None, str(exc), attempt + 1, started, mark["sent"])
             except _Retryable as exc:
                 last_error, hint = str(exc), exc.retry_after
             except asyncio.TimeoutError:
@@ -138,16 +151,14 @@ class ScoringClient:
                 last_error, hint = f"{type(exc).__name__}: {exc}".rstrip(": "), None
             if attempt < cfg.max_retries:
                 await asyncio.sleep(self.backoff(attempt, hint))
-        now = time.time()
         attempts = cfg.max_retries + 1
-        return Outcome(None, f"{last_error} (gave up after {attempts} attempts)", attempts, started, now,
-                       now - attempt_start)
+        return _outcome(None, f"{last_error} (gave up after {attempts} attempts)", attempts, started, mark["sent"])
 
-    async def _attempt(self, text: str) -> float:
+    async def _attempt(self, text: str, mark: dict) -> float:
         assert self._session is not None, "use ScoringClient as an async context manager"
         cfg = self.config
         payload = json.dumps({cfg.request_field: text}).encode("utf-8")
-        async with self._session.post(cfg.url, data=payload) as resp:
+        async with self._session.post(cfg.url, data=payload, trace_request_ctx=mark) as resp:
             if 200 <= resp.status < 300:
                 return parse_score(await self._read_capped(resp), cfg.score_field)
             if resp.status in RETRY_STATUSES:

@@ -130,7 +130,7 @@ class _Run:
             self.outstanding -= 1
             self.stats.requests += outcome.attempts
             self.stats.retries += outcome.attempts - 1
-            self.stats.requests_sample.add((outcome.started, outcome.finished, outcome.latency, outcome.ok))
+            self.stats.requests_sample.add((outcome.sent, outcome.finished, outcome.latency, outcome.ok))
             numbers = self.waiting.pop(key)
             if outcome.ok:
                 scored.append((key, outcome.score))

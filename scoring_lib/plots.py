@@ -43,6 +43,9 @@ def wall_vs_concurrency(points: pd.DataFrame) -> plt.Figure:
             ax.scatter([r["max_concurrent_tasks"]], [r["bound_seconds"]], marker="_", s=300, color=f"C{5 + j % 5}",
                        zorder=3)
     ax.set_xscale("log")
+    ticks = sorted(set(int(c) for c in points["max_concurrent_tasks"]))
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.minorticks_off()
     ax.set_xlabel("max_concurrent_tasks (C)")
     ax.set_ylabel("scoring-phase wall time (s)")
     ax.set_ylim(bottom=0)
@@ -72,7 +75,7 @@ def ray_heatmap(points: pd.DataFrame) -> plt.Figure:
         for j in range(wall.shape[1]):
             if not math.isnan(wall.values[i, j]):
                 ax.text(j, i, f"{wall.values[i, j]:.2f} s\neff {eff.values[i, j]:.2f}", ha="center", va="center",
-                        color="white", fontsize=8)
+                        fontsize=8, bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"})
     fig.colorbar(im, ax=ax, label="scoring-phase wall time (s)")
     ax.set_title("Ray: workers x threads (median wall; efficiency = bound / wall)")
     fig.tight_layout()

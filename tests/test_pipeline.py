@@ -101,3 +101,15 @@ async def test_async_api(service, make_input, tmp_path):
     path = make_input(["x", "y"])
     result = await score_file_async(run_config(path, service.url, tmp_path))
     assert result.stats.counts["ok"] == 2
+
+
+def test_timeline_and_latency_count_only_requests_on_the_wire(make_input, tmp_path):
+    with SimulatedService(ServerConfig(latency=0.05, capacity=0)) as svc:
+        path = make_input([f"pooled {i}" for i in range(30)])
+        result = score_file(run_config(path, svc.url, tmp_path, threads=1, max_concurrent_tasks=12,
+                                       connector_limit=3))
+        assert svc.stats().peak_in_flight == 3
+    rec = result.record
+    assert max(n for _, n in rec["timeline"]) == 3  # 12 coroutines, but only 3 connections
+    assert rec["latency"]["p50"] < 0.1  # the service's 50 ms, not the wait for a connection
+    assert result.stats.scoring_seconds >= 10 * 0.05

@@ -53,10 +53,11 @@ def test_oversubscribed_workers_and_the_total_in_flight_bound(make_input, tmp_pa
     assert sum(info["share_per_worker"]) == 10
 
 
-def _worker_pids() -> list[int]:
+def _worker_pids(since: float = 0.0) -> list[int]:
+    """Ray worker processes of ours started after `since` (an earlier test's may still be exiting)."""
     pids = []
-    for p in psutil.process_iter(["cmdline"]):
-        if any("ScoringWorker" in part for part in (p.info["cmdline"] or [])):
+    for p in psutil.process_iter(["cmdline", "create_time"]):
+        if any("ScoringWorker" in part for part in (p.info["cmdline"] or [])) and p.info["create_time"] >= since:
             pids.append(p.pid)
     return pids
 
@@ -66,13 +67,14 @@ def test_a_killed_worker_loses_no_line(make_input, tmp_path):
     path = make_input([f"survivor {i}" for i in range(lines)])
     with SimulatedService(ServerConfig(latency=0.1, capacity=0)) as svc:
         box = {}
+        t0 = time.time() - 1
         run = threading.Thread(target=lambda: box.setdefault("r", score_file(
             ray_config(path, svc.url, tmp_path, workers=2, threads=2, max_concurrent_tasks=8, chunk_size=4))))
         run.start()
         deadline = time.monotonic() + 60
         while svc.stats().ok < 30 and time.monotonic() < deadline:
             time.sleep(0.05)
-        pids = _worker_pids()
+        pids = _worker_pids(since=t0)
         assert pids, "no Ray worker found"
         os.kill(pids[0], signal.SIGKILL)
         run.join(120)

@@ -1,0 +1,91 @@
+"""The report on a fixed set of records gives the expected table values and figures."""
+
+import math
+
+import pytest
+
+from scoring_lib.records import save_record
+from scoring_lib.report import build_report
+
+SCALE = 0.05
+
+
+def record(i, engine, scoring, c, pool, sessions, threads=1, workers=None):
+    return {"schema": 1, "status": "ok", "run_id": f"{i:032d}", "created": f"2026-01-01T00:00:{i:02d}+00:00",
+            "engine": engine, "threads": threads, "workers": workers, "max_concurrent_tasks": c,
+            "connector_limit": pool, "unique_requested": 2000, "lines": 2000, "ok": 2000,
+            "service": {"kind": "embedded", "latency": 4.15, "capacity": 200, "time_scale": SCALE},
+            "scoring_seconds": scoring, "startup_seconds": 0.1, "engine_info": {"sessions": sessions},
+            "latency": {"p50": 0.2075, "p90": 0.21, "p99": 0.22, "max": 0.23},
+            "timeline": [[0.0, 0], [1.0, min(c, 200)], [2.0, 0]],
+            "extra": {"sweep": "fixed", "point_id": f"{engine}-{workers}-{threads}-{c}-{pool}"},
+            "machine": {"hostname": "h", "cpu_count": 2, "os": "Linux", "python": "3.11"},
+            "versions": {"scoring-workbench": "0.1.0", "aiohttp": "3", "ray": "2"}, "git_commit": "abc"}
+
+
+@pytest.fixture
+def fixed_records(tmp_path):
+    runs = tmp_path / "runs"
+    rows = [
+        ("asyncio", 4.30, 100, 100, 1), ("asyncio", 4.40, 100, 100, 1),   # plateau: C=100, pool 100
+        ("asyncio", 4.35, 400, 100, 1),                                      # C=400, still pool 100
+        ("asyncio", 2.20, 200, "auto", 1), ("asyncio", 2.25, 400, "auto", 1),
+    ]
+    for i, (engine, s, c, pool, sessions) in enumerate(rows):
+        save_record(record(i, engine, s, c, pool, sessions), runs)
+    for i, s in enumerate([2.20, 2.30, 2.25]):
+        save_record(record(10 + i, "ray", s, 2048, 100, 2048, threads=64, workers=32), runs)
+    failed = record(20, "ray", None, 256, "auto", 0, threads=8, workers=4) | {"status": "failed", "failure": "boom"}
+    save_record(failed, runs)
+    warm = record(21, "asyncio", 99.0, 100, 100, 1)
+    warm["extra"]["warmup"] = True
+    save_record(warm, runs)
+    return runs
+
+
+def test_seed_table_values(fixed_records, tmp_path):
+    report = build_report(fixed_records, tmp_path / "report")
+    seed = report.seed.set_index("setting")
+    asy = seed.loc["asyncio, aiohttp's default pool of 100"]
+    assert asy["predicted_s"] == pytest.approx(83.0)
+    assert asy["seed_over_predicted"] == pytest.approx(83.97 / 83.0)
+    # median of the two pool-100 settings' medians (4.35 and 4.35) scaled back: 4.35 / 0.05
+    assert asy["measured_full_scale_s"] == pytest.approx(87.0)
+    assert asy["runs"] == 3
+    ray = seed.loc["Ray 32 workers x 64 threads"]
+    assert ray["predicted_s"] == pytest.approx(41.5) and ray["measured_full_scale_s"] == pytest.approx(45.0)
+    assert ray["runs"] == 3 and ray["note"] == ""
+    auto = seed.loc["asyncio, pool auto (this workbench's default)"]
+    assert auto["measured_full_scale_s"] == pytest.approx(44.5) and math.isnan(auto["seed_s"])
+
+
+def test_verdicts_follow_the_numbers(fixed_records, tmp_path):
+    report = build_report(fixed_records, tmp_path / "report")
+    text = "\n".join(report.verdicts)
+    assert "Plateau at 100 comes from aiohttp's pool: supported" in text
+    assert "Ray's win was the pool, not Ray: supported" in text
+
+
+def test_warmups_and_failures_stay_out_of_the_figures_but_failures_are_listed(fixed_records, tmp_path):
+    report = build_report(fixed_records, tmp_path / "report")
+    assert report.points["wall_max"].max() < 10  # the 99 s warm-up is left out
+    assert len(report.points) == 5
+    page = report.page.read_text()
+    assert "## Failed runs" in page and "boom" in page
+
+
+def test_figures_and_tables_are_written(fixed_records, tmp_path):
+    out = tmp_path / "report"
+    report = build_report(fixed_records, out)
+    for name in ("wall_vs_concurrency", "ray_heatmap", "efficiency", "latency_percentiles", "inflight_timeline"):
+        png = out / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+        assert f"({name}.png)" in report.page.read_text()
+    assert (out / "runs.csv").read_text().count("\n") == 11  # header + 10 records, warm-up and failed included
+    assert (out / "points.csv").exists()
+
+
+def test_report_cli_on_a_missing_directory_is_exit_2(tmp_path):
+    from conftest import cli
+    proc = cli("report", "--runs", tmp_path / "nothing", "--out", tmp_path / "r", cwd=tmp_path)
+    assert proc.returncode == 2 and "no run records" in proc.stderr and not (tmp_path / "r").exists()
