@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
 
-from .errors import ConfigError
+from .errors import OutputError
 
 
 def cache_namespace(url: str, request_field: str, score_field: str) -> str:
@@ -34,7 +34,10 @@ class ScoreCache:
             os.close(fd)
             path = self._temp
         else:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise OutputError(f"cannot create score cache {path}: {exc.strerror or exc}") from None
         try:
             self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -43,7 +46,7 @@ class ScoreCache:
             self._db.execute("CREATE TABLE IF NOT EXISTS scores (key BLOB PRIMARY KEY, score REAL NOT NULL)"
                              " WITHOUT ROWID")
         except sqlite3.Error as exc:
-            raise ConfigError(f"cannot open score cache {path}: {exc}") from None
+            raise OutputError(f"cannot open score cache {path}: {exc}") from None
         self.path = Path(path)
         self.hits = 0
 

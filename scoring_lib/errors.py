@@ -17,6 +17,10 @@ class InputFileError(ScoringError):
     """The input path is missing, a directory or unreadable."""
 
 
+class OutputError(ScoringError):
+    """The output file or the cache cannot be written where asked."""
+
+
 class MissingDependencyError(ScoringError):
     """An optional extra is not installed; the message names the install command."""
 

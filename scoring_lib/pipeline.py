@@ -14,7 +14,7 @@ from .cache import ScoreCache, cache_namespace
 from .client import Outcome
 from .config import RunConfig
 from .engines import Dispatcher, open_engine
-from .errors import RunInterrupted
+from .errors import OutputError, RunInterrupted
 from .inputs import count_lines, open_input, read_lines
 from .outputs import OrderedRowWriter, Row
 
@@ -176,7 +176,10 @@ def score_file(config: RunConfig, *, server_info: dict | None = None, write_reco
         with open_engine(config) as engine:
             stats.startup_seconds = time.perf_counter() - t_start
             cache = ScoreCache(config.cache, namespace)
-            writer = OrderedRowWriter(config.resolved_output)
+            try:
+                writer = OrderedRowWriter(config.resolved_output)
+            except OSError as exc:
+                raise OutputError(f"cannot write output {config.resolved_output}: {exc.strerror or exc}") from None
             with tqdm(total=total, unit="line", disable=disable, dynamic_ncols=True, leave=False) as bar:
                 stats.scoring_started = time.time()
                 t_scoring = time.perf_counter()

@@ -217,13 +217,17 @@ def _write_page(r: Report, how: str | None) -> Path:
     failed = r.runs[r.runs["status"] == "failed"] if not r.runs.empty else r.runs
     pts = r.points[["point_id", "runs", "wall_median", "wall_min", "wall_max", "bound_seconds", "efficiency",
                     "startup_median", "latency_p50", "latency_p99"]] if not r.points.empty else r.points
+    sweeps = runs["sweep"].fillna("(no sweep)").value_counts().to_dict() if not runs.empty else {}
+    made = "; ".join(f"`{name}` ({n} runs" + (f", `python -m scoring_lib sweep notebooks/grids/{name}.yaml`)"
+                                              if name != "(no sweep)" else ")") for name, n in sweeps.items())
     lines = [
         "# Performance report",
         "",
         f"Built {datetime.now(timezone.utc).isoformat(timespec='seconds')} from {len(runs)} measured runs "
         f"({len(failed)} failed runs listed below) at time scale {', '.join(f'{s:g}' for s in scales) or 'n/a'}.",
         "",
-        f"How it was made: {how or '`python -m scoring_lib report`'}. Every figure compares the scoring phase's wall "
+        f"How it was made: records from the sweeps {made or '(none)'}, then "
+        f"{how or '`python -m scoring_lib report`'}. Every figure compares the scoring phase's wall "
         "time with the physical limit `ceil(N / min(pool, C, capacity)) * latency` (N requests, pool = per-session "
         "connector limit x sessions, C = max_concurrent_tasks, capacity = requests the service serves at once). "
         "Engine start-up (Ray's especially) is measured apart and is not in the wall times.",

@@ -196,3 +196,12 @@ def test_serve_rejects_a_busy_port(serve):
     port = svc.url.split(":")[2].split("/")[0]
     proc = cli("serve", "--port", port, timeout=20)
     assert "cannot listen" in assert_one_line_error(proc)
+
+
+def test_unwritable_output_is_one_line_exit_2(tmp_path, make_input):
+    make_input(["a"], "in.txt")
+    (tmp_path / "blocker").write_text("a file where a folder should be")
+    proc = cli("score", "in.txt", "--output", "blocker/out.jsonl", *FAST_SERVER, cwd=tmp_path)
+    assert "cannot write output" in assert_one_line_error(proc)
+    proc = cli("score", "in.txt", "--cache", "blocker/c.sqlite", *FAST_SERVER, cwd=tmp_path)
+    assert "score cache" in assert_one_line_error(proc)
