@@ -22,7 +22,7 @@ def _pool_label(row) -> str:
 
 def wall_vs_concurrency(points: pd.DataFrame) -> plt.Figure:
     """Median wall time per max_concurrent_tasks, by engine and pool, with each series' bound."""
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = plt.subplots(figsize=(12, 5.5))
     asy = points[points["engine"] == "asyncio"].copy()
     if not asy.empty:
         asy["series"] = asy.apply(lambda r: f"asyncio {int(r['sessions'] or 1)} session(s), {_pool_label(r)}", axis=1)
@@ -36,22 +36,26 @@ def wall_vs_concurrency(points: pd.DataFrame) -> plt.Figure:
                     label=f"{name} (bound)")
     ray = points[points["engine"] == "ray"]
     if not ray.empty:
-        for j, (_, r) in enumerate(ray.iterrows()):
-            label = f"ray {int(r['workers'])}x{int(r['threads'])} (measured / bound)"
-            ax.scatter([r["max_concurrent_tasks"]], [r["wall_median"]], marker="s", s=50, color=f"C{5 + j % 5}",
-                       label=label, zorder=3)
-            ax.scatter([r["max_concurrent_tasks"]], [r["bound_seconds"]], marker="_", s=300, color=f"C{5 + j % 5}",
-                       zorder=3)
+        markers = "sDv^<>ph*P"
+        for j, (_, r) in enumerate(ray.sort_values(["workers", "threads", "max_concurrent_tasks"]).iterrows()):
+            label = f"ray {int(r['workers'])}x{int(r['threads'])}, C={int(r['max_concurrent_tasks'])} (measured)"
+            color = f"C{(5 + j) % 10}"
+            ax.scatter([r["max_concurrent_tasks"]], [r["wall_median"]], marker=markers[j % len(markers)], s=45,
+                       color=color, label=label, zorder=3)
+            ax.scatter([r["max_concurrent_tasks"]], [r["bound_seconds"]], marker="_", s=300, color="k", zorder=2)
     ax.set_xscale("log")
-    ticks = sorted(set(int(c) for c in points["max_concurrent_tasks"]))
+    ticks: list[int] = []
+    for c in sorted(set(int(c) for c in points["max_concurrent_tasks"])):
+        if not ticks or c / ticks[-1] > 1.15:  # neighbours closer than that would overprint
+            ticks.append(c)
     ax.set_xticks(ticks, [str(t) for t in ticks])
     ax.minorticks_off()
     ax.set_xlabel("max_concurrent_tasks (C)")
     ax.set_ylabel("scoring-phase wall time (s)")
     ax.set_ylim(bottom=0)
-    ax.set_title("Wall time vs concurrency; dashed: ceil(N / min(pool, C, capacity)) x latency")
+    ax.set_title("Wall time vs concurrency; dashed lines and black dashes: ceil(N / min(pool, C, capacity)) x latency")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
 
