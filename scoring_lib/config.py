@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -147,9 +147,6 @@ class RunConfig:
     @property
     def namespace(self) -> str:
         return self.cache_namespace or self.client.url
-
-    def with_(self, **changes) -> "RunConfig":
-        return replace(self, **changes)
 
 
 def split_evenly(total: int, parts: int) -> list[int]:
