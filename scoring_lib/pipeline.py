@@ -191,7 +191,9 @@ def score_file(config: RunConfig, *, server_info: dict | None = None, write_reco
     except KeyboardInterrupt:
         if writer is not None:
             writer.abort()
-        raise RunInterrupted("interrupted: scores so far are kept in the cache; run again to resume") from None
+        kept = (f"scores so far are kept in {config.cache}; run again to resume" if config.cache
+                else "no cache was kept (--no-cache)")
+        raise RunInterrupted(f"interrupted: {kept}") from None
     except BaseException:
         if writer is not None:
             writer.abort()
