@@ -28,15 +28,21 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 def import_ray(address: str | None = None):
     """Import Ray. For a local cluster (or one on loopback) Ray's single-node mode keeps every
-    listener on 127.0.0.1; Ray reads that switch once, at import time."""
-    if not address or address == "auto" or address.rpartition(":")[0].strip("[]") in LOOPBACK:
+    listener on 127.0.0.1. Ray reads that switch from the environment when first imported, and
+    its processes read it from theirs, so it is set in both places: Ray may already have been
+    imported (a notebook, a test) before this engine was asked for."""
+    local = not address or address == "auto" or address.rpartition(":")[0].strip("[]") in LOOPBACK
+    if local:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     if address:
         _use_local_token()
     try:
         import ray
+        from ray._private import ray_constants
     except ImportError:
         raise MissingDependencyError("ray", "ray") from None
+    if local and os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == "0":
+        ray_constants.ENABLE_RAY_CLUSTER = False
     return ray
 
 
@@ -108,7 +114,8 @@ class RayEngine:
                                           f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
         else:
             ctx = ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=cfg.ray_dashboard,
-                           dashboard_host="127.0.0.1", object_store_memory=LOCAL_OBJECT_STORE_BYTES, **common)
+                           dashboard_host="127.0.0.1", object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+                           _node_ip_address="127.0.0.1", **common)
             self.dashboard_url = getattr(ctx, "dashboard_url", None) or None
         self._started_ray = not cfg.ray_address
 

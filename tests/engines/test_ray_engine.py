@@ -62,6 +62,16 @@ def _worker_pids(since: float = 0.0) -> list[int]:
     return pids
 
 
+def _assert_ray_listens_on_loopback_only() -> None:
+    ray_pids = {p.pid for p in psutil.process_iter(["name", "cmdline"])
+                if "ray" in (p.info["name"] or "") or "raylet" in " ".join(p.info["cmdline"] or [])
+                or any(part.startswith("ray::") or "gcs_server" in part for part in (p.info["cmdline"] or []))}
+    listening = [c for c in psutil.net_connections(kind="inet")
+                 if c.status == psutil.CONN_LISTEN and c.pid in ray_pids]
+    assert listening, "found no Ray listener to check"
+    assert all(c.laddr.ip in ("127.0.0.1", "::ffff:127.0.0.1", "::1") for c in listening), listening
+
+
 def test_a_killed_worker_loses_no_line(make_input, tmp_path):
     lines = 200
     path = make_input([f"survivor {i}" for i in range(lines)])
@@ -76,6 +86,7 @@ def test_a_killed_worker_loses_no_line(make_input, tmp_path):
             time.sleep(0.05)
         pids = _worker_pids(since=t0)
         assert pids, "no Ray worker found"
+        _assert_ray_listens_on_loopback_only()
         os.kill(pids[0], signal.SIGKILL)
         run.join(120)
     result = box["r"]
@@ -155,9 +166,9 @@ def test_joins_an_existing_cluster_by_address_and_leaves_it_running(ray_cluster,
         assert "30 lines: 30 ok" in proc.stdout
     host, port = ray_cluster.split(":")
     socket.create_connection((host, int(port)), timeout=5).close()
-    listeners = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True).stdout
-    ray_ports = [l.split()[3] for l in listeners.splitlines() if l.split()[3].endswith(f":{port}")]
-    assert ray_ports and all(p.startswith(("127.0.0.1:", "[::ffff:127.0.0.1]:", "[::1]:")) for p in ray_ports)
+    listening = [c.laddr.ip for c in psutil.net_connections(kind="tcp")
+                 if c.status == psutil.CONN_LISTEN and c.laddr.port == int(port)]
+    assert listening and all(ip in ("127.0.0.1", "::ffff:127.0.0.1", "::1") for ip in listening)
 
 
 def test_an_unreachable_cluster_is_one_line_and_exit_2_quickly(make_input, tmp_path):
