@@ -132,7 +132,7 @@ def case_c(work: Path, sizes: list[int]) -> list[Measurement]:
         for n in sizes:
             path = write_unique_lines(work / f"c{n}.txt", n)
             wall, rss = peak_rss_run(path, svc.url, 256)
-            out.append(Measurement("c", f"asyncio, zero latency, C=256", n, wall,
+            out.append(Measurement("c", "asyncio, zero latency, C=256", n, wall,
                                    extra={"peak_rss_mb": round(rss, 1), "lines_per_s": round(n / wall)}))
             print("    " + out[-1].line(), flush=True)
             path.unlink()

@@ -48,7 +48,6 @@ class ScoreCache:
         except sqlite3.Error as exc:
             raise OutputError(f"cannot open score cache {path}: {exc}") from None
         self.path = Path(path)
-        self.hits = 0
 
     def key(self, text: str) -> bytes:
         return hashlib.sha256(self._namespace + text.encode("utf-8")).digest()

@@ -6,8 +6,7 @@ import argparse
 import json
 import os
 import sys
-from contextlib import ExitStack, contextmanager
-from dataclasses import asdict
+from contextlib import contextmanager
 from pathlib import Path
 
 from .config import (API_KEY_ENV, DEFAULT_MAX_LINE_BYTES, EMBEDDED_CACHE_NAMESPACE, ClientConfig, RunConfig,
@@ -109,16 +108,14 @@ def _client_config(args: argparse.Namespace, url: str) -> ClientConfig:
 @contextmanager
 def _service_url(args: argparse.Namespace):
     """Yield (url, server_info): the user's url, or an embedded simulated service for this command."""
-    if args.url:
-        yield args.url, {"kind": "external", "url": args.url}
-        return
-    from .server import SimulatedService
+    from .server import SimulatedService, service_info
 
+    if args.url:
+        yield args.url, service_info(args.url, "external")
+        return
     config = _server_config(args, "server-")
     with SimulatedService(config) as service:
-        info = {"kind": "embedded", "url": service.url} | {
-            k: v for k, v in asdict(config).items() if k not in ("require_api_key", "host", "port")}
-        yield service.url, info
+        yield service.url, service_info(service.url, "embedded", config)
 
 
 def build_parser() -> argparse.ArgumentParser:

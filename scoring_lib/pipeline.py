@@ -15,7 +15,7 @@ from .client import Outcome
 from .config import RunConfig
 from .engines import Dispatcher, open_engine
 from .errors import OutputError, RunInterrupted
-from .inputs import count_lines, open_input, read_lines
+from .inputs import count_lines, read_lines
 from .outputs import OrderedRowWriter, Row
 
 REORDER_LIMIT = 50_000  # rows held for order before the reader waits
@@ -164,8 +164,7 @@ def score_file(config: RunConfig, *, server_info: dict | None = None, write_reco
     event loops in their own threads or processes, never in the caller's loop)."""
     from .records import build_record, save_record
 
-    open_input(config.input).close()
-    total = count_lines(config.input)
+    total = count_lines(config.input)  # also the input check: missing, directory, unreadable
     namespace = cache_namespace(config.namespace, config.client.request_field, config.client.score_field)
     stats = RunStats()
     t_start = time.perf_counter()

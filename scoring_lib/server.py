@@ -268,6 +268,15 @@ def serve_forever(config: ServerConfig, announce=print) -> None:
         pass
 
 
+def service_info(url: str, kind: str, config: ServerConfig | None = None) -> dict:
+    """How a run record describes its service: the url, the kind (embedded, simulated, external) and,
+    for the simulated service, its profile (never its key, host or port)."""
+    info = {"kind": kind, "url": url}
+    if config is not None:
+        info |= {k: v for k, v in asdict(config).items() if k not in ("require_api_key", "host", "port")}
+    return info
+
+
 class ServiceProcess:
     """The service in a child process (`serve --port 0`), so that measuring the client is not
     distorted by the service sharing its interpreter. A context manager, like SimulatedService."""

@@ -173,7 +173,7 @@ def run_point(input: str | os.PathLike = "data/sample.txt", engine: str = "async
 
     from .pipeline import score_file
     from .records import tidy_row
-    from .server import ServiceProcess
+    from .server import ServiceProcess, service_info
 
     service = dict(service or {})
     rows = []
@@ -183,10 +183,7 @@ def run_point(input: str | os.PathLike = "data/sample.txt", engine: str = "async
             url, kind = svc.url, "embedded"
         else:
             kind = "simulated" if service else "external"
-        server_info = {"kind": kind, "url": url}
-        if kind != "external":
-            server_info |= asdict(ServerConfig(**service)) | {"require_api_key": None}
-            server_info = {k: v for k, v in server_info.items() if k not in ("require_api_key", "host", "port")}
+        server_info = service_info(url, kind, ServerConfig(**service) if kind != "external" else None)
         path = Path(input)
         if lines:
             path = head_file(path, lines, Path(tmp))

@@ -43,7 +43,6 @@ class LoopPool:
         shares = split_evenly(concurrency, threads)
         self.client = client
         self._api_key = api_key
-        self.concurrency = concurrency
         self.threads = [_LoopThread(i, s) for i, s in enumerate(shares)]
         self._limits = [s + max(1, int(s * prefetch)) for s in shares]
         self._lock = threading.Lock()

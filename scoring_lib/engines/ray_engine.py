@@ -90,7 +90,7 @@ class RayEngine:
         self.slots: list[_Slot] = []
         self._shares = shares
         self._pending: dict = {}  # ObjectRef -> (slot index, chunk, failures)
-        self._started_ray = False
+        self._connected_here = False  # ray.init was called by this engine (not by the caller)
         self.startup_seconds = 0.0
         self.rescored_chunks = 0
         self.dashboard_url: str | None = None
@@ -117,7 +117,7 @@ class RayEngine:
                            dashboard_host="127.0.0.1", object_store_memory=LOCAL_OBJECT_STORE_BYTES,
                            _node_ip_address="127.0.0.1", **common)
             self.dashboard_url = getattr(ctx, "dashboard_url", None) or None
-        self._started_ray = not cfg.ray_address
+        self._connected_here = True
 
     def __enter__(self) -> "RayEngine":
         t0 = time.perf_counter()
@@ -204,10 +204,9 @@ class RayEngine:
                 pass
         self.slots = []
         self._pending.clear()
-        if self._started_ray and ray.is_initialized():
+        if self._connected_here and ray.is_initialized():
+            # A local Ray started here stops; a joined cluster keeps running, only this driver leaves.
             ray.shutdown()
-        elif ray.is_initialized() and self.config.ray_address:
-            ray.shutdown()  # disconnects this driver; the joined cluster keeps running
 
 
 def _use_local_token() -> None:
