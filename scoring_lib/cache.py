@@ -7,6 +7,7 @@ Keys are a sha256 of namespace (url and field names) and text: the cache never h
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import sqlite3
 import tempfile
@@ -14,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
 
-from .errors import OutputError
+from .errors import OutputError, write_error
 
 
 def cache_namespace(url: str, request_field: str, score_field: str) -> str:
@@ -46,6 +47,8 @@ class ScoreCache:
             self._db.execute("CREATE TABLE IF NOT EXISTS scores (key BLOB PRIMARY KEY, score REAL NOT NULL)"
                              " WITHOUT ROWID")
         except sqlite3.Error as exc:
+            if (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == 13:  # SQLITE_FULL
+                raise write_error("score cache", path, exc) from None
             raise OutputError(f"cannot open score cache {path}: {exc}") from None
         self.path = Path(path)
 
@@ -58,7 +61,7 @@ class ScoreCache:
             self._lru.move_to_end(key)
             return score
         row = self._db.execute("SELECT score FROM scores WHERE key = ?", (key,)).fetchone()
-        if row is None:
+        if row is None or not math.isfinite(row[0]):  # older versions stored Infinity: not a score
             return None
         self._remember(key, row[0])
         return row[0]
@@ -68,9 +71,17 @@ class ScoreCache:
         items = list(items)
         if not items:
             return
-        self._db.execute("BEGIN")
-        self._db.executemany("INSERT OR REPLACE INTO scores (key, score) VALUES (?, ?)", items)
-        self._db.execute("COMMIT")
+        try:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR REPLACE INTO scores (key, score) VALUES (?, ?)", items)
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self._db.in_transaction:
+                try:
+                    self._db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            raise write_error("score cache", self.path, exc) from None
         for key, score in items:
             self._remember(key, score)
 
@@ -84,7 +95,10 @@ class ScoreCache:
         return self._db.execute("SELECT COUNT(*) FROM scores").fetchone()[0]
 
     def close(self) -> None:
-        self._db.close()
+        try:
+            self._db.close()
+        except sqlite3.Error:
+            pass
         if self._temp is not None:
             for suffix in ("", "-wal", "-shm"):
                 try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -15,6 +16,12 @@ from email.utils import parsedate_to_datetime
 import aiohttp
 
 from .config import ClientConfig
+from .redact import redact
+
+try:  # Python 3.11+
+    from asyncio import timeout as _deadline
+except ImportError:  # pragma: no cover - Python 3.10: aiohttp's own dependency has the same API
+    from async_timeout import timeout as _deadline
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 RETRY_AFTER_STATUSES = frozenset({429, 503})
@@ -39,6 +46,19 @@ class Outcome:
 
 async def _mark_sent(_session, ctx, _params) -> None:
     ctx.trace_request_ctx["sent"] = time.time()
+
+
+# The deadline of one request covers connect, headers and body, but not the wait for a pooled
+# connection: that wait is the client's own limit, not the service's slowness.
+async def _pause_deadline(_session, ctx, _params) -> None:
+    if (deadline := ctx.trace_request_ctx.get("deadline")) is not None:
+        deadline.reschedule(None)
+
+
+async def _restart_deadline(_session, ctx, _params) -> None:
+    mark = ctx.trace_request_ctx
+    if (deadline := mark.get("deadline")) is not None:
+        deadline.reschedule(asyncio.get_running_loop().time() + mark["timeout"])
 
 
 def _outcome(score: float | None, error: str | None, attempts: int, started: float, sent: float) -> Outcome:
@@ -76,18 +96,29 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
+def _no_constants(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
+
+
 def parse_score(body: bytes, score_field: str) -> float:
-    """The numeric score from a 200 body, or _Retryable when the body is not what the contract says."""
+    """The finite numeric score from a 200 body, or _Retryable when the body is not what the contract
+    says. NaN, Infinity and numbers beyond a float (1e400) are malformed: a score is always finite."""
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        data = json.loads(body, parse_constant=_no_constants)
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise _Retryable("malformed response: body is not JSON") from None
     if not isinstance(data, dict):
         raise _Retryable("malformed response: body is not a JSON object")
     score = data.get(score_field)
     if isinstance(score, bool) or not isinstance(score, (int, float)):
         raise _Retryable(f"malformed response: no numeric {score_field!r} field")
-    return float(score)
+    try:
+        value = float(score)
+    except OverflowError:
+        value = math.inf
+    if not math.isfinite(value):
+        raise _Retryable(f"malformed response: {score_field!r} is not a finite number")
+    return value
 
 
 class ScoringClient:
@@ -101,6 +132,7 @@ class ScoringClient:
         self._session: aiohttp.ClientSession | None = None
         self._headers = {"Content-Type": "application/json"}
         key = api_key or config.api_key()
+        self._secrets = (key,) if key else ()
         if key:
             self._headers["Authorization"] = f"Bearer {key}"
 
@@ -114,6 +146,8 @@ class ScoringClient:
         # the in-flight timeline and latency percentiles need.
         trace = aiohttp.TraceConfig()
         trace.on_request_headers_sent.append(_mark_sent)
+        trace.on_connection_queued_start.append(_pause_deadline)
+        trace.on_connection_queued_end.append(_restart_deadline)
         self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, headers=self._headers,
                                               trace_configs=[trace])
         return self
@@ -142,7 +176,7 @@ class ScoringClient:
                 score = await self._attempt(text, mark)
                 return _outcome(score, None, attempt + 1, started, mark["sent"])
             except _Permanent as exc:
-                return _outcome(None, str(exc), attempt + 1, started, mark["sent"])
+                return _outcome(None, redact(str(exc), self._secrets), attempt + 1, started, mark["sent"])
             except _Retryable as exc:
                 last_error, hint = str(exc), exc.retry_after
             except asyncio.TimeoutError:
@@ -152,22 +186,27 @@ class ScoringClient:
             if attempt < cfg.max_retries:
                 await asyncio.sleep(self.backoff(attempt, hint))
         attempts = cfg.max_retries + 1
-        return _outcome(None, f"{last_error} (gave up after {attempts} attempts)", attempts, started, mark["sent"])
+        error = redact(f"{last_error} (gave up after {attempts} attempts)", self._secrets)
+        return _outcome(None, error, attempts, started, mark["sent"])
 
     async def _attempt(self, text: str, mark: dict) -> float:
         assert self._session is not None, "use ScoringClient as an async context manager"
         cfg = self.config
         payload = json.dumps({cfg.request_field: text}).encode("utf-8")
-        async with self._session.post(cfg.url, data=payload, trace_request_ctx=mark) as resp:
-            if 200 <= resp.status < 300:
-                return parse_score(await self._read_capped(resp), cfg.score_field)
-            if resp.status in RETRY_STATUSES:
-                hint = None
-                if resp.status in RETRY_AFTER_STATUSES:
-                    hint = parse_retry_after(resp.headers.get("Retry-After"))
-                raise _Retryable(f"HTTP {resp.status}", hint)
-            detail = (await resp.content.read(200)).decode("utf-8", "replace").strip().replace("\n", " ")
-            raise _Permanent(f"HTTP {resp.status}" + (f": {detail}" if detail else ""))
+        mark["timeout"] = cfg.timeout
+        # --timeout is the whole request (connect, headers, body), not each socket read.
+        async with _deadline(cfg.timeout) as mark["deadline"]:
+            async with self._session.post(cfg.url, data=payload, trace_request_ctx=mark) as resp:
+                if 200 <= resp.status < 300:
+                    return parse_score(await self._read_capped(resp), cfg.score_field)
+                if resp.status in RETRY_STATUSES:
+                    hint = None
+                    if resp.status in RETRY_AFTER_STATUSES:
+                        hint = parse_retry_after(resp.headers.get("Retry-After"))
+                    raise _Retryable(f"HTTP {resp.status}", hint)
+                detail = (await resp.content.read(200)).decode("utf-8", "replace")
+                detail = " ".join(redact(detail, self._secrets).split())
+                raise _Permanent(f"HTTP {resp.status}" + (f": {detail}" if detail else ""))
 
     async def _read_capped(self, resp: aiohttp.ClientResponse) -> bytes:
         cap = self.config.max_body_bytes

@@ -1,6 +1,15 @@
-"""One exception family, so the CLI can turn any of them into a single line and an exit code."""
+"""One exception family, so the CLI can turn any of them into a single line and an exit code.
+
+Exit codes (docs/contract.md, "Errors and exit codes"): 0 all scored; 1 finished with error rows;
+2 usage, configuration or input error; 3 output, cache or records not writable; 4 disk full;
+5 open-file limit too low for the concurrency; 130 Ctrl-C (SIGINT); 143 SIGTERM.
+"""
 
 from __future__ import annotations
+
+import errno
+import os
+import sqlite3
 
 
 class ScoringError(Exception):
@@ -18,7 +27,37 @@ class InputFileError(ScoringError):
 
 
 class OutputError(ScoringError):
-    """The output file or the cache cannot be written where asked."""
+    """The output file or the cache cannot be written where asked (permission, read-only, not a
+    directory); nothing torn is left behind."""
+
+    exit_code = 3
+
+
+class DiskFullError(OutputError):
+    """The disk (or quota, or file-size limit) ran out while writing the output or the cache."""
+
+    exit_code = 4
+
+
+class ResourceLimitError(ScoringError):
+    """The process may not open enough files (RLIMIT_NOFILE) for the concurrency asked."""
+
+    exit_code = 5
+
+
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def write_error(what: str, path: str | os.PathLike, exc: BaseException) -> OutputError:
+    """The one-line error for a failed write of `what` at `path`, from an OSError or sqlite3 error."""
+    if isinstance(exc, sqlite3.Error):
+        code = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+        full = code == 13 or "disk is full" in str(exc)  # SQLITE_FULL
+        return (DiskFullError if full else OutputError)(f"cannot write {what} {path}: {'disk is full' if full else exc}")
+    err = getattr(exc, "errno", None)
+    reason = getattr(exc, "strerror", None) or str(exc)
+    cls = DiskFullError if err in _FULL else OutputError
+    return cls(f"cannot write {what} {path}: {reason}")
 
 
 class MissingDependencyError(ScoringError):
@@ -44,3 +83,14 @@ class RunInterrupted(ScoringError):
     """The run was stopped by the user (Ctrl-C); the cache keeps what was scored."""
 
     exit_code = 130
+
+
+class RunTerminated(RunInterrupted):
+    """The run was stopped by SIGTERM; cleaned up as for Ctrl-C."""
+
+    exit_code = 143
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread by the CLI's SIGTERM handler, so every `finally` and every
+    Ctrl-C clean-up path runs for SIGTERM too (a KeyboardInterrupt subclass on purpose)."""

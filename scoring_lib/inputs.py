@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,10 @@ class InputLine:
 
 
 def open_input(path: str | os.PathLike) -> BinaryIO:
-    """Open the input for reading, or raise InputFileError with a message a user can act on."""
+    """Open the input for reading, or raise InputFileError with a message a user can act on.
+
+    The input is opened once per run: a pipe, FIFO or process substitution (`<(...)`) can only be
+    read once, so the same handle serves the line count (regular files only) and the reader."""
     p = Path(path)
     if not p.exists():
         raise InputFileError(f"input file not found: {p}")
@@ -36,14 +40,28 @@ def open_input(path: str | os.PathLike) -> BinaryIO:
         raise InputFileError(f"cannot read input file {p}: {exc.strerror or exc}") from None
 
 
-def count_lines(path: str | os.PathLike) -> int:
-    """Lines the reader will yield, counted fast in binary, so progress can show an ETA."""
+def is_regular(f: BinaryIO) -> bool:
+    """True for a regular file (it can be read twice); False for a pipe, FIFO, socket or terminal."""
+    return stat.S_ISREG(os.fstat(f.fileno()).st_mode)
+
+
+def count_lines(source: str | os.PathLike | BinaryIO) -> int | None:
+    """Lines the reader will yield, counted fast in binary, so progress can show an ETA.
+
+    Given an open file, it counts from the start and rewinds; a stream (pipe, FIFO) cannot be
+    rewound, so its count is None (unknown) and nothing is consumed."""
+    if isinstance(source, (str, os.PathLike)):
+        with open_input(source) as f:
+            return count_lines(f)
+    if not is_regular(source):
+        return None
     count = 0
     last = b"\n"
-    with open_input(path) as f:
-        while block := f.read(_BLOCK):
-            count += block.count(b"\n")
-            last = block[-1:]
+    source.seek(0)
+    while block := source.read(_BLOCK):
+        count += block.count(b"\n")
+        last = block[-1:]
+    source.seek(0)
     return count + (last != b"\n")
 
 
@@ -53,34 +71,41 @@ def _skip_rest_of_line(f: BinaryIO) -> None:
             return
 
 
-def read_lines(path: str | os.PathLike, max_line_bytes: int) -> Iterator[InputLine]:
-    """Yield every line in order, in constant memory, never holding more than one capped line."""
-    with open_input(path) as f:
-        number = 0
-        # +2 leaves room for "\r\n" so a line of exactly max_line_bytes is accepted.
-        limit = max_line_bytes + 2
-        while raw := f.readline(limit):
-            number += 1
-            if not raw.endswith(b"\n") and len(raw) == limit:
-                _skip_rest_of_line(f)
-                yield InputLine(number, None, "error", f"line is longer than {max_line_bytes} bytes")
-                continue
-            if raw.endswith(b"\n"):
+def read_lines(source: str | os.PathLike | BinaryIO, max_line_bytes: int) -> Iterator[InputLine]:
+    """Yield every line in order, in constant memory, never holding more than one capped line.
+
+    `source` is a path (opened and closed here) or a file already opened with open_input (read
+    from where it stands, closed by its owner)."""
+    if isinstance(source, (str, os.PathLike)):
+        with open_input(source) as f:
+            yield from read_lines(f, max_line_bytes)
+        return
+    f = source
+    number = 0
+    # +2 leaves room for "\r\n" so a line of exactly max_line_bytes is accepted.
+    limit = max_line_bytes + 2
+    while raw := f.readline(limit):
+        number += 1
+        if not raw.endswith(b"\n") and len(raw) == limit:
+            _skip_rest_of_line(f)
+            yield InputLine(number, None, "error", f"line is longer than {max_line_bytes} bytes")
+            continue
+        if raw.endswith(b"\n"):
+            raw = raw[:-1]
+            if raw.endswith(b"\r"):
                 raw = raw[:-1]
-                if raw.endswith(b"\r"):
-                    raw = raw[:-1]
-            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]
-            if len(raw) > max_line_bytes:
-                yield InputLine(number, None, "error", f"line is longer than {max_line_bytes} bytes")
-                continue
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                yield InputLine(number, None, "error",
-                                f"line is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})")
-                continue
-            if not text.strip():
-                yield InputLine(number, None, "empty")
-                continue
-            yield InputLine(number, text)
+        if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        if len(raw) > max_line_bytes:
+            yield InputLine(number, None, "error", f"line is longer than {max_line_bytes} bytes")
+            continue
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield InputLine(number, None, "error",
+                            f"line is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})")
+            continue
+        if not text.strip():
+            yield InputLine(number, None, "empty")
+            continue
+        yield InputLine(number, text)

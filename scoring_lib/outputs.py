@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from .errors import ConfigError, write_error
 
 
 @dataclass(slots=True)
@@ -19,7 +22,37 @@ class Row:
     attempts: int
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=False)
+        # allow_nan=False: a row is strict JSON or it is not written (scores are checked finite upstream).
+        return json.dumps(asdict(self), ensure_ascii=False, allow_nan=False)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Delete `.NAME.PID.tmp` files of `path` left by runs that were killed (their process is gone)."""
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(\d+)\.tmp$")
+    removed = []
+    try:
+        candidates = list(path.parent.iterdir())
+    except OSError:
+        return removed
+    for p in candidates:
+        m = pattern.match(p.name)
+        if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
+            try:
+                p.unlink()
+                removed.append(p)
+            except OSError:
+                pass
+    return removed
 
 
 class OrderedRowWriter:
@@ -27,9 +60,15 @@ class OrderedRowWriter:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        self._file = open(self._tmp, "w", encoding="utf-8", newline="\n")
+        if self.path.is_dir():
+            raise ConfigError(f"output {self.path} is a directory; give a file path")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(self.path)
+            self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            self._file = open(self._tmp, "w", encoding="utf-8", newline="\n")
+        except OSError as exc:
+            raise write_error("output", self.path, exc) from None
         self._pending: dict[int, Row] = {}
         self._next = 1
         self.counts = {"ok": 0, "empty": 0, "error": 0}
@@ -44,26 +83,36 @@ class OrderedRowWriter:
 
     def add(self, row: Row) -> None:
         self._pending[row.line] = row
-        while (ready := self._pending.pop(self._next, None)) is not None:
-            self._file.write(ready.to_json())
-            self._file.write("\n")
-            self.counts[ready.status] += 1
-            self._next += 1
+        try:
+            while (ready := self._pending.pop(self._next, None)) is not None:
+                self._file.write(ready.to_json())
+                self._file.write("\n")
+                self.counts[ready.status] += 1
+                self._next += 1
+        except OSError as exc:
+            raise write_error("output", self.path, exc) from None
 
     def commit(self) -> Path:
         """Flush, fsync and rename into place; the output exists only from here on."""
         if self._pending:
             raise RuntimeError(f"{len(self._pending)} rows are still waiting for line {self._next}")
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        os.replace(self._tmp, self.path)
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            os.replace(self._tmp, self.path)
+        except OSError as exc:
+            raise write_error("output", self.path, exc) from None
         return self.path
 
     def abort(self) -> None:
+        """Close and delete the temporary file; never raises (it runs on the way out of a failure)."""
         if not self._file.closed:
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError:  # e.g. the buffered tail cannot be flushed to a full disk
+                pass
         try:
             self._tmp.unlink()
-        except FileNotFoundError:
+        except OSError:
             pass

@@ -3,6 +3,8 @@ cache, dispatch, collect, write in order, record. Engines only keep requests in 
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -14,9 +16,10 @@ from .cache import ScoreCache, cache_namespace
 from .client import Outcome
 from .config import RunConfig
 from .engines import Dispatcher, open_engine
-from .errors import OutputError, RunInterrupted
-from .inputs import count_lines, read_lines
+from .errors import ConfigError, RunInterrupted, RunTerminated, Terminated
+from .inputs import count_lines, open_input, read_lines
 from .outputs import OrderedRowWriter, Row
+from .resources import ensure_open_files, files_needed
 
 REORDER_LIMIT = 50_000  # rows held for order before the reader waits
 SAMPLE_SIZE = 20_000  # requests kept for latency percentiles and the in-flight timeline
@@ -76,6 +79,7 @@ class RunResult:
     stats: RunStats
     record: dict
     record_path: Path | None
+    warnings: list = field(default_factory=list)  # things a user should know that did not fail the run
 
     @property
     def exit_code(self) -> int:
@@ -84,9 +88,10 @@ class RunResult:
 
 class _Run:
     def __init__(self, config: RunConfig, engine: Dispatcher, cache: ScoreCache, writer: OrderedRowWriter,
-                 stats: RunStats, bar: tqdm) -> None:
+                 stats: RunStats, bar: tqdm, source=None) -> None:
         self.config, self.engine, self.cache, self.writer, self.stats, self.bar = (
             config, engine, cache, writer, stats, bar)
+        self.source = source if source is not None else config.input  # an open input is read once
         self.waiting: dict[bytes, list[int]] = {}  # key -> line numbers waiting for its result
         self.run_errors: dict[bytes, str] = {}  # texts that failed in this run: duplicates share the error
         self.outstanding = 0
@@ -143,7 +148,7 @@ class _Run:
         self.cache.put_many(scored)
 
     def run(self) -> None:
-        lines = read_lines(self.config.input, self.config.max_line_bytes)
+        lines = read_lines(self.source, self.config.max_line_bytes)
         more = True
         while True:
             batch: list = []
@@ -162,9 +167,35 @@ class _Run:
 def score_file(config: RunConfig, *, server_info: dict | None = None, write_record: bool = True) -> RunResult:
     """Score every line of `config.input`; blocking, safe to call from Jupyter (engines run their
     event loops in their own threads or processes, never in the caller's loop)."""
+    # The input is opened once (pipes and FIFOs can be read only once); this is also the input check.
+    source = open_input(config.input)
+    try:
+        total = count_lines(source)  # None for a stream: progress without a total
+        check_paths(config)
+        # Never more workers than lines that can be in flight: C = 10^6 on a 3-line file costs nothing.
+        run_config = config
+        if total is not None and total < config.max_concurrent_tasks:
+            run_config = dataclasses.replace(config, max_concurrent_tasks=max(1, total))
+        ensure_open_files(files_needed(run_config), f"--max-concurrent-tasks {config.max_concurrent_tasks}")
+        return _score_open_file(config, run_config, source, total, server_info, write_record)
+    finally:
+        source.close()
+
+
+def check_paths(config: RunConfig) -> None:
+    """Refuse an output that is a directory or the input itself, before anything starts."""
+    out = Path(config.resolved_output)
+    if out.is_dir():
+        raise ConfigError(f"output {out} is a directory; give a file path with --output")
+    same = out.exists() and os.path.samefile(out, config.input)
+    if same or out.resolve() == Path(config.input).resolve():
+        raise ConfigError(f"output {out} is the input file; give another --output")
+
+
+def _score_open_file(config: RunConfig, run_config: RunConfig, source, total: int | None,
+                     server_info: dict | None, write_record: bool) -> RunResult:
     from .records import build_record, save_record
 
-    total = count_lines(config.input)  # also the input check: missing, directory, unreadable
     namespace = cache_namespace(config.namespace, config.client.request_field, config.client.score_field)
     stats = RunStats()
     t_start = time.perf_counter()
@@ -172,26 +203,25 @@ def score_file(config: RunConfig, *, server_info: dict | None = None, write_reco
     disable = None if config.progress is None else not config.progress
     try:
         # The engine starts first: if it cannot (Ray missing, cluster unreachable), nothing is written.
-        with open_engine(config) as engine:
+        with open_engine(run_config) as engine:
             stats.startup_seconds = time.perf_counter() - t_start
             cache = ScoreCache(config.cache, namespace)
-            try:
-                writer = OrderedRowWriter(config.resolved_output)
-            except OSError as exc:
-                raise OutputError(f"cannot write output {config.resolved_output}: {exc.strerror or exc}") from None
+            writer = OrderedRowWriter(config.resolved_output)
             with tqdm(total=total, unit="line", disable=disable, dynamic_ncols=True, leave=False) as bar:
                 stats.scoring_started = time.time()
                 t_scoring = time.perf_counter()
-                _Run(config, engine, cache, writer, stats, bar).run()
+                _Run(run_config, engine, cache, writer, stats, bar, source).run()
                 stats.scoring_seconds = time.perf_counter() - t_scoring
             stats.engine_info = engine.info()
         stats.counts = dict(writer.counts)
         output = writer.commit()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if writer is not None:
             writer.abort()
         kept = (f"scores so far are kept in {config.cache}; run again to resume" if config.cache
                 else "no cache was kept (--no-cache)")
+        if isinstance(exc, Terminated):
+            raise RunTerminated(f"terminated: {kept}") from None
         raise RunInterrupted(f"interrupted: {kept}") from None
     except BaseException:
         if writer is not None:
@@ -201,9 +231,18 @@ def score_file(config: RunConfig, *, server_info: dict | None = None, write_reco
         if cache is not None:
             cache.close()
     stats.total_seconds = time.perf_counter() - t_start
+    if run_config is not config:
+        stats.engine_info["effective_concurrency"] = run_config.max_concurrent_tasks
     record = build_record(config, stats, server_info=server_info)
-    record_path = save_record(record, config.records_dir) if (write_record and config.records_dir) else None
-    return RunResult(config, output, stats, record, record_path)
+    warnings = []
+    record_path = None
+    if write_record and config.records_dir:
+        # The rows are complete and in place: a record that cannot be written is a warning, not a failure.
+        try:
+            record_path = save_record(record, config.records_dir)
+        except OSError as exc:
+            warnings.append(f"run record not written to {config.records_dir}: {exc.strerror or exc}")
+    return RunResult(config, output, stats, record, record_path, warnings)
 
 
 async def score_file_async(config: RunConfig, **kwargs) -> RunResult:

@@ -140,8 +140,12 @@ def save_record(record: dict, directory: str | os.PathLike) -> Path:
     stamp = record["created"].replace(":", "").replace("-", "").replace("+0000", "Z")
     path = d / f"{stamp}-{record['engine']}-{record['run_id'][:8]}.json"
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(record, indent=1, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(record, indent=1, default=str), encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # never a torn record beside the good ones
+        raise
     return path
 
 

@@ -1,0 +1,31 @@
+"""Masking of secrets in anything the service sends back before it is printed or written.
+
+A service may echo the request (headers included) in an error body, so every text that came from
+the service goes through `redact` on its way to a row, a record, a report or the terminal.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from urllib.parse import quote
+
+from .config import API_KEY_ENV
+
+MASK = "***"
+_BEARER = re.compile(r"(?i)\b(bearer)(\s+|%20|\+)[^\s\"',;}\]]+")
+# `Authorization: <anything up to the end of the value>` in header, JSON or repr form.
+_AUTHORIZATION = re.compile(r"""(?i)(\bauthorization\b["']?\s*[:=]\s*["']?)[^"'\r\n,;}\]]*""")
+
+
+def redact(text: str | None, secrets: tuple[str | None, ...] = ()) -> str | None:
+    """`text` with the API key (from the environment, plus any `secrets`), `Bearer <token>` and
+    `Authorization: <value>` masked. None stays None."""
+    if not text:
+        return text
+    for secret in (os.environ.get(API_KEY_ENV), *secrets):
+        if secret and len(secret) >= 4:
+            for form in {secret, quote(secret, safe=""), secret.encode("unicode_escape").decode("ascii")}:
+                text = text.replace(form, MASK)
+    text = _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
+    return _AUTHORIZATION.sub(lambda m: m.group(1) + MASK, text)
