@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
 from .config import (API_KEY_ENV, DEFAULT_MAX_LINE_BYTES, EMBEDDED_CACHE_NAMESPACE, ClientConfig, RunConfig,
                      ServerConfig)
-from .errors import ConfigError, ScoringError
+from .errors import ConfigError, ScoringError, Terminated
+from .redact import redact
 
 PROG = "python -m scoring_lib"
 
@@ -114,6 +117,12 @@ def _service_url(args: argparse.Namespace):
         yield args.url, service_info(args.url, "external")
         return
     config = _server_config(args, "server-")
+    # The embedded service shares this process: its sockets count against the same open-file limit.
+    if (c := getattr(args, "max_concurrent_tasks", None)) is not None:
+        from .resources import BASE_FDS, ensure_open_files
+
+        ensure_open_files(2 * c + BASE_FDS + 4 * (args.threads or os.cpu_count() or 1),
+                          f"--max-concurrent-tasks {c} with the embedded service")
     with SimulatedService(config) as service:
         yield service.url, service_info(service.url, "embedded", config)
 
@@ -247,6 +256,8 @@ def cmd_score(args: argparse.Namespace) -> int:
             ray_address=args.ray_address, ray_dashboard=args.ray_dashboard, ray_verbose=args.ray_verbose,
             label=args.label)
         result = score_file(config, server_info=server_info)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     print(result.stats.summary())
     print(f"output: {result.output}" + (f"; record: {result.record_path}" if result.record_path else ""))
     return result.exit_code
@@ -276,10 +287,11 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
     with _service_url(args) as (url, _info):
         report = probe(_client_config(args, url), samples=args.samples)
+    # Everything in the report may have come from the service: masked before it is shown.
     if args.json:
-        print(json.dumps(report.to_dict(), indent=1))
+        print(redact(json.dumps(report.to_dict(), indent=1)))
     else:
-        print("\n".join(report.lines()))
+        print(redact("\n".join(report.lines())))
     return 0 if report.deterministic and report.latencies else 1
 
 
@@ -287,17 +299,30 @@ COMMANDS = {"score": cmd_score, "serve": cmd_serve, "probe": cmd_probe, "sweep":
             "bench": cmd_bench}
 
 
+def _on_sigterm(signum, _frame) -> None:
+    raise Terminated(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = COMMANDS[args.command]
+    # SIGTERM takes the same clean-up path as Ctrl-C (no temporary left, children stopped), exit 143.
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
     try:
         return handler(args)
     except ScoringError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
         return exc.exit_code
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 1
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)

@@ -96,15 +96,11 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def _no_constants(name: str) -> float:
-    raise ValueError(f"{name} is not JSON")
-
-
 def parse_score(body: bytes, score_field: str) -> float:
     """The finite numeric score from a 200 body, or _Retryable when the body is not what the contract
     says. NaN, Infinity and numbers beyond a float (1e400) are malformed: a score is always finite."""
     try:
-        data = json.loads(body, parse_constant=_no_constants)
+        data = json.loads(body)  # NaN/Infinity parse, then fail the finiteness check
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise _Retryable("malformed response: body is not JSON") from None
     if not isinstance(data, dict):

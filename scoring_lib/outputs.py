@@ -64,6 +64,12 @@ class OrderedRowWriter:
             raise ConfigError(f"output {self.path} is a directory; give a file path")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise write_error("output", self.path, NotADirectoryError(
+                f"{self.path.parent} (or a folder above it) is a file, not a folder")) from None
+        except OSError as exc:
+            raise write_error("output", self.path, exc) from None
+        try:
             remove_stale_temporaries(self.path)
             self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
             self._file = open(self._tmp, "w", encoding="utf-8", newline="\n")

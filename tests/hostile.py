@@ -249,3 +249,14 @@ class HostileServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def good(delay: float = 0.0) -> Action:
+    """What a sound service answers: the deterministic score of the text, after `delay` seconds."""
+    async def act(c: Conn) -> None:
+        if delay:
+            await asyncio.sleep(delay)
+        text = c.request.text or ""
+        digest = hashlib.sha256(text.encode("utf-8")).digest()
+        await reply(200, {"score": round(int.from_bytes(digest[:8], "big") / 2**64, 9)})(c)
+    return act

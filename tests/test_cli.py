@@ -198,10 +198,10 @@ def test_serve_rejects_a_busy_port(serve):
     assert "cannot listen" in assert_one_line_error(proc)
 
 
-def test_unwritable_output_is_one_line_exit_2(tmp_path, make_input):
+def test_unwritable_output_is_one_line_exit_3(tmp_path, make_input):
     make_input(["a"], "in.txt")
     (tmp_path / "blocker").write_text("a file where a folder should be")
     proc = cli("score", "in.txt", "--output", "blocker/out.jsonl", *FAST_SERVER, cwd=tmp_path)
-    assert "cannot write output" in assert_one_line_error(proc)
+    assert "cannot write output" in assert_one_line_error(proc, 3) and "not a folder" in proc.stderr
     proc = cli("score", "in.txt", "--cache", "blocker/c.sqlite", *FAST_SERVER, cwd=tmp_path)
-    assert "score cache" in assert_one_line_error(proc)
+    assert "score cache" in assert_one_line_error(proc, 3)
