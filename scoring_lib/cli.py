@@ -70,6 +70,10 @@ def _add_server_options(p: argparse.ArgumentParser, prefix: str = "") -> None:
                    help="requests per second before 429 + Retry-After; 0 = none (default 0)")
     g.add_argument(f"--{prefix}error-rate", type=_float_at_least(0), default=d.error_rate, metavar="P",
                    help="share of requests answered with a transient 503 (default 0)")
+    g.add_argument(f"--{prefix}reset-rate", type=_float_at_least(0), default=d.reset_rate, metavar="P",
+                   help="share of requests whose connection is reset (default 0)")
+    g.add_argument(f"--{prefix}slow-body-rate", type=_float_at_least(0), default=d.slow_body_rate, metavar="P",
+                   help="share of requests answered with a body trickling at 1 byte/s (default 0)")
     g.add_argument(f"--{prefix}time-scale", type=_float_at_least(0, strict=True), default=d.time_scale,
                    metavar="F", help="multiplies every duration: 0.01 runs 100x faster (default 1)")
     g.add_argument(f"--{prefix}seed", type=int, default=d.seed, help="random seed (default 0)")
@@ -79,7 +83,8 @@ def _server_config(args: argparse.Namespace, prefix: str = "", **overrides) -> S
     p = prefix.replace("-", "_")
     get = lambda name: getattr(args, p + name)  # noqa: E731
     return ServerConfig(latency=get("latency"), latency_dist=get("latency_dist"), capacity=get("capacity"),
-                        rate_limit=get("rate_limit"), error_rate=get("error_rate"), time_scale=get("time_scale"),
+                        rate_limit=get("rate_limit"), error_rate=get("error_rate"), reset_rate=get("reset_rate"),
+                        slow_body_rate=get("slow_body_rate"), time_scale=get("time_scale"),
                         seed=get("seed"), request_field=args.request_field, score_field=args.score_field,
                         **overrides)
 
@@ -171,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--score-field", default="score")
     p.add_argument("--require-key", action="store_true",
                    help=f"answer 401 unless requests carry ${API_KEY_ENV} as a bearer token")
+    p.add_argument("--exit-with-stdin", action="store_true",
+                   help="stop when standard input closes (a parent process holds it open)")
     _add_server_options(p)
 
     p = sub.add_parser("probe", help="check a service: determinism, batch refusal, latency")
@@ -273,10 +280,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise ConfigError(f"--require-key needs ${API_KEY_ENV} set")
     config = ServerConfig(host=args.host, port=args.port, latency=args.latency, latency_dist=args.latency_dist,
                           capacity=args.capacity, rate_limit=args.rate_limit, error_rate=args.error_rate,
+                          reset_rate=args.reset_rate, slow_body_rate=args.slow_body_rate,
                           time_scale=args.time_scale, seed=args.seed, request_field=args.request_field,
                           score_field=args.score_field, require_api_key=key)
     try:
-        serve_forever(config, announce=lambda url: print(f"serving on {url}", flush=True))
+        serve_forever(config, announce=lambda url: print(f"serving on {url}", flush=True),
+                      exit_with_stdin=args.exit_with_stdin)
     except OSError as exc:
         raise ConfigError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
     return 0

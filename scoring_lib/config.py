@@ -73,6 +73,8 @@ class ServerConfig:
     capacity: int = 200
     rate_limit: float = 0.0
     error_rate: float = 0.0
+    reset_rate: float = 0.0  # share of requests whose connection is reset instead of answered
+    slow_body_rate: float = 0.0  # share answered with a body that trickles at 1 byte/s (never time-scaled)
     time_scale: float = 1.0
     seed: int = 0
     request_field: str = "text"
@@ -85,8 +87,9 @@ class ServerConfig:
         _non_negative("latency", self.latency)
         _non_negative("capacity", self.capacity)
         _non_negative("rate_limit", self.rate_limit)
-        if not 0 <= self.error_rate <= 1:
-            raise ConfigError(f"error rate must be between 0 and 1, got {self.error_rate}")
+        for name in ("error_rate", "reset_rate", "slow_body_rate"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"{name.replace('_', ' ')} must be between 0 and 1, got {getattr(self, name)}")
         _positive("time_scale", self.time_scale)
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be 0..65535, got {self.port}")

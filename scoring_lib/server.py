@@ -11,6 +11,8 @@ import hashlib
 import json
 import math
 import random
+import socket
+import struct
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -21,6 +23,8 @@ from .config import ServerConfig
 
 BATCH_KEYS = ("data", "items", "lines")
 MAX_REQUEST_BYTES = 8 << 20
+IDLE_TIMEOUT = 60.0  # seconds an idle (or never used) connection is kept before the service closes it
+SLOW_BODY_BYTES = 64  # a slow body: this many bytes, one a second
 
 
 def deterministic_score(text: str) -> float:
@@ -39,6 +43,8 @@ class ServiceStats:
     ok: int = 0
     rate_limited: int = 0
     injected_errors: int = 0
+    resets: int = 0
+    slow_bodies: int = 0
     rejected: int = 0
 
 
@@ -132,6 +138,8 @@ class ScoringService:
             body = json.loads(await request.read())
         except (ValueError, UnicodeDecodeError):
             return self._reject(400, "body is not JSON")
+        except RecursionError:
+            return self._reject(400, "body is nested too deeply")
         if not isinstance(body, dict):
             return self._reject(400, "body must be a JSON object")
         if any(isinstance(body.get(k), list) for k in BATCH_KEYS):
@@ -147,6 +155,12 @@ class ScoringService:
         if cfg.error_rate > 0 and self._rng.random() < cfg.error_rate:
             self.stats.injected_errors += 1
             return self._reject(503, "transient failure (simulated)")
+        if cfg.reset_rate > 0 and self._rng.random() < cfg.reset_rate:
+            self.stats.resets += 1
+            return _reset(request)
+        if cfg.slow_body_rate > 0 and self._rng.random() < cfg.slow_body_rate:
+            self.stats.slow_bodies += 1
+            return await self._slow_body(request, text)
         if self._capacity is None:
             return await self._serve(text)
         async with self._capacity:
@@ -165,6 +179,32 @@ class ScoringService:
         finally:
             stats.serving -= 1
 
+    async def _slow_body(self, request: web.Request, text: str) -> web.StreamResponse:
+        """Headers at once, then the (correct) body one byte a second, padded to SLOW_BODY_BYTES."""
+        body = json.dumps({self.config.score_field: deterministic_score(text)}).encode().ljust(SLOW_BODY_BYTES)
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        resp.content_length = len(body)
+        await resp.prepare(request)
+        try:
+            for i in range(len(body)):
+                await resp.write(body[i:i + 1])
+                await asyncio.sleep(1.0)
+            await resp.write_eof()
+        except (ConnectionError, RuntimeError):  # the client gave up: what a slow body is for
+            pass
+        return resp
+
+
+def _reset(request: web.Request) -> web.Response:
+    """Abort the connection with a TCP RST (SO_LINGER 0) instead of answering."""
+    transport = request.transport
+    if transport is not None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+    return web.Response(status=503)  # never sent: the connection is gone
+
 
 class SimulatedService:
     """The service running in a background thread of this process, on a loopback port.
@@ -173,9 +213,10 @@ class SimulatedService:
     `with SimulatedService(ServerConfig(time_scale=0.01)) as svc: svc.url`.
     """
 
-    def __init__(self, config: ServerConfig | None = None) -> None:
+    def __init__(self, config: ServerConfig | None = None, idle_timeout: float = IDLE_TIMEOUT) -> None:
         self.config = config or ServerConfig()
         self.service = ScoringService(self.config)
+        self.idle_timeout = idle_timeout
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
@@ -206,7 +247,8 @@ class SimulatedService:
             self._loop = loop
             asyncio.set_event_loop(loop)
             try:
-                self._runner, self.port = loop.run_until_complete(start_site(self.service, self.config))
+                self._runner, self.port = loop.run_until_complete(
+                    start_site(self.service, self.config, self.idle_timeout))
             except BaseException as exc:  # surfaced to the caller of start()
                 errors.append(exc)
                 started.set()
@@ -236,9 +278,11 @@ class SimulatedService:
         self.stop()
 
 
-async def start_site(service: ScoringService, config: ServerConfig) -> tuple[web.AppRunner, int]:
-    """Start the app on config.host:config.port (0 = a free port) and return the bound port."""
-    runner = web.AppRunner(service.app(), access_log=None, handle_signals=False)
+async def start_site(service: ScoringService, config: ServerConfig,
+                     idle_timeout: float = IDLE_TIMEOUT) -> tuple[web.AppRunner, int]:
+    """Start the app on config.host:config.port (0 = a free port) and return the bound port.
+    Connections idle for `idle_timeout` seconds (even ones that never sent a request) are closed."""
+    runner = web.AppRunner(service.app(), access_log=None, handle_signals=False, keepalive_timeout=idle_timeout)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, backlog=4096)
     await site.start()
@@ -246,19 +290,33 @@ async def start_site(service: ScoringService, config: ServerConfig) -> tuple[web
     return runner, port
 
 
-def serve_forever(config: ServerConfig, announce=print) -> None:
-    """Run the service in the foreground until Ctrl-C (the `serve` command)."""
+def serve_forever(config: ServerConfig, announce=print, exit_with_stdin: bool = False) -> None:
+    """Run the service in the foreground until Ctrl-C (the `serve` command).
+
+    With `exit_with_stdin`, it also stops when its standard input reaches end of file: a parent that
+    holds the other end of a pipe takes the service with it when it dies, even by SIGKILL."""
     import logging
+    import sys
 
     # A client speaking something else than HTTP is refused; it is not worth a traceback per request.
     logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
+    logging.getLogger("aiohttp.access").setLevel(logging.CRITICAL)
 
     async def main() -> None:
         service = ScoringService(config)
         runner, port = await start_site(service, config)
+        stop = asyncio.Event()
+        if exit_with_stdin:
+            loop = asyncio.get_running_loop()
+
+            def watch() -> None:
+                while sys.stdin.buffer.read(65536):
+                    pass
+                loop.call_soon_threadsafe(stop.set)
+            threading.Thread(target=watch, name="parent-watch", daemon=True).start()
         announce(f"http://{config.host}:{port}/score")
         try:
-            await asyncio.Event().wait()
+            await stop.wait()
         finally:
             await runner.cleanup()
 
@@ -296,6 +354,7 @@ class ServiceProcess:
         args = [sys.executable, "-m", "scoring_lib", "serve", "--host", c.host, "--port", str(c.port),
                 "--latency", repr(c.latency), "--latency-dist", c.latency_dist, "--capacity", str(c.capacity),
                 "--rate-limit", repr(c.rate_limit), "--error-rate", repr(c.error_rate),
+                "--reset-rate", repr(c.reset_rate), "--slow-body-rate", repr(c.slow_body_rate),
                 "--time-scale", repr(c.time_scale), "--seed", str(c.seed),
                 "--request-field", c.request_field, "--score-field", c.score_field]
         if c.require_api_key is not None:
@@ -303,7 +362,10 @@ class ServiceProcess:
         env = dict(os.environ) | (self.env or {})
         if c.require_api_key is not None:
             env["SCORING_API_KEY"] = c.require_api_key
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=env)
+        # The child watches the pipe on its stdin: when this process dies (even by SIGKILL) the pipe
+        # closes and the service stops, instead of listening on as an orphan.
+        args.append("--exit-with-stdin")
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         line = self.proc.stdout.readline()
         if not line.startswith("serving on "):
             self.stop()
@@ -337,6 +399,10 @@ class ServiceProcess:
             except Exception:
                 self.proc.kill()
                 self.proc.wait()
+        if self.proc is not None:
+            for stream in (self.proc.stdin, self.proc.stdout):
+                if stream is not None:
+                    stream.close()
 
     def __enter__(self) -> "ServiceProcess":
         return self.start()

@@ -26,7 +26,8 @@ RUN_NOTEBOOK = NOTEBOOKS / "run.ipynb"
 GRID_KEYS = {"name", "description", "input", "lines", "repeats", "warmup", "service", "url", "points", "timeout",
              "max_retries"}
 POINT_KEYS = {"engine", "threads", "workers", "max_concurrent_tasks", "connector_limit"}
-SERVICE_KEYS = {"latency", "latency_dist", "capacity", "rate_limit", "error_rate", "time_scale", "seed"}
+SERVICE_KEYS = {"latency", "latency_dist", "capacity", "rate_limit", "error_rate", "reset_rate", "slow_body_rate",
+                "time_scale", "seed"}
 
 
 @dataclass(frozen=True)
