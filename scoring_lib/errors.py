@@ -79,6 +79,13 @@ class GridError(ScoringError):
     """A sweep grid file does not parse or names an unknown parameter."""
 
 
+class PointFailed(ScoringError):
+    """A sweep point finished with error rows: its records are marked failed and kept out of the
+    timing figures (raised inside the point's notebook so the sweep lists the point as failed)."""
+
+    exit_code = 1
+
+
 class RunInterrupted(ScoringError):
     """The run was stopped by the user (Ctrl-C); the cache keeps what was scored."""
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import sys
 import tempfile
 from contextlib import ExitStack, contextmanager
@@ -18,13 +19,15 @@ from pathlib import Path
 import yaml
 
 from .config import ENGINES, ClientConfig, RunConfig, ServerConfig
-from .errors import ConfigError, GridError, MissingDependencyError
+from .errors import ConfigError, GridError, MissingDependencyError, PointFailed
+from .redact import redact
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
 RUN_NOTEBOOK = NOTEBOOKS / "run.ipynb"
 GRID_KEYS = {"name", "description", "input", "lines", "repeats", "warmup", "service", "url", "points", "timeout",
              "max_retries"}
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")  # a grid name is one plain folder name
 POINT_KEYS = {"engine", "threads", "workers", "max_concurrent_tasks", "connector_limit"}
 SERVICE_KEYS = {"latency", "latency_dist", "capacity", "rate_limit", "error_rate", "reset_rate", "slow_body_rate",
                 "time_scale", "seed"}
@@ -71,6 +74,13 @@ def _positive_int(where: str, value, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise GridError(f"{where} must be a whole number of at least {minimum}, got {value!r}")
     return value
+
+
+def _number(where: str, value, minimum: float, strict: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum or \
+            (strict and value == minimum):
+        raise GridError(f"{where} must be a number {'above' if strict else 'of at least'} {minimum:g}, got {value!r}")
+    return float(value)
 
 
 def _pool(where: str, value) -> int | None:
@@ -127,16 +137,33 @@ def parse_grid(data, source: str = "grid", base: Path | None = None) -> Grid:
         for p in _points(spec, f"{source}: points[{i}]"):
             if p not in points:
                 points.append(p)
-    input_path = Path(data.get("input", "data/sample.txt"))
+    input_path = data.get("input", "data/sample.txt")
+    if not isinstance(input_path, str) or not input_path:
+        raise GridError(f"{source}: input must be a path, got {input_path!r}")
+    input_path = Path(input_path)
     if not input_path.is_absolute() and base is not None and not input_path.exists():
         input_path = base / input_path
+    name = data.get("name", "sweep")
+    # The name becomes a folder under the records and notebooks folders: one plain component only.
+    if not isinstance(name, str) or not NAME.match(name) or name in (".", ".."):
+        raise GridError(f"{source}: name must be a plain name (letters, digits, '.', '_', '-'; no '/' or '..'), "
+                        f"got {name!r}")
+    url = data.get("url")
+    if url is not None and not isinstance(url, str):
+        raise GridError(f"{source}: url must be a string, got {url!r}")
+    timeout = _number(f"{source}: timeout", data.get("timeout", 30.0), 0, strict=True)
+    max_retries = _positive_int(f"{source}: max_retries", data.get("max_retries", 5), minimum=0)
+    try:  # the client settings as a run will use them: every rule checked now, before anything runs
+        ClientConfig(url=url or "http://127.0.0.1/score", timeout=timeout, max_retries=max_retries)
+    except ConfigError as exc:
+        raise GridError(f"{source}: {exc}") from None
     lines = data.get("lines")
-    return Grid(name=str(data.get("name") or "sweep"), input=input_path, points=tuple(points),
+    return Grid(name=name, input=input_path, points=tuple(points),
                 repeats=_positive_int(f"{source}: repeats", data.get("repeats", 1)),
                 warmup=_positive_int(f"{source}: warmup", data.get("warmup", 0), minimum=0),
                 lines=None if lines is None else _positive_int(f"{source}: lines", lines),
-                service=service, url=data.get("url"), timeout=float(data.get("timeout", 30.0)),
-                max_retries=int(data.get("max_retries", 5)), description=str(data.get("description", "")))
+                service=service, url=url, timeout=timeout, max_retries=max_retries,
+                description=str(data.get("description", "")))
 
 
 def load_grid(path: str | os.PathLike) -> Grid:
@@ -165,15 +192,18 @@ def run_point(input: str | os.PathLike = "data/sample.txt", engine: str = "async
               repeats: int = 1, warmup: int = 0, lines: int | None = None, url: str | None = None,
               service: dict | None = None, records_dir: str | os.PathLike = "results/runs",
               sweep: str | None = None, point_id: str | None = None, api_key_env: str = "SCORING_API_KEY",
-              timeout: float = 30.0, max_retries: int = 5):
+              timeout: float = 30.0, max_retries: int = 5, skip_repeats: list | tuple = ()):
     """Run one configuration `warmup + repeats` times; record each; return the measured runs' rows.
 
     Without `url`, the simulated service described by `service` runs in a child process for the
-    duration. Warm-up runs are recorded with warmup=True so the report can leave them out."""
+    duration. Warm-up runs are recorded with warmup=True so the report can leave them out.
+    `skip_repeats` are measured repeats already recorded (a resumed sweep runs only the others).
+    A run that ends with error rows is recorded as failed (kept out of the timing figures) and
+    stops the point with PointFailed."""
     import pandas as pd
 
     from .pipeline import score_file
-    from .records import tidy_row
+    from .records import save_record, tidy_row
     from .server import ServiceProcess, service_info
 
     service = dict(service or {})
@@ -192,27 +222,52 @@ def run_point(input: str | os.PathLike = "data/sample.txt", engine: str = "async
                               int(connector_limit), timeout=timeout, max_retries=max_retries, api_key_env=api_key_env)
         for i in range(warmup + repeats):
             is_warmup = i < warmup
+            if not is_warmup and (i - warmup) in set(skip_repeats):
+                continue
             config = RunConfig(input=path, client=client, engine=engine, threads=threads, workers=workers,
                                max_concurrent_tasks=max_concurrent_tasks, output=Path(tmp) / "scores.jsonl",
                                cache=None, records_dir=Path(records_dir), progress=False,
                                extra={"sweep": sweep, "point_id": point_id, "repeat": i - warmup,
                                       "warmup": is_warmup})
-            result = score_file(config, server_info=server_info)
+            result = score_file(config, server_info=server_info, write_record=False)
+            record = result.record
+            errors = result.stats.counts["error"]
+            if errors:
+                record["status"] = "failed"
+                record["failure"] = (f"{errors} of {result.stats.lines} rows are errors, e.g. "
+                                     f"{_first_error(result.output)}")
+            try:
+                save_record(record, records_dir)
+            except OSError as exc:
+                print(f"warning: run record not written to {records_dir}: {exc.strerror or exc}", file=sys.stderr)
+            if errors:
+                raise PointFailed(f"{point_id or engine}: {record['failure']}")
             if not is_warmup:
-                rows.append(tidy_row(result.record))
+                rows.append(tidy_row(record))
     return pd.DataFrame(rows)
 
 
-def recorded_points(records_dir: Path, sweep: str) -> dict[str, int]:
-    """Measured, successful runs per point id already recorded for this sweep (for --resume)."""
+def _first_error(output: Path) -> str:
+    import json
+
+    with open(output, encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            if row.get("status") == "error":
+                return str(row.get("error"))[:200]
+    return "?"
+
+
+def recorded_points(records_dir: Path, sweep: str) -> dict[str, set]:
+    """Measured repeats (their indices) recorded as successful per point id of this sweep (for --resume)."""
     from .records import read_records
 
-    counts: dict[str, int] = {}
+    done: dict[str, set] = {}
     for rec in read_records(records_dir):
         extra = rec.get("extra") or {}
         if extra.get("sweep") == sweep and rec.get("status", "ok") == "ok" and not extra.get("warmup"):
-            counts[extra.get("point_id")] = counts.get(extra.get("point_id"), 0) + 1
-    return counts
+            done.setdefault(extra.get("point_id"), set()).add(extra.get("repeat"))
+    return done
 
 
 @contextmanager
@@ -236,7 +291,7 @@ def _kernel_stderr_to(path: Path):
 def _failure_text(exc: BaseException) -> str:
     ename, evalue = getattr(exc, "ename", None), getattr(exc, "evalue", None)
     text = f"{ename}: {evalue}" if ename else f"{type(exc).__name__}: {exc}"
-    return " ".join(text.split())[:500]
+    return redact(" ".join(text.split())[:500])
 
 
 @dataclass
@@ -286,7 +341,8 @@ def run_sweep(grid: Grid | str | os.PathLike, records_dir: str | os.PathLike = "
     outputs.mkdir(parents=True, exist_ok=True)
     summary = SweepSummary(grid, records)
     have = recorded_points(records, grid.name) if resume else {}
-    todo = [p for p in grid.points if have.get(p.id, 0) < grid.repeats]
+    wanted = set(range(grid.repeats))
+    todo = [p for p in grid.points if not wanted <= have.get(p.id, set())]
     summary.skipped = [p.id for p in grid.points if p not in todo]
     with ExitStack() as stack:
         url = grid.url
@@ -300,7 +356,8 @@ def run_sweep(grid: Grid | str | os.PathLike, records_dir: str | os.PathLike = "
             params = point.parameters() | {
                 "input": str(Path(grid.input).resolve()), "repeats": grid.repeats, "warmup": grid.warmup,
                 "lines": grid.lines, "url": url, "service": grid.service, "records_dir": str(records.resolve()),
-                "sweep": grid.name, "point_id": point.id, "timeout": grid.timeout, "max_retries": grid.max_retries}
+                "sweep": grid.name, "point_id": point.id, "timeout": grid.timeout, "max_retries": grid.max_retries,
+                "skip_repeats": sorted(have.get(point.id, set()) & wanted)}
             try:
                 pm.execute_notebook(str(RUN_NOTEBOOK), str(outputs / f"{point.id}.ipynb"), parameters=params,
                                     kernel_name="python3", progress_bar=False, cwd=os.getcwd())
@@ -309,7 +366,8 @@ def run_sweep(grid: Grid | str | os.PathLike, records_dir: str | os.PathLike = "
                 raise
             except Exception as exc:  # noqa: BLE001 - a failed point is recorded and the sweep goes on
                 failure = _failure_text(exc)
-                save_record(failure_record(params, failure, {"sweep": grid.name, "point_id": point.id}), records)
+                if getattr(exc, "ename", None) != PointFailed.__name__:  # else its runs are recorded already
+                    save_record(failure_record(params, failure, {"sweep": grid.name, "point_id": point.id}), records)
                 summary.failed.append((point.id, failure))
     return summary
 

@@ -96,3 +96,74 @@ def test_a_failing_point_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch
     failed = [r for r in records if r["status"] == "failed"]
     assert len(failed) == 1 and "ray is not installed" in failed[0]["failure"]
     assert [r["engine"] for r in records if r["status"] == "ok"] == ["asyncio"]
+
+
+@pytest.mark.parametrize("data, needle", [
+    (TINY | {"timeout": "abc"}, "timeout must be a number"),
+    (TINY | {"timeout": 0}, "timeout must be a number above 0"),
+    (TINY | {"timeout": True}, "timeout must be a number"),
+    (TINY | {"max_retries": [1, 2]}, "max_retries must be a whole number"),
+    (TINY | {"max_retries": -1}, "max_retries must be a whole number"),
+    (TINY | {"max_retries": 1.5}, "max_retries must be a whole number"),
+    (TINY | {"name": "../../x"}, "plain name"),
+    (TINY | {"name": "a/b"}, "plain name"),
+    (TINY | {"name": ".."}, "plain name"),
+    (TINY | {"name": "/abs"}, "plain name"),
+    (TINY | {"name": 5}, "plain name"),
+    (TINY | {"url": 123}, "url must be a string"),
+    (TINY | {"url": "ftp://example.invalid/x"}, "http"),
+    (TINY | {"input": ["a"]}, "input must be a path"),
+    (TINY | {"service": {"reset_rate": 2}}, "reset rate"),
+])
+def test_every_grid_setting_is_validated_before_anything_runs(data, needle):
+    with pytest.raises(GridError, match=needle):
+        parse_grid(data)
+
+
+def test_a_bad_timeout_in_a_grid_is_one_line_exit_2_and_nothing_runs(tmp_path):
+    proc = cli("sweep", write_grid(tmp_path, TINY | {"timeout": "abc"}), "--records-dir", tmp_path / "runs",
+               "--notebooks-dir", tmp_path / "nb", cwd=tmp_path)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert "timeout" in proc.stderr
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "nb").exists()
+
+
+@pytest.mark.slow
+def test_a_point_with_error_rows_is_failed_and_kept_out_of_the_report(tmp_path):
+    from hostile import HostileServer, reply
+
+    from scoring_lib.report import build_report
+
+    with HostileServer(lambda r: reply(404, "no such endpoint")) as dead:
+        grid = load_grid(write_grid(tmp_path, TINY | {"url": dead.url, "repeats": 2, "max_retries": 0,
+                                                      "points": [{"max_concurrent_tasks": 4}]}))
+        summary = run_sweep(grid, records_dir=tmp_path / "runs", notebooks_dir=tmp_path / "nb", progress=False)
+    assert summary.exit_code == 1 and summary.done == [] and len(summary.failed) == 1
+    assert "20 of 20 rows are errors" in summary.failed[0][1] and "HTTP 404" in summary.failed[0][1]
+    records = read_records(tmp_path / "runs")
+    assert len(records) == 1, "the point stops at its first failed repeat, with one record"
+    assert records[0]["status"] == "failed" and records[0]["error"] == 20
+    report = build_report(tmp_path / "runs", tmp_path / "report")
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "Failed runs" in text and "HTTP 404" in text
+
+
+@pytest.mark.slow
+def test_resume_runs_only_the_missing_repeats(tmp_path):
+    from scoring_lib.server import ServiceProcess
+    from scoring_lib.sweep import run_point
+    from scoring_lib import ServerConfig
+
+    grid = load_grid(write_grid(tmp_path, TINY | {"repeats": 3, "points": [{"max_concurrent_tasks": 4}]}))
+    point = grid.points[0]
+    # As a sweep killed in the middle of the point leaves it: repeats 0 and 2 recorded, 1 missing.
+    with ServiceProcess(ServerConfig(**grid.service)) as svc:
+        run_point(input=grid.input, lines=grid.lines, max_concurrent_tasks=4, url=svc.url, repeats=3,
+                  skip_repeats=[1], records_dir=tmp_path / "runs" / "tiny", sweep="tiny", point_id=point.id,
+                  service=grid.service)
+    assert sorted(r["extra"]["repeat"] for r in read_records(tmp_path / "runs")) == [0, 2]
+    summary = run_sweep(grid, records_dir=tmp_path / "runs", notebooks_dir=tmp_path / "nb", resume=True,
+                        progress=False)
+    assert summary.done == [point.id]
+    repeats = sorted(r["extra"]["repeat"] for r in read_records(tmp_path / "runs") if r["status"] == "ok")
+    assert repeats == [0, 1, 2], "resume ran the missing repeat only, once"
