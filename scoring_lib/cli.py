@@ -203,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="measure the engines against the simulated service and the physical limit")
     p.add_argument("--cases", default="abc", help="which cases: a (pool 100 vs auto), b (10k lines at "
-                   "C=1000), c (peak RSS); default abc")
+                   "C=1000), c (peak RSS), s (soak: faults, SIGKILL and resume); default abc")
+    p.add_argument("--soak-lines", type=_int_at_least(1), default=200_000, help="input length of the soak case")
     p.add_argument("--time-scale", type=_float_at_least(0, strict=True), default=0.05,
                    help="time scale of case a's 4.15 s latency (default 0.05)")
     p.add_argument("--b-time-scale", type=_float_at_least(0, strict=True), default=1.0,
@@ -244,9 +245,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         sizes = tuple(int(s) for s in args.rss_sizes.split(","))
     except ValueError:
         raise ConfigError(f"--rss-sizes takes whole numbers separated by commas, got {args.rss_sizes!r}") from None
-    if set(args.cases) - set("abc"):
-        raise ConfigError(f"--cases takes letters from abc, got {args.cases!r}")
-    run_bench(args.cases, args.time_scale, args.b_time_scale, sizes, ray=args.ray)
+    if set(args.cases) - set("abcs"):
+        raise ConfigError(f"--cases takes letters from abcs, got {args.cases!r}")
+    run_bench(args.cases, args.time_scale, args.b_time_scale, sizes, ray=args.ray, soak_lines=args.soak_lines)
     return 0
 
 

@@ -296,6 +296,7 @@ def serve_forever(config: ServerConfig, announce=print, exit_with_stdin: bool = 
     With `exit_with_stdin`, it also stops when its standard input reaches end of file: a parent that
     holds the other end of a pipe takes the service with it when it dies, even by SIGKILL."""
     import logging
+    import os
     import sys
 
     # A client speaking something else than HTTP is refused; it is not worth a traceback per request.
@@ -310,7 +311,10 @@ def serve_forever(config: ServerConfig, announce=print, exit_with_stdin: bool = 
             loop = asyncio.get_running_loop()
 
             def watch() -> None:
-                while sys.stdin.buffer.read(65536):
+                # os.read on the descriptor, not sys.stdin: a daemon thread blocked inside the buffered
+                # reader would abort the interpreter at shutdown.
+                fd = sys.stdin.fileno()
+                while os.read(fd, 65536):
                     pass
                 loop.call_soon_threadsafe(stop.set)
             threading.Thread(target=watch, name="parent-watch", daemon=True).start()
