@@ -27,3 +27,27 @@ def test_commit_refuses_while_a_gap_remains(tmp_path):
         w.commit()
     w.abort()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_rows_are_strict_json_or_not_written(tmp_path):
+    w = OrderedRowWriter(tmp_path / "out.jsonl")
+    with pytest.raises(ValueError):
+        w.add(Row(1, float("nan"), "ok", None, 1))
+    w.abort()
+
+
+def test_stale_temporaries_of_dead_runs_are_removed_and_live_ones_kept(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_tmp = tmp_path / f".out.jsonl.{int(dead.stdout)}.tmp"
+    live_tmp = tmp_path / f".out.jsonl.{os.getppid()}.tmp"  # a process that is alive
+    other = tmp_path / f".other.jsonl.{int(dead.stdout)}.tmp"  # not this output's
+    for p in (dead_tmp, live_tmp, other):
+        p.write_text("partial")
+    w = OrderedRowWriter(tmp_path / "out.jsonl")
+    w.add(Row(1, 0.5, "ok", None, 1))
+    w.commit()
+    assert not dead_tmp.exists() and live_tmp.exists() and other.exists()
