@@ -200,8 +200,9 @@ class ScoringClient:
                     if resp.status in RETRY_AFTER_STATUSES:
                         hint = parse_retry_after(resp.headers.get("Retry-After"))
                     raise _Retryable(f"HTTP {resp.status}", hint)
-                detail = (await resp.content.read(200)).decode("utf-8", "replace")
-                detail = " ".join(redact(detail, self._secrets).split())
+                # Masked before it is cut to 200 characters, so a secret cannot survive as a cut-off prefix.
+                detail = (await resp.content.read(4096)).decode("utf-8", "replace")
+                detail = " ".join(redact(detail, self._secrets).split())[:200]
                 raise _Permanent(f"HTTP {resp.status}" + (f": {detail}" if detail else ""))
 
     async def _read_capped(self, resp: aiohttp.ClientResponse) -> bytes:

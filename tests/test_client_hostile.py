@@ -92,3 +92,12 @@ async def test_pool_wait_does_not_count_toward_the_deadline():
         async with ScoringClient(config(srv.url, connector_limit=1, max_retries=0), concurrency=3) as client:
             outs = await asyncio.gather(*(client.score(str(i)) for i in range(3)))
     assert all(o.ok for o in outs), [o.error for o in outs]
+
+
+async def test_a_key_straddling_the_200_character_cut_is_masked_not_cut(monkeypatch):
+    key = "sk-live-0123456789abcdef"
+    monkeypatch.setenv("SCORING_API_KEY", key)
+    body = "x" * 190 + " " + key + " trailing"
+    with HostileServer(lambda req: reply(400, body)) as srv:
+        out = await score_once(srv.url)
+    assert "sk-live" not in out.error and "***" in out.error
