@@ -134,7 +134,7 @@ def slow_chunked(interval: float = 1.0, chunks: int = 1000) -> Action:
 def slow_headers(interval: float = 1.0) -> Action:
     """The status line and headers one byte every `interval` seconds."""
     async def act(c: Conn) -> None:
-        data = head(200, None, 14) + b'{"score": 0.5}'
+        data = head(200, {"X-Padding": "p" * 500}, 14) + b'{"score": 0.5}'
         for i in range(len(data)):
             await c.send(data[i:i + 1])
             await asyncio.sleep(interval)

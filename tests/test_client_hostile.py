@@ -32,7 +32,8 @@ async def test_timeout_bounds_the_whole_request_not_each_read(action):
         took = time.monotonic() - t0
     assert not out.ok and out.attempts == 2
     assert "timeout after 1s" in out.error
-    assert took < 2 * 1.0 + 1.5, f"two tries of a 1 s deadline took {took:.1f} s"
+    # Two tries of a 1 s deadline; without the deadline each would take minutes (generous margin for a busy machine).
+    assert took < 10, f"two tries of a 1 s deadline took {took:.1f} s"
 
 
 @pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e400", "-1e400", "1" + "0" * 400])

@@ -92,7 +92,7 @@ def test_one_strict_row_per_line_in_order_with_the_contract_status(server, data,
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "in.txt"
         path.write_bytes(data)
-        client = ClientConfig(url=server.url, max_retries=1, backoff_base=0.0, backoff_cap=0.0, timeout=5.0)
+        client = ClientConfig(url=server.url, max_retries=1, backoff_base=0.0, backoff_cap=0.0, timeout=60.0)
         config = RunConfig(input=path, client=client, output=Path(tmp) / "out.jsonl", cache=Path(tmp) / "c.sqlite",
                            records_dir=None, progress=False, threads=1, max_concurrent_tasks=8,
                            max_line_bytes=MAX_LINE)
