@@ -170,8 +170,8 @@ def score_file(config: RunConfig, *, server_info: dict | None = None, write_reco
     # The input is opened once (pipes and FIFOs can be read only once); this is also the input check.
     source = open_input(config.input)
     try:
-        total = count_lines(source)  # None for a stream: progress without a total
         check_paths(config)
+        total = count_lines(source)  # None for a stream: progress without a total
         # Never more workers than lines that can be in flight: C = 10^6 on a 3-line file costs nothing.
         run_config = config
         if total is not None and total < config.max_concurrent_tasks:
@@ -187,7 +187,10 @@ def check_paths(config: RunConfig) -> None:
     out = Path(config.resolved_output)
     if out.is_dir():
         raise ConfigError(f"output {out} is a directory; give a file path with --output")
-    same = out.exists() and os.path.samefile(out, config.input)
+    try:
+        same = out.exists() and os.path.samefile(out, config.input)
+    except OSError:
+        same = False
     if same or out.resolve() == Path(config.input).resolve():
         raise ConfigError(f"output {out} is the input file; give another --output")
 
