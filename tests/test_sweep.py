@@ -167,3 +167,37 @@ def test_resume_runs_only_the_missing_repeats(tmp_path):
     assert summary.done == [point.id]
     repeats = sorted(r["extra"]["repeat"] for r in read_records(tmp_path / "runs") if r["status"] == "ok")
     assert repeats == [0, 1, 2], "resume ran the missing repeat only, once"
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_mid_point_leaves_no_process_and_resume_completes_it_exactly(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    data = TINY | {"lines": 200, "repeats": 3, "points": [{"max_concurrent_tasks": 4}],
+                   "service": {"latency": 4.15, "capacity": 200, "time_scale": 0.01}}  # ~2 s a run
+    path = write_grid(tmp_path, data)
+    args = [sys.executable, "-m", "scoring_lib", "sweep", str(path), "--records-dir", str(tmp_path / "runs"),
+            "--notebooks-dir", str(tmp_path / "nb"), "--no-progress"]
+    sweep = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 180
+    while not read_records(tmp_path / "runs") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert read_records(tmp_path / "runs"), "no run finished in time"
+    family = psutil.Process(sweep.pid).children(recursive=True)
+    sweep.send_signal(signal.SIGKILL)
+    sweep.wait()
+    gone, alive = psutil.wait_procs(family, timeout=20)
+    for p in alive:
+        p.kill()
+    assert not alive, f"left running after the sweep was killed: {[p.cmdline()[:4] for p in alive]}"
+    partial = sorted(r["extra"]["repeat"] for r in read_records(tmp_path / "runs"))
+    assert 1 <= len(partial) < 3
+    proc = cli(*args[3:], "--resume", cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    ok = sorted(r["extra"]["repeat"] for r in read_records(tmp_path / "runs") if r["status"] == "ok")
+    assert ok == [0, 1, 2], f"repeats recorded: {ok} (before resume: {partial})"
