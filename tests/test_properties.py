@@ -57,9 +57,11 @@ def expected_rows(data: bytes, table) -> list:
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
+    unterminated = not data.endswith(b"\n")
     out = []
     for i, raw in enumerate(lines):
-        if raw.endswith(b"\r"):
+        # "\r\n" is an ending; a "\r" on a last line without "\n" is text.
+        if raw.endswith(b"\r") and not (unterminated and i == len(lines) - 1):
             raw = raw[:-1]
         if i == 0 and raw.startswith(b"\xef\xbb\xbf"):
             raw = raw[3:]
