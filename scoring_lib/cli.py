@@ -122,12 +122,6 @@ def _service_url(args: argparse.Namespace):
         yield args.url, service_info(args.url, "external")
         return
     config = _server_config(args, "server-")
-    # The embedded service shares this process: its sockets count against the same open-file limit.
-    if (c := getattr(args, "max_concurrent_tasks", None)) is not None:
-        from .resources import BASE_FDS, ensure_open_files
-
-        ensure_open_files(2 * c + BASE_FDS + 4 * (args.threads or os.cpu_count() or 1),
-                          f"--max-concurrent-tasks {c} with the embedded service")
     with SimulatedService(config) as service:
         yield service.url, service_info(service.url, "embedded", config)
 
@@ -263,7 +257,8 @@ def cmd_score(args: argparse.Namespace) -> int:
             cache_namespace=EMBEDDED_CACHE_NAMESPACE if server_info["kind"] == "embedded" else None,
             ray_address=args.ray_address, ray_dashboard=args.ray_dashboard, ray_verbose=args.ray_verbose,
             label=args.label)
-        result = score_file(config, server_info=server_info)
+        # The embedded service shares this process: its sockets count against the same open-file limit.
+        result = score_file(config, server_info=server_info, in_process_service=server_info["kind"] == "embedded")
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(result.stats.summary())

@@ -19,7 +19,7 @@ from .engines import Dispatcher, open_engine
 from .errors import ConfigError, RunInterrupted, RunTerminated, Terminated
 from .inputs import count_lines, open_input, read_lines
 from .outputs import OrderedRowWriter, Row
-from .resources import ensure_open_files, files_needed
+from .resources import ensure_open_files, files_needed, sockets_needed
 
 REORDER_LIMIT = 50_000  # rows held for order before the reader waits
 SAMPLE_SIZE = 20_000  # requests kept for latency percentiles and the in-flight timeline
@@ -164,9 +164,12 @@ class _Run:
                 self.collect(self.engine.poll(timeout=0.05))
 
 
-def score_file(config: RunConfig, *, server_info: dict | None = None, write_record: bool = True) -> RunResult:
+def score_file(config: RunConfig, *, server_info: dict | None = None, write_record: bool = True,
+               in_process_service: bool = False) -> RunResult:
     """Score every line of `config.input`; blocking, safe to call from Jupyter (engines run their
-    event loops in their own threads or processes, never in the caller's loop)."""
+    event loops in their own threads or processes, never in the caller's loop).
+    `in_process_service`: the service runs in this process (the CLI's embedded one), so its
+    sockets count against this process's open-file limit too."""
     # The input is opened once (pipes and FIFOs can be read only once); this is also the input check.
     source = open_input(config.input)
     try:
@@ -176,7 +179,8 @@ def score_file(config: RunConfig, *, server_info: dict | None = None, write_reco
         run_config = config
         if total is not None and total < config.max_concurrent_tasks:
             run_config = dataclasses.replace(config, max_concurrent_tasks=max(1, total))
-        ensure_open_files(files_needed(run_config), f"--max-concurrent-tasks {config.max_concurrent_tasks}")
+        extra = sockets_needed(run_config) if in_process_service else 0
+        ensure_open_files(files_needed(run_config, extra), f"--max-concurrent-tasks {config.max_concurrent_tasks}")
         return _score_open_file(config, run_config, source, total, server_info, write_record)
     finally:
         source.close()

@@ -302,3 +302,18 @@ def test_huge_concurrency_on_a_tiny_file_is_cheap(tmp_path, make_input):
     assert run.returncode == 0, err
     assert usage.ru_maxrss / 1024 < 400, f"peak RSS {usage.ru_maxrss / 1024:.0f} MB for three lines"
     assert len(strict_rows(tmp_path / "o.jsonl")) == 3
+
+
+def test_embedded_service_fd_check_counts_only_the_lines_there_are(tmp_path, make_input):
+    path = make_input(["a", "b", "c"], "in.txt")
+    proc = bash(f"ulimit -n 1024 && cd {REPO} && {PY} score {path} --max-concurrent-tasks 100000 "
+                f"--server-time-scale 0.01 --output {tmp_path}/o.jsonl --no-cache --no-record --no-progress", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert len(strict_rows(tmp_path / "o.jsonl")) == 3
+
+
+def test_embedded_service_with_too_many_sockets_for_the_limit_is_exit_5(tmp_path, make_input):
+    path = make_input([f"l{i}" for i in range(900)], "in.txt")
+    proc = bash(f"ulimit -n 1024 && cd {REPO} && {PY} score {path} --max-concurrent-tasks 800 "
+                f"--server-time-scale 0.01 --output {tmp_path}/o.jsonl --no-cache --no-record --no-progress", tmp_path)
+    assert "open files" in assert_one_line_error(proc, 5)
