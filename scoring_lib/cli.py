@@ -63,6 +63,8 @@ def _add_server_options(p: argparse.ArgumentParser, prefix: str = "") -> None:
                    help=f"latency distribution (default {d.latency_dist})")
     g.add_argument(f"--{prefix}capacity", type=_int_at_least(0), default=d.capacity, metavar="N",
                    help=f"requests served at once, the rest queue; 0 = unlimited (default {d.capacity})")
+    g.add_argument(f"--{prefix}shed", action="store_true",
+                   help="above capacity answer 503 at once (load shedding) instead of queueing")
     g.add_argument(f"--{prefix}rate-limit", type=_float_at_least(0), default=d.rate_limit, metavar="RPS",
                    help="requests per second before 429 + Retry-After; 0 = none (default 0)")
     g.add_argument(f"--{prefix}error-rate", type=_float_at_least(0), default=d.error_rate, metavar="P",
@@ -78,7 +80,7 @@ def _server_config(args: argparse.Namespace, prefix: str = "", **overrides) -> S
     return ServerConfig(latency=get("latency"), latency_dist=get("latency_dist"), capacity=get("capacity"),
                         rate_limit=get("rate_limit"), error_rate=get("error_rate"), time_scale=get("time_scale"),
                         seed=get("seed"), request_field=args.request_field, score_field=args.score_field,
-                        **overrides)
+                        shed=get("shed"), **overrides)
 
 
 def _add_client_options(p: argparse.ArgumentParser) -> None:
@@ -263,7 +265,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = ServerConfig(host=args.host, port=args.port, latency=args.latency, latency_dist=args.latency_dist,
                           capacity=args.capacity, rate_limit=args.rate_limit, error_rate=args.error_rate,
                           time_scale=args.time_scale, seed=args.seed, request_field=args.request_field,
-                          score_field=args.score_field, require_api_key=key)
+                          score_field=args.score_field, require_api_key=key, shed=args.shed)
     try:
         serve_forever(config, announce=lambda url: print(f"serving on {url}", flush=True))
     except OSError as exc:

@@ -71,6 +71,7 @@ class ServerConfig:
     latency: float = 4.15
     latency_dist: str = "const"
     capacity: int = 200
+    shed: bool = False  # above capacity: answer 503 at once (load shedding) instead of queueing
     rate_limit: float = 0.0
     error_rate: float = 0.0
     time_scale: float = 1.0
