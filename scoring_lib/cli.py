@@ -169,7 +169,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("probe", help="check a service: determinism, batch refusal, latency")
     _add_client_options(p)
     p.add_argument("--samples", type=_int_at_least(1), default=20, help="requests timed (default 20)")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--json", action="store_true", help="print the report as JSON (one object)")
+    g = p.add_argument_group("ramp: find capacity and rate limit")
+    g.add_argument("--ramp", action="store_true", help="raise the requests in flight 1, 2, 4, ... until the "
+                   "service's throughput stops rising; report latency, capacity, rate limit, recommended settings")
+    g.add_argument("--max-concurrent-tasks", type=_int_at_least(1), default=1024, metavar="N",
+                   help="the ramp never has more than N requests in flight (default 1024)")
+    g.add_argument("--input", type=Path, metavar="PATH", help="send real lines from PATH, and predict its wall "
+                   "time at the recommended settings")
+    g.add_argument("--save-profile", metavar="NAME", help="write the probed service profile to "
+                   "profiles/NAME.yaml (or to NAME if it is a path ending in .yaml)")
+    g.add_argument("--figure", type=Path, metavar="PATH", help="save the ramp's figure (PNG) to PATH")
+    g.add_argument("--step-seconds", type=_float_at_least(0, strict=True), metavar="S",
+                   help="seconds per step (default: 10 unloaded latencies, at least 2 s)")
     _add_server_options(p, "server-")
 
     p = sub.add_parser("sweep", help="run every point of a grid through papermill (notebooks/run.ipynb)")
@@ -276,6 +288,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_probe(args: argparse.Namespace) -> int:
     from .probe import probe
 
+    if args.ramp:
+        return _probe_ramp(args)
     with _service_url(args) as (url, _info):
         report = probe(_client_config(args, url), samples=args.samples)
     if args.json:
@@ -283,6 +297,44 @@ def cmd_probe(args: argparse.Namespace) -> int:
     else:
         print("\n".join(report.lines()))
     return 0 if report.deterministic and report.latencies else 1
+
+
+def _probe_ramp(args: argparse.Namespace) -> int:
+    from .ramp import ramp
+    from .server import ServiceProcess
+
+    if args.input is not None:
+        from .inputs import open_input
+
+        open_input(args.input).close()  # a missing input is a usage error before any request
+
+    def show(step) -> None:
+        p50 = f"{step.p50:.3f} s" if step.p50 is not None else "-"
+        print(f"ramp: {step.concurrency} in flight: {step.throughput:.1f} ok/s, p50 {p50}, 429 {step.rate_limited}, "
+              f"503 {step.shed}, errors {step.errors}", file=sys.stderr, flush=True)
+
+    # The embedded service runs in a child process so the probe does not measure its own interpreter.
+    with ServiceProcess(_server_config(args, "server-")) if not args.url else _nullcontext() as svc:
+        url = args.url or svc.url
+        result = ramp(_client_config(args, url), input=args.input, save_profile=args.save_profile,
+                      ceiling=args.max_concurrent_tasks, step_seconds=args.step_seconds, progress=show)
+    if args.figure:
+        args.figure.parent.mkdir(parents=True, exist_ok=True)
+        result.figure().savefig(args.figure, dpi=110)
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    else:
+        print("\n".join(result.lines()))
+        if args.save_profile:
+            from .service import profile_path
+
+            print(f"profile: {profile_path(args.save_profile)}")
+    return 0 if result.latency else 1
+
+
+@contextmanager
+def _nullcontext():
+    yield None
 
 
 COMMANDS = {"score": cmd_score, "serve": cmd_serve, "probe": cmd_probe, "sweep": cmd_sweep, "report": cmd_report,

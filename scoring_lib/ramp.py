@@ -62,6 +62,10 @@ def _fatal(error: str) -> bool:
     return error.startswith(("ClientConnectorError", "wrong shape", "InvalidURL", "ClientConnectorDNSError"))
 
 
+def _first_attempt(error: str | None) -> str:
+    return re.sub(r" \(gave up after 1 attempts?\)$", "", error or "")
+
+
 @dataclass
 class Step:
     """What `concurrency` requests in flight gave, for one step of the ramp."""
@@ -80,6 +84,10 @@ class Step:
     error_sample: str | None = None
     saturated: bool = False
     refinement: bool = False
+    noisy: bool = False  # looked saturated, but throughput rose again at the next step
+    occupancy: float = 0.0  # ok requests in flight, averaged over the time the load was held
+    steady_latency: float | None = None  # mean latency of ok requests after each worker's first (no start-up wave)
+    client_cpu: float = 0.0  # CPU seconds this process used per wall second (1.0 = one core busy)
 
     @property
     def rejected_share(self) -> float:
@@ -121,6 +129,7 @@ class RampResult:
             "recommended": asdict(self.recommended) if self.recommended else None,
             "predicted_seconds": self.predicted_seconds, "input_lines": self.input_lines,
             "ceiling": self.ceiling, "probing_seconds": round(self.probing_seconds, 2), "stopped": self.stopped,
+            "warning": self.client_bound(),
             "steps": [asdict(s) | {"rejected_share": s.rejected_share} for s in self.steps],
         }
 
@@ -129,6 +138,7 @@ class RampResult:
         for s in self.steps:
             p50 = f"{s.p50:.3f} s" if s.p50 is not None else "-"
             mark = " <- saturated" if s.saturated else (" (refinement)" if s.refinement else "")
+            mark += " (noisy: rose again after)" if s.noisy else ""
             out.append(f"  {s.concurrency:>6}: {s.throughput:8.1f}/s  p50 {p50:>9}  "
                        f"429 {s.rate_limited:>4}  503 {s.shed:>4}  errors {s.errors:>3}{mark}")
         out.append(f"stopped: {self.stopped} after {self.probing_seconds:.1f} s of probing")
@@ -141,6 +151,8 @@ class RampResult:
         else:
             cap = f"not reached up to {tried} in flight"
         out.append("capacity: " + cap)
+        if warning := self.client_bound():
+            out.append("warning: " + warning)
         out.append("rate limit: " + (f"about {self.rate_limit:.1f} requests/s" if self.rate_limit else
                                      "none seen (no 429s)"))
         if self.recommended:
@@ -152,25 +164,40 @@ class RampResult:
             out.append(f"predicted wall time for {self.input_lines} lines: {self.predicted_seconds:.1f} s")
         return out
 
+    def client_bound(self) -> str | None:
+        """A warning when the knee may be this machine's, not the service's: the probing process
+        kept most of a core busy at the saturated steps."""
+        sat = [s for s in self.steps if s.saturated]
+        if sat and max(s.client_cpu for s in sat) > 0.8:
+            return (f"this process used {max(s.client_cpu for s in sat):.0%} of a core at the knee: the limit "
+                    "may be the client machine's, not the service's (probe from a less loaded machine)")
+        return None
+
     def figure(self):
         return plot_ramp(self)
 
 
 # --- one step -----------------------------------------------------------------------------------
-async def run_step(client: ScoringClient, texts, concurrency: int, seconds: float) -> Step:
-    """Keep `concurrency` requests in flight for `seconds`, then let the last ones finish (each is
-    bounded by the client's timeout); a rejected request's worker waits the client's backoff."""
-    outcomes = []
+async def run_step(client: ScoringClient, texts, concurrency: int, seconds: float, rounds: int = 3) -> Step:
+    """Keep `concurrency` requests in flight for `seconds`, and until every worker has had `rounds`
+    answers (a queue's latency can exceed the step); then let the last ones finish (each bounded by
+    the client's timeout). A rejected request's worker waits the client's backoff, Retry-After first."""
+    outcomes: list = []
+    steady: list[float] = []  # latencies of ok requests that were not their worker's first
     waits: list[float] = []
     start = time.time()
+    cpu = time.process_time()
     stop_at = start + seconds
 
     async def worker() -> None:
-        failures = 0
-        while time.time() < stop_at:
+        failures = done = 0
+        while time.time() < stop_at or done < rounds:
             o = await client.score(next(texts))
             outcomes.append(o)
+            done += 1
             if o.ok:
+                if done > 1:
+                    steady.append(o.latency)
                 failures = 0
                 continue
             if o.retry_after is not None:
@@ -181,6 +208,7 @@ async def run_step(client: ScoringClient, texts, concurrency: int, seconds: floa
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     step = Step(concurrency=concurrency, sent=len(outcomes))
+    step.client_cpu = (time.process_time() - cpu) / max(1e-9, time.time() - start)
     ok = [o for o in outcomes if o.ok]
     step.ok = len(ok)
     for o in outcomes:
@@ -197,12 +225,15 @@ async def run_step(client: ScoringClient, texts, concurrency: int, seconds: floa
     if outcomes:
         first = min(o.sent for o in outcomes)
         last = max(o.finished for o in outcomes)
+        end = max(stop_at, max(o.sent for o in outcomes))
         step.seconds = max(1e-9, last - first)
         step.throughput = step.ok / step.seconds
-        mid = first + (stop_at - first) / 2
+        step.occupancy = sum(max(0.0, min(o.finished, end) - max(o.sent, first)) for o in ok) / max(1e-9, end - first)
+        mid = first + (end - first) / 2
         late = [o for o in ok if o.sent >= mid]
-        step.late_ok_rate = len(late) / max(1e-9, stop_at - mid)
+        step.late_ok_rate = len(late) / max(1e-9, end - mid)
     step.latency = percentiles([o.latency for o in ok])
+    step.steady_latency = statistics.fmean(steady) if steady else step.latency.get("mean")
     step.retry_after = statistics.median(waits) if waits else None
     return step
 
@@ -240,7 +271,7 @@ def _saturated(step: Step, prev: Step, base_latency: float, baseline_rejects: fl
     while latency rose by `margin` or rejections (429/503) appeared."""
     expected = step.concurrency / prev.concurrency
     rising = prev.throughput > 0 and step.throughput >= prev.throughput * (1 + 0.5 * (expected - 1))
-    latency_rose = step.p50 is not None and step.p50 > base_latency * (1 + margin)
+    latency_rose = step.steady_latency is not None and step.steady_latency > base_latency * (1 + margin)
     rejects = step.rejected_share > baseline_rejects + 0.05
     return not rising and (latency_rose or rejects)
 
@@ -262,7 +293,7 @@ async def ramp_async(client_config: ClientConfig, *, ceiling: int = 1024, input:
     async with ScoringClient(cfg, concurrency=ceiling) as client:
         first = await client.score(next(texts))
         if not first.ok and _fatal(first.error or ""):
-            raise ProbeError(f"{client_config.url}: {first.error}")
+            raise ProbeError(f"cannot probe {client_config.url}: {_first_attempt(first.error)}")
         base = first.latency if first.ok else None
         c = 1
         base_rejects = 0.0
@@ -274,7 +305,7 @@ async def ramp_async(client_config: ClientConfig, *, ceiling: int = 1024, input:
                 progress(step)
             if step.ok == 0:
                 if len(steps) == 1 and step.error_sample and _fatal(step.error_sample):
-                    raise ProbeError(f"{client_config.url}: {step.error_sample}")
+                    raise ProbeError(f"cannot probe {client_config.url}: {_first_attempt(step.error_sample)}")
                 stopped = (f"no request succeeded at {c} in flight ({step.rate_limited} x 429, {step.shed} x 503, "
                            f"{step.errors} other errors" + (f": {step.error_sample}" if step.error_sample else "")
                            + ")")
@@ -292,8 +323,10 @@ async def ramp_async(client_config: ClientConfig, *, ceiling: int = 1024, input:
                 if sum(s.saturated for s in steps) >= 2:
                     stopped = "throughput stopped rising (confirmed)"
                     break
-            elif any(s.saturated for s in steps):
-                stopped = "throughput stopped rising once, then rose again (a noisy step?)"
+            elif any(s.saturated for s in steps):  # it rose again: that knee was noise, not the service
+                for s in steps:
+                    if s.saturated:
+                        s.saturated, s.noisy = False, True
             if c >= ceiling:
                 stopped = stopped or f"reached the ceiling of {ceiling} in flight"
                 break
@@ -318,13 +351,18 @@ async def ramp_async(client_config: ClientConfig, *, ceiling: int = 1024, input:
 
 
 def served_at_once(step: Step, base: float) -> float:
-    """Requests the service served at once during a step, by Little's law. Without rejections the
-    loop kept `c` in flight, so served = c x unloaded / mean latency (queueing shows as latency);
-    with load shedding, served = ok throughput x unloaded latency."""
-    mean = step.latency.get("mean")
-    if step.rejected_share < 0.01 and step.errors == 0 and mean:
-        return step.concurrency * base / mean
-    return step.throughput * base
+    """Requests the service served at once during a step, by Little's law: the ok requests in
+    flight (time-averaged while the load was held) times the share of their time spent being
+    served (unloaded / steady latency: the rest was queueing), or all of it when the service refused
+    the excess (429/503) rather than queueing it. A queue shows as latency,
+    load shedding as fewer ok requests in flight. Each worker's first request is left out of the
+    latency: it met the start-up wave, not the steady queue."""
+    mean = step.steady_latency or step.latency.get("mean")
+    if not mean:
+        return 0.0
+    if step.rejected_share > 0.01:  # shedding: what was not served was refused, not queued
+        return step.occupancy
+    return step.occupancy * min(1.0, base / mean)
 
 
 def _capacity(steps: list[Step], base: float) -> float | None:
@@ -349,6 +387,9 @@ def _conclude(url: str, steps: list[Step], base: float | None, ceiling: int, sec
               margin: float) -> RampResult:
     capacity = _capacity(steps, base) if base else None
     rate = _rate_limit(steps)
+    base = round(base, 4) if base else None
+    capacity = round(capacity, 1) if capacity else None
+    rate = round(rate, 2) if rate else None
     result = RampResult(url=url, steps=steps, latency=base, capacity=capacity, rate_limit=rate, ceiling=ceiling,
                         probing_seconds=seconds, stopped=stopped, margin=margin)
     if base and any(s.ok for s in steps):
