@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "profiles/NAME.yaml (or to NAME if it is a path ending in .yaml)")
     g.add_argument("--figure", type=Path, metavar="PATH", help="save the ramp's figure (PNG) to PATH")
     g.add_argument("--step-seconds", type=_float_at_least(0, strict=True), metavar="S",
-                   help="seconds per step (default: 10 unloaded latencies, at least 2 s)")
+                   help="seconds per step (default: 6 unloaded latencies, at least 2 s)")
     _add_server_options(p, "server-")
 
     p = sub.add_parser("sweep", help="run every point of a grid through papermill (notebooks/run.ipynb)")
