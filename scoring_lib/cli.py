@@ -87,7 +87,10 @@ def _add_client_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("service and client")
     g.add_argument("--url", help="scoring endpoint; without it an embedded simulated service runs on loopback")
     g.add_argument("--request-field", default="text", help="JSON field carrying the line (default text)")
-    g.add_argument("--score-field", default="score", help="JSON field carrying the score (default score)")
+    g.add_argument("--score-field", default="score", help="path to the score in the reply: score, "
+                   "result.score, 0.score for a list reply (default score)")
+    g.add_argument("--profile", metavar="NAME", help="service profile (profiles/NAME.yaml or a .yaml path): "
+                   "url, fields and the known latency/capacity/rate limit the bounds use")
     g.add_argument("--timeout", type=_float_at_least(0, strict=True), default=30.0, metavar="S",
                    help="per-request timeout in seconds (default 30)")
     g.add_argument("--max-retries", type=_int_at_least(0), default=5, metavar="N",
@@ -112,12 +115,28 @@ def _service_url(args: argparse.Namespace):
     """Yield (url, server_info): the user's url, or an embedded simulated service for this command."""
     from .server import SimulatedService, service_info
 
+    profile = _profile(args)
     if args.url:
-        yield args.url, service_info(args.url, "external")
+        yield args.url, service_info(args.url, "external", profile=profile)
         return
-    config = _server_config(args, "server-")
+    config = profile.server_config() if profile is not None else _server_config(args, "server-")
     with SimulatedService(config) as service:
-        yield service.url, service_info(service.url, "embedded", config)
+        yield service.url, service_info(service.url, "embedded", config, profile=profile)
+
+
+def _profile(args: argparse.Namespace):
+    """The --profile, if any; it gives the url and the field names the user did not give."""
+    if not getattr(args, "profile", None):
+        return None
+    from .service import load_profile
+
+    profile = load_profile(args.profile)
+    args.url = args.url or profile.url
+    if args.request_field == "text":
+        args.request_field = profile.request_field
+    if args.score_field == "score":
+        args.score_field = profile.score_field
+    return profile
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -313,6 +332,7 @@ def _probe_ramp(args: argparse.Namespace) -> int:
         print(f"ramp: {step.concurrency} in flight: {step.throughput:.1f} ok/s, p50 {p50}, 429 {step.rate_limited}, "
               f"503 {step.shed}, errors {step.errors}", file=sys.stderr, flush=True)
 
+    _profile(args)
     # The embedded service runs in a child process so the probe does not measure its own interpreter.
     with ServiceProcess(_server_config(args, "server-")) if not args.url else _nullcontext() as svc:
         url = args.url or svc.url

@@ -272,12 +272,18 @@ def serve_forever(config: ServerConfig, announce=print) -> None:
         pass
 
 
-def service_info(url: str, kind: str, config: ServerConfig | None = None) -> dict:
+def service_info(url: str, kind: str, config: ServerConfig | None = None, profile=None) -> dict:
     """How a run record describes its service: the url, the kind (embedded, simulated, external) and,
-    for the simulated service, its profile (never its key, host or port)."""
+    for the simulated service, its settings (never its key, host or port); and under `profile` what
+    is known of it with sources (the given ServiceProfile, or the simulator's configured figures)."""
+    from .service import ServiceProfile
+
     info = {"kind": kind, "url": url}
     if config is not None:
         info |= {k: v for k, v in asdict(config).items() if k not in ("require_api_key", "host", "port")}
+        profile = profile or ServiceProfile.from_server_config(config)
+    if profile is not None:
+        info["profile"] = profile.with_url(url).to_dict()
     return info
 
 

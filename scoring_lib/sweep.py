@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
 RUN_NOTEBOOK = NOTEBOOKS / "run.ipynb"
 GRID_KEYS = {"name", "description", "input", "lines", "repeats", "warmup", "service", "url", "points", "timeout",
-             "max_retries"}
+             "max_retries", "profile"}
 POINT_KEYS = {"engine", "threads", "workers", "max_concurrent_tasks", "connector_limit"}
 SERVICE_KEYS = {"latency", "latency_dist", "capacity", "rate_limit", "error_rate", "time_scale", "seed"}
 
@@ -64,6 +64,7 @@ class Grid:
     timeout: float = 30.0
     max_retries: int = 5
     description: str = ""
+    profile: str | None = None  # service profile path: its known figures make the bounds
 
 
 def _positive_int(where: str, value, minimum: int = 1) -> int:
@@ -130,12 +131,25 @@ def parse_grid(data, source: str = "grid", base: Path | None = None) -> Grid:
     if not input_path.is_absolute() and base is not None and not input_path.exists():
         input_path = base / input_path
     lines = data.get("lines")
+    profile, url = data.get("profile"), data.get("url")
+    if profile is not None:
+        from .service import load_profile, profile_path
+
+        path = profile_path(profile)
+        if not path.is_absolute() and base is not None and not path.exists():
+            path = base / path
+        try:
+            prof = load_profile(path)
+        except ConfigError as exc:
+            raise GridError(f"{source}: {exc}") from None
+        profile, url = str(path), url or prof.url
     return Grid(name=str(data.get("name") or "sweep"), input=input_path, points=tuple(points),
                 repeats=_positive_int(f"{source}: repeats", data.get("repeats", 1)),
                 warmup=_positive_int(f"{source}: warmup", data.get("warmup", 0), minimum=0),
                 lines=None if lines is None else _positive_int(f"{source}: lines", lines),
-                service=service, url=data.get("url"), timeout=float(data.get("timeout", 30.0)),
-                max_retries=int(data.get("max_retries", 5)), description=str(data.get("description", "")))
+                service=service, url=url, timeout=float(data.get("timeout", 30.0)),
+                max_retries=int(data.get("max_retries", 5)), description=str(data.get("description", "")),
+                profile=profile)
 
 
 def load_grid(path: str | os.PathLike) -> Grid:
@@ -164,11 +178,11 @@ def run_point(input: str | os.PathLike = "data/sample.txt", engine: str = "async
               repeats: int = 1, warmup: int = 0, lines: int | None = None, url: str | None = None,
               service: dict | None = None, records_dir: str | os.PathLike = "results/runs",
               sweep: str | None = None, point_id: str | None = None, api_key_env: str = "SCORING_API_KEY",
-              timeout: float = 30.0, max_retries: int = 5):
+              timeout: float = 30.0, max_retries: int = 5, profile: str | os.PathLike | None = None):
     """Run one configuration `warmup + repeats` times; record each; return the measured runs' rows.
 
     Without `url`, the simulated service described by `service` runs in a child process for the
-    duration. Warm-up runs are recorded with warmup=True so the report can leave them out."""
+    duration. `profile` (a service profile path) gives the figures the bounds use. Warm-up runs are recorded with warmup=True so the report can leave them out."""
     import pandas as pd
 
     from .pipeline import score_file
@@ -183,7 +197,12 @@ def run_point(input: str | os.PathLike = "data/sample.txt", engine: str = "async
             url, kind = svc.url, "embedded"
         else:
             kind = "simulated" if service else "external"
-        server_info = service_info(url, kind, ServerConfig(**service) if kind != "external" else None)
+        prof = None
+        if profile is not None:
+            from .service import load_profile
+
+            prof = load_profile(profile)
+        server_info = service_info(url, kind, ServerConfig(**service) if kind != "external" else None, profile=prof)
         path = Path(input)
         if lines:
             path = head_file(path, lines, Path(tmp))
@@ -300,6 +319,8 @@ def run_sweep(grid: Grid | str | os.PathLike, records_dir: str | os.PathLike = "
                 "input": str(Path(grid.input).resolve()), "repeats": grid.repeats, "warmup": grid.warmup,
                 "lines": grid.lines, "url": url, "service": grid.service, "records_dir": str(records.resolve()),
                 "sweep": grid.name, "point_id": point.id, "timeout": grid.timeout, "max_retries": grid.max_retries}
+            if grid.profile:
+                params["profile"] = str(Path(grid.profile).resolve())
             try:
                 pm.execute_notebook(str(RUN_NOTEBOOK), str(outputs / f"{point.id}.ipynb"), parameters=params,
                                     kernel_name="python3", progress_bar=False, cwd=os.getcwd())
