@@ -217,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=Path, default=Path("results/runs"), help="records, searched recursively "
                    "(default results/runs)")
     p.add_argument("--out", type=Path, default=Path("results/report"), help="default results/report")
+    p.add_argument("--profile", metavar="NAME", help="service profile whose capacity tests the seed's hypothesis")
 
     p = sub.add_parser("bench", help="measure the engines against the simulated service and the physical limit")
     p.add_argument("--cases", default="abc", help="which cases: a (pool 100 vs auto), b (10k lines at "
@@ -247,7 +248,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     if not args.runs.is_dir():
         raise ConfigError(f"no run records: {args.runs} is not a directory")
-    report = build_report(args.runs, args.out, how=f"`python -m scoring_lib report --runs {args.runs}`")
+    profile = None
+    if args.profile:
+        from .service import load_profile
+
+        profile = load_profile(args.profile)
+    report = build_report(args.runs, args.out, how=f"`python -m scoring_lib report --runs {args.runs}`",
+                          profile=profile)
     print(report.line())
     for verdict in report.verdicts:
         print("- " + verdict.replace("**", ""))
