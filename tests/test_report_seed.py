@@ -7,8 +7,10 @@ from scoring_lib.service import Known, ServiceProfile
 
 
 def test_a_capacity_of_200_explains_both_seed_figures():
-    [line] = seed_from_profile(ServiceProfile(name="emb", latency=Known(1.04, "probed"), capacity=Known(198, "probed")))
+    [line] = seed_from_profile(ServiceProfile(name="emb", latency=Known(1.04, "probed"), capacity=Known(200, "probed")))
     assert "**fit**" in line and "83.0 s" in line and "41.5 s" in line and "probed" in line
+    [line] = seed_from_profile(ServiceProfile(latency=Known(1.04, "probed"), capacity=Known(198, "probed")))
+    assert "**fit**" in line and "45.7 s" in line  # 11 waves of 198, still within 10% of 43 s
 
 
 def test_a_capacity_of_50_does_not():
