@@ -221,13 +221,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="measure the engines against the simulated service and the physical limit")
     p.add_argument("--cases", default="abc", help="which cases: a (pool 100 vs auto), b (10k lines at "
-                   "C=1000), c (peak RSS); default abc")
+                   "C=1000), c (peak RSS), p (probe --ramp: probed vs configured capacity, predicted vs measured); "
+                   "default abc")
     p.add_argument("--time-scale", type=_float_at_least(0, strict=True), default=0.05,
                    help="time scale of case a's 4.15 s latency (default 0.05)")
     p.add_argument("--b-time-scale", type=_float_at_least(0, strict=True), default=1.0,
                    help="time scale of case b's 1 s latency (default 1)")
     p.add_argument("--rss-sizes", default="100000,1000000", help="input lengths for case c")
     p.add_argument("--ray", action="store_true", help="add Ray (4 workers x 64 threads) to case a")
+    p.add_argument("--p-time-scale", type=_float_at_least(0, strict=True), default=0.5,
+                   help="time scale of case p's 4.15 s latency (probe --ramp at capacities 50, 200, 1000; "
+                        "not in the default cases; default 0.5)")
     return parser
 
 
@@ -268,9 +272,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         sizes = tuple(int(s) for s in args.rss_sizes.split(","))
     except ValueError:
         raise ConfigError(f"--rss-sizes takes whole numbers separated by commas, got {args.rss_sizes!r}") from None
-    if set(args.cases) - set("abc"):
-        raise ConfigError(f"--cases takes letters from abc, got {args.cases!r}")
-    run_bench(args.cases, args.time_scale, args.b_time_scale, sizes, ray=args.ray)
+    if set(args.cases) - set("abcp"):
+        raise ConfigError(f"--cases takes letters from abcp, got {args.cases!r}")
+    run_bench(args.cases, args.time_scale, args.b_time_scale, sizes, ray=args.ray, p_time_scale=args.p_time_scale)
     return 0
 
 
