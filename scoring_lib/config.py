@@ -155,3 +155,17 @@ def split_evenly(total: int, parts: int) -> list[int]:
     base, extra = divmod(total, parts)
     shares = [base + (1 if i < extra else 0) for i in range(parts)]
     return [s for s in shares if s > 0]
+
+
+def read_yaml(path: Path, error: type, missing: str, unreadable: str):
+    """A YAML file's data, or `error` with a one-line message: `missing` or `unreadable` formatted
+    with {path} (and {first}, the parser's first line)."""
+    import yaml
+
+    try:
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(missing.format(path=path)) from None
+    except (OSError, yaml.YAMLError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise error(unreadable.format(path=path, first=first)) from None

@@ -28,16 +28,10 @@ from .aio import run_sync
 from .client import ScoringClient
 from .config import ClientConfig
 from .errors import ScoringError
+from .probe import PROBE_TEXTS
 from .records import percentiles
 from .service import Known, ServiceProfile, now_stamp
 
-RAMP_TEXTS = [
-    "The quick brown fox jumps over the lazy dog.",
-    "A journey of a thousand miles begins with a single step.",
-    "All that glitters is not gold.",
-    "Where there is smoke there is fire.",
-    "Fortune favours the bold.",
-]
 _STATUS = re.compile(r"^HTTP (\d{3})")
 RAY_ABOVE = 4096  # in-flight requests beyond which one asyncio process is not the recommendation
 
@@ -251,7 +245,7 @@ def _texts(input: str | Path | None, limit: int = 10_000):
                     break
     if lines:
         return itertools.cycle(lines)
-    return (f"{RAMP_TEXTS[i % len(RAMP_TEXTS)]} (ramp sample {i})" for i in itertools.count())
+    return (f"{PROBE_TEXTS[i % len(PROBE_TEXTS)]} (ramp sample {i})" for i in itertools.count())
 
 
 def count_requests(input: str | Path) -> int:

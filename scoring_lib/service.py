@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from .config import API_KEY_ENV, ServerConfig
+from .config import API_KEY_ENV, ServerConfig, read_yaml
 from .errors import ConfigError
 
 SOURCES = ("configured", "probed", "unknown")
@@ -177,13 +177,7 @@ def profile_path(path_or_name: str | os.PathLike, directory: Path = PROFILES_DIR
 def load_profile(path_or_name: str | os.PathLike) -> ServiceProfile:
     """Read a profile written by `probe --ramp --save-profile` or by hand; one-line errors."""
     path = profile_path(path_or_name)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"service profile not found: {path}") from None
-    except (OSError, yaml.YAMLError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"cannot read service profile {path}: {first}") from None
+    data = read_yaml(path, ConfigError, "service profile not found: {path}", "cannot read service profile {path}: {first}")
     return ServiceProfile.from_dict(data, source=str(path))
 
 

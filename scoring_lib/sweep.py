@@ -15,9 +15,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import yaml
-
-from .config import ENGINES, ClientConfig, RunConfig, ServerConfig
+from .config import ENGINES, ClientConfig, RunConfig, ServerConfig, read_yaml
 from .errors import ConfigError, GridError, MissingDependencyError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -154,13 +152,7 @@ def parse_grid(data, source: str = "grid", base: Path | None = None) -> Grid:
 
 def load_grid(path: str | os.PathLike) -> Grid:
     p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise GridError(f"grid file not found: {p}") from None
-    except (OSError, yaml.YAMLError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise GridError(f"cannot parse grid {p}: {first}") from None
+    data = read_yaml(p, GridError, "grid file not found: {path}", "cannot parse grid {path}: {first}")
     return parse_grid(data, source=str(p), base=REPO)
 
 

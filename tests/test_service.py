@@ -62,3 +62,36 @@ def test_in_flight_ceiling_takes_the_rate_limit_when_it_binds_first():
     prof = ServiceProfile(latency=Known(0.5, "probed"), capacity=Known(100, "probed"),
                           rate_limit=Known(40, "probed"))
     assert prof.in_flight_ceiling() == pytest.approx(20)
+
+
+def test_grid_takes_its_url_from_a_profile(tmp_path):
+    from scoring_lib.sweep import parse_grid
+
+    path = ServiceProfile(url="http://127.0.0.1:9/score", latency=Known(0.5, "probed")).save(tmp_path / "p.yaml")
+    grid = parse_grid({"profile": str(path), "points": [{"max_concurrent_tasks": 4}]})
+    assert grid.url == "http://127.0.0.1:9/score" and grid.profile == str(path)
+
+
+def test_score_with_a_profile_records_it_and_bounds_from_it(tmp_path, make_input):
+    import json
+
+    from conftest import cli
+
+    from scoring_lib.server import ServiceProcess
+
+    path = make_input([f"line {i}" for i in range(40)])
+    with ServiceProcess(ServerConfig(latency=0.05, capacity=8, score_field="result.score")) as svc:
+        # the simulator answers {"result.score": ...}: a key with a dot, matched whole
+        prof = ServiceProfile(url=svc.url, score_field="result.score", latency=Known(0.05, "probed"),
+                              capacity=Known(8, "probed"))
+        prof.save(tmp_path / "svc.yaml")
+        out = cli("score", path, "--profile", tmp_path / "svc.yaml", "--no-cache", "--records-dir",
+                  tmp_path / "runs", "--output", tmp_path / "out.jsonl", "--max-concurrent-tasks", "16")
+    assert out.returncode == 0, out.stderr
+    [record] = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json")]
+    assert record["service"]["profile"]["capacity"] == {"value": 8, "source": "probed"}
+    from scoring_lib.records import tidy_row
+
+    row = tidy_row(record)
+    assert row["bound_source"] == "probed" and row["bound_seconds"] == pytest.approx(5 * 0.05)
+    assert 0 < row["efficiency"] <= 1.05
