@@ -173,7 +173,8 @@ def case_c(work: Path, sizes: list[int]) -> list[Measurement]:
 
 def run_bench(cases: str = "abc", time_scale: float = 0.05, b_time_scale: float = 1.0,
               rss_sizes: tuple[int, ...] = (100_000, 1_000_000), ray: bool = False,
-              out_dir: Path | None = Path("results/bench"), p_time_scale: float = 0.5) -> list[Measurement]:
+              out_dir: Path | None = Path("results/bench"), p_time_scale: float = 0.5,
+              p_capacities: tuple[int, ...] = (50, 200, 1000)) -> list[Measurement]:
     print(f"machine: {machine_info()}")
     results: list[Measurement] = []
     with tempfile.TemporaryDirectory(prefix="scoring-bench-") as tmp:
@@ -192,9 +193,10 @@ def run_bench(cases: str = "abc", time_scale: float = 0.05, b_time_scale: float 
             for m in b:
                 print("    " + m.line(), flush=True)
         if "p" in cases:
-            print(f"(p) probe --ramp, capacities 50/200/1000, latency 4.15 s x time scale {p_time_scale}; then 2,000 "
-                  "lines at the recommended settings (target measured/predicted within 10%):", flush=True)
-            results += case_p(work, p_time_scale)
+            print(f"(p) probe --ramp, capacities {'/'.join(map(str, p_capacities))}, latency 4.15 s x time scale "
+                  f"{p_time_scale}; then 2,000 lines at the recommended settings (target measured/predicted within "
+                  "10%):", flush=True)
+            results += case_p(work, p_time_scale, p_capacities)
         if "c" in cases:
             print("(c) peak RSS at zero latency (target <= 300 MB and flat):", flush=True)
             results += case_c(work, list(rss_sizes))

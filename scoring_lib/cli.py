@@ -232,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--p-time-scale", type=_float_at_least(0, strict=True), default=0.5,
                    help="time scale of case p's 4.15 s latency (probe --ramp at capacities 50, 200, 1000; "
                         "not in the default cases; default 0.5)")
+    p.add_argument("--p-capacities", default="50,200,1000", help="service capacities of case p")
     return parser
 
 
@@ -274,7 +275,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise ConfigError(f"--rss-sizes takes whole numbers separated by commas, got {args.rss_sizes!r}") from None
     if set(args.cases) - set("abcp"):
         raise ConfigError(f"--cases takes letters from abcp, got {args.cases!r}")
-    run_bench(args.cases, args.time_scale, args.b_time_scale, sizes, ray=args.ray, p_time_scale=args.p_time_scale)
+    try:
+        capacities = tuple(int(s) for s in args.p_capacities.split(","))
+    except ValueError:
+        raise ConfigError(f"--p-capacities takes whole numbers separated by commas, got {args.p_capacities!r}") from None
+    run_bench(args.cases, args.time_scale, args.b_time_scale, sizes, ray=args.ray, p_time_scale=args.p_time_scale,
+              p_capacities=capacities)
     return 0
 
 

@@ -60,7 +60,7 @@ def test_ramp_never_exceeds_the_ceiling():
 def test_embedded_simulator_capacity_is_found_without_being_told(tmp_path):
     """The CLI's embedded service is built with capacity 200 (at time scale 0.25: 1.04 s per request)."""
     out = cli("probe", "--ramp", "--json", "--server-time-scale", "0.25", "--save-profile",
-              tmp_path / "emb.yaml", "--input", "data/sample.txt", timeout=400)
+              tmp_path / "emb.yaml", "--input", "data/sample.txt", "--figure", tmp_path / "ramp.png", timeout=400)
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert data["capacity"] == pytest.approx(200, rel=0.15), out.stderr
@@ -68,6 +68,7 @@ def test_embedded_simulator_capacity_is_found_without_being_told(tmp_path):
     assert set(data["recommended"]) >= {"max_concurrent_tasks", "connector_limit", "engine"}
     # 2,000 lines at about 200 at once: ceil(2000 / C) x latency
     assert data["predicted_seconds"] == pytest.approx(10 * 4.15 * 0.25, rel=0.25)
+    assert (tmp_path / "ramp.png").stat().st_size > 10_000
     prof = load_profile(tmp_path / "emb.yaml")
     assert prof.capacity.source == "probed" and prof.capacity.value == data["capacity"]
     assert prof.rate_limit.source == "unknown"
