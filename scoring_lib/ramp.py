@@ -272,7 +272,7 @@ def _saturated(step: Step, prev: Step, base_latency: float, baseline_rejects: fl
 
 async def ramp_async(client_config: ClientConfig, *, ceiling: int = 1024, input: str | Path | None = None,
                      step_seconds: float | None = None, min_step_seconds: float = 2.0, waves: int = 6,
-                     margin: float = 0.25, budget_seconds: float = 300.0, refine: bool = True,
+                     margin: float = 0.25, budget_seconds: float = 600.0, refine: bool = True,
                      progress=None) -> RampResult:
     """Raise the in-flight count 1, 2, 4, ... up to `ceiling` and read capacity and rate limit off
     the curve. A step lasts `step_seconds`, or `waves` unloaded latencies (at least
