@@ -111,6 +111,38 @@ def case_b(work: Path, time_scale: float) -> list[Measurement]:
                             engine="asyncio", max_concurrent_tasks=concurrency)]
 
 
+def case_p(work: Path, time_scale: float, capacities: tuple[int, ...] = (50, 200, 1000)) -> list[Measurement]:
+    """Know the service: for each capacity, `probe --ramp` it blind (probed vs configured capacity,
+    probing time), then score 2,000 lines at the recommended settings and compare the measured wall
+    time with the ramp's prediction (target: within 10%)."""
+    from .ramp import ramp
+
+    n, latency = 2000, 4.15 * time_scale
+    path = write_unique_lines(work / "p.txt", n)
+    out = []
+    for capacity in capacities:
+        with ServiceProcess(ServerConfig(latency=4.15, capacity=capacity, time_scale=time_scale)) as svc:
+            t0 = time.perf_counter()
+            probed = ramp(ClientConfig(url=svc.url, timeout=600), input=path, ceiling=4096)
+            probe_s = time.perf_counter() - t0
+            rec = probed.recommended
+            if rec is None or probed.predicted_seconds is None:
+                print(f"    (p) capacity {capacity}: the ramp found nothing to recommend ({probed.stopped})")
+                continue
+            m = measure_run("p", f"capacity {capacity}: asyncio C={rec.max_concurrent_tasks}", svc, path, n,
+                            latency, capacity, engine="asyncio", max_concurrent_tasks=rec.max_concurrent_tasks,
+                            connector_limit=rec.connector_limit)
+        m.extra = {"configured": capacity, "probed": probed.capacity, "probed/configured":
+                   round(probed.capacity / capacity, 3) if probed.capacity else None,
+                   "probe_s": round(probe_s, 1), "steps": len(probed.steps),
+                   "predicted_s": round(probed.predicted_seconds, 2),
+                   "measured/predicted": round(m.wall_seconds / probed.predicted_seconds, 3),
+                   "warning": probed.client_bound()}
+        print("    " + m.line(), flush=True)
+        out.append(m)
+    return out
+
+
 def peak_rss_run(path: Path, url: str, concurrency: int) -> tuple[float, float]:
     """Wall seconds and peak RSS (MB) of one `score` CLI process."""
     args = [sys.executable, "-m", "scoring_lib", "score", str(path), "--url", url, "--no-cache", "--no-record",
@@ -237,7 +269,8 @@ def case_soak(work: Path, lines: int = 200_000, concurrency: int = 512, timeout:
 
 def run_bench(cases: str = "abc", time_scale: float = 0.05, b_time_scale: float = 1.0,
               rss_sizes: tuple[int, ...] = (100_000, 1_000_000), ray: bool = False,
-              out_dir: Path | None = Path("results/bench"), soak_lines: int = 200_000) -> list[Measurement]:
+              out_dir: Path | None = Path("results/bench"), soak_lines: int = 200_000, p_time_scale: float = 0.5,
+              p_capacities: tuple[int, ...] = (50, 200, 1000)) -> list[Measurement]:
     print(f"machine: {machine_info()}")
     results: list[Measurement] = []
     with tempfile.TemporaryDirectory(prefix="scoring-bench-") as tmp:
@@ -255,6 +288,11 @@ def run_bench(cases: str = "abc", time_scale: float = 0.05, b_time_scale: float 
             results += b
             for m in b:
                 print("    " + m.line(), flush=True)
+        if "p" in cases:
+            print(f"(p) probe --ramp, capacities {'/'.join(map(str, p_capacities))}, latency 4.15 s x time scale "
+                  f"{p_time_scale}; then 2,000 lines at the recommended settings (target measured/predicted within "
+                  "10%):", flush=True)
+            results += case_p(work, p_time_scale, p_capacities)
         if "c" in cases:
             print("(c) peak RSS at zero latency (target <= 300 MB and flat):", flush=True)
             results += case_c(work, list(rss_sizes))
@@ -271,7 +309,7 @@ def run_bench(cases: str = "abc", time_scale: float = 0.05, b_time_scale: float 
         path = out_dir / f"bench-{stamp}.json"
         path.write_text(json.dumps({
             "created": stamp, "machine": machine_info(), "versions": package_versions(), "git_commit": git_commit(),
-            "time_scale": time_scale, "b_time_scale": b_time_scale,
+            "time_scale": time_scale, "b_time_scale": b_time_scale, "p_time_scale": p_time_scale,
             "measurements": [asdict(m) | {"ratio": m.ratio} for m in results]}, indent=1))
         print(f"saved: {path}")
     return results

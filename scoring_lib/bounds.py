@@ -40,3 +40,30 @@ def sessions_of(engine: str, threads: int, workers: int | None, concurrency: int
     if engine == "asyncio":
         return min(threads, concurrency)
     return sum(min(threads, share) for share in split_evenly(concurrency, workers or 1))
+
+
+# --- honest bounds: from what is known of the service, never from the run's own latency ---------
+BOUND_SOURCES = ("configured", "probed", "pool/C only", "unknown")
+
+
+def honest_bound(requests: int, pool: float, concurrency: int, latency: float | None, capacity: float | None,
+                 rate_limit: float | None = None, latency_source: str = "unknown",
+                 capacity_source: str = "unknown", rate_source: str = "unknown") -> tuple[float | None, str]:
+    """(bound seconds, bound_source) for a run, from the service profile's figures.
+
+    Unknown latency: no bound at all ("unknown"); a bound from the run's own latency would move
+    with the queueing it is meant to expose. Known latency but unknown capacity: the pool/C bound
+    alone ("pool/C only"), still a true lower bound since a capacity can only make runs slower.
+    Otherwise the bound carries the weakest source of its figures (probed below configured)."""
+    if latency is None or latency_source == "unknown":
+        return None, "unknown"
+    known_cap = capacity if capacity_source != "unknown" else None
+    seconds = bound_seconds(requests, latency, pool, concurrency, math.floor(known_cap) if known_cap else None)
+    used = [latency_source]
+    if rate_limit and rate_source != "unknown" and requests > 0:
+        seconds = max(seconds, requests / rate_limit)
+        used.append(rate_source)
+    if known_cap is None:
+        return seconds, "pool/C only"
+    used.append(capacity_source)
+    return seconds, "probed" if "probed" in used else "configured"

@@ -66,6 +66,8 @@ def _add_server_options(p: argparse.ArgumentParser, prefix: str = "") -> None:
                    help=f"latency distribution (default {d.latency_dist})")
     g.add_argument(f"--{prefix}capacity", type=_int_at_least(0), default=d.capacity, metavar="N",
                    help=f"requests served at once, the rest queue; 0 = unlimited (default {d.capacity})")
+    g.add_argument(f"--{prefix}shed", action="store_true",
+                   help="above capacity answer 503 at once (load shedding) instead of queueing")
     g.add_argument(f"--{prefix}rate-limit", type=_float_at_least(0), default=d.rate_limit, metavar="RPS",
                    help="requests per second before 429 + Retry-After; 0 = none (default 0)")
     g.add_argument(f"--{prefix}error-rate", type=_float_at_least(0), default=d.error_rate, metavar="P",
@@ -86,14 +88,17 @@ def _server_config(args: argparse.Namespace, prefix: str = "", **overrides) -> S
                         rate_limit=get("rate_limit"), error_rate=get("error_rate"), reset_rate=get("reset_rate"),
                         slow_body_rate=get("slow_body_rate"), time_scale=get("time_scale"),
                         seed=get("seed"), request_field=args.request_field, score_field=args.score_field,
-                        **overrides)
+                        shed=get("shed"), **overrides)
 
 
 def _add_client_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("service and client")
     g.add_argument("--url", help="scoring endpoint; without it an embedded simulated service runs on loopback")
     g.add_argument("--request-field", default="text", help="JSON field carrying the line (default text)")
-    g.add_argument("--score-field", default="score", help="JSON field carrying the score (default score)")
+    g.add_argument("--score-field", default="score", help="path to the score in the reply: score, "
+                   "result.score, 0.score for a list reply (default score)")
+    g.add_argument("--profile", metavar="NAME", help="service profile (profiles/NAME.yaml or a .yaml path): "
+                   "url, fields and the known latency/capacity/rate limit the bounds use")
     g.add_argument("--timeout", type=_float_at_least(0, strict=True), default=30.0, metavar="S",
                    help="per-request timeout in seconds (default 30)")
     g.add_argument("--max-retries", type=_int_at_least(0), default=5, metavar="N",
@@ -118,12 +123,28 @@ def _service_url(args: argparse.Namespace):
     """Yield (url, server_info): the user's url, or an embedded simulated service for this command."""
     from .server import SimulatedService, service_info
 
+    profile = _profile(args)
     if args.url:
-        yield args.url, service_info(args.url, "external")
+        yield args.url, service_info(args.url, "external", profile=profile)
         return
-    config = _server_config(args, "server-")
+    config = profile.server_config() if profile is not None else _server_config(args, "server-")
     with SimulatedService(config) as service:
-        yield service.url, service_info(service.url, "embedded", config)
+        yield service.url, service_info(service.url, "embedded", config, profile=profile)
+
+
+def _profile(args: argparse.Namespace):
+    """The --profile, if any; it gives the url and the field names the user did not give."""
+    if not getattr(args, "profile", None):
+        return None
+    from .service import load_profile
+
+    profile = load_profile(args.profile)
+    args.url = args.url or profile.url
+    if args.request_field == "text":
+        args.request_field = profile.request_field
+    if args.score_field == "score":
+        args.score_field = profile.score_field
+    return profile
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -177,7 +198,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("probe", help="check a service: determinism, batch refusal, latency")
     _add_client_options(p)
     p.add_argument("--samples", type=_int_at_least(1), default=20, help="requests timed (default 20)")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--json", action="store_true", help="print the report as JSON (one object)")
+    g = p.add_argument_group("ramp: find capacity and rate limit")
+    g.add_argument("--ramp", action="store_true", help="raise the requests in flight 1, 2, 4, ... until the "
+                   "service's throughput stops rising; report latency, capacity, rate limit, recommended settings")
+    g.add_argument("--max-concurrent-tasks", type=_int_at_least(1), default=1024, metavar="N",
+                   help="the ramp never has more than N requests in flight (default 1024)")
+    g.add_argument("--input", type=Path, metavar="PATH", help="send real lines from PATH, and predict its wall "
+                   "time at the recommended settings")
+    g.add_argument("--save-profile", metavar="NAME", help="write the probed service profile to "
+                   "profiles/NAME.yaml (or to NAME if it is a path ending in .yaml)")
+    g.add_argument("--figure", type=Path, metavar="PATH", help="save the ramp's figure (PNG) to PATH")
+    g.add_argument("--step-seconds", type=_float_at_least(0, strict=True), metavar="S",
+                   help="seconds per step (default: 6 unloaded latencies, at least 2 s)")
     _add_server_options(p, "server-")
 
     p = sub.add_parser("sweep", help="run every point of a grid through papermill (notebooks/run.ipynb)")
@@ -194,10 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=Path, default=Path("results/runs"), help="records, searched recursively "
                    "(default results/runs)")
     p.add_argument("--out", type=Path, default=Path("results/report"), help="default results/report")
+    p.add_argument("--profile", metavar="NAME", help="service profile whose capacity tests the seed's hypothesis")
 
     p = sub.add_parser("bench", help="measure the engines against the simulated service and the physical limit")
     p.add_argument("--cases", default="abc", help="which cases: a (pool 100 vs auto), b (10k lines at "
-                   "C=1000), c (peak RSS), s (soak: faults, SIGKILL and resume); default abc")
+                   "C=1000), c (peak RSS), p (probe --ramp: probed vs configured capacity, predicted vs measured), "
+                   "s (soak: faults, SIGKILL and resume); default abc")
     p.add_argument("--soak-lines", type=_int_at_least(1), default=200_000, help="input length of the soak case")
     p.add_argument("--time-scale", type=_float_at_least(0, strict=True), default=0.05,
                    help="time scale of case a's 4.15 s latency (default 0.05)")
@@ -205,6 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time scale of case b's 1 s latency (default 1)")
     p.add_argument("--rss-sizes", default="100000,1000000", help="input lengths for case c")
     p.add_argument("--ray", action="store_true", help="add Ray (4 workers x 64 threads) to case a")
+    p.add_argument("--p-time-scale", type=_float_at_least(0, strict=True), default=0.5,
+                   help="time scale of case p's 4.15 s latency (probe --ramp at capacities 50, 200, 1000; "
+                        "not in the default cases; default 0.5)")
+    p.add_argument("--p-capacities", default="50,200,1000", help="service capacities of case p")
     return parser
 
 
@@ -225,7 +264,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     if not args.runs.is_dir():
         raise ConfigError(f"no run records: {args.runs} is not a directory")
-    report = build_report(args.runs, args.out, how=f"`python -m scoring_lib report --runs {args.runs}`")
+    profile = None
+    if args.profile:
+        from .service import load_profile
+
+        profile = load_profile(args.profile)
+    report = build_report(args.runs, args.out, how=f"`python -m scoring_lib report --runs {args.runs}`",
+                          profile=profile)
     print(report.line())
     for verdict in report.verdicts:
         print("- " + verdict.replace("**", ""))
@@ -239,9 +284,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         sizes = tuple(int(s) for s in args.rss_sizes.split(","))
     except ValueError:
         raise ConfigError(f"--rss-sizes takes whole numbers separated by commas, got {args.rss_sizes!r}") from None
-    if set(args.cases) - set("abcs"):
-        raise ConfigError(f"--cases takes letters from abcs, got {args.cases!r}")
-    run_bench(args.cases, args.time_scale, args.b_time_scale, sizes, ray=args.ray, soak_lines=args.soak_lines)
+    if set(args.cases) - set("abcps"):
+        raise ConfigError(f"--cases takes letters from abcps, got {args.cases!r}")
+    try:
+        capacities = tuple(int(s) for s in args.p_capacities.split(","))
+    except ValueError:
+        raise ConfigError(f"--p-capacities takes whole numbers separated by commas, got {args.p_capacities!r}") from None
+    run_bench(args.cases, args.time_scale, args.b_time_scale, sizes, ray=args.ray, soak_lines=args.soak_lines,
+              p_time_scale=args.p_time_scale, p_capacities=capacities)
     return 0
 
 
@@ -278,7 +328,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                           capacity=args.capacity, rate_limit=args.rate_limit, error_rate=args.error_rate,
                           reset_rate=args.reset_rate, slow_body_rate=args.slow_body_rate,
                           time_scale=args.time_scale, seed=args.seed, request_field=args.request_field,
-                          score_field=args.score_field, require_api_key=key)
+                          score_field=args.score_field, require_api_key=key, shed=args.shed)
     try:
         serve_forever(config, announce=lambda url: print(f"serving on {url}", flush=True),
                       exit_with_stdin=args.exit_with_stdin)
@@ -290,6 +340,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_probe(args: argparse.Namespace) -> int:
     from .probe import probe
 
+    if args.ramp:
+        return _probe_ramp(args)
     with _service_url(args) as (url, _info):
         report = probe(_client_config(args, url), samples=args.samples)
     # Everything in the report may have come from the service: masked before it is shown.
@@ -298,6 +350,45 @@ def cmd_probe(args: argparse.Namespace) -> int:
     else:
         print(redact("\n".join(report.lines())))
     return 0 if report.deterministic and report.latencies else 1
+
+
+def _probe_ramp(args: argparse.Namespace) -> int:
+    from .ramp import ramp
+    from .server import ServiceProcess
+
+    if args.input is not None:
+        from .inputs import open_input
+
+        open_input(args.input).close()  # a missing input is a usage error before any request
+
+    def show(step) -> None:
+        p50 = f"{step.p50:.3f} s" if step.p50 is not None else "-"
+        print(f"ramp: {step.concurrency} in flight: {step.throughput:.1f} ok/s, p50 {p50}, 429 {step.rate_limited}, "
+              f"503 {step.shed}, errors {step.errors}", file=sys.stderr, flush=True)
+
+    _profile(args)
+    # The embedded service runs in a child process so the probe does not measure its own interpreter.
+    with ServiceProcess(_server_config(args, "server-")) if not args.url else _nullcontext() as svc:
+        url = args.url or svc.url
+        result = ramp(_client_config(args, url), input=args.input, save_profile=args.save_profile,
+                      ceiling=args.max_concurrent_tasks, step_seconds=args.step_seconds, progress=show)
+    if args.figure:
+        args.figure.parent.mkdir(parents=True, exist_ok=True)
+        result.figure().savefig(args.figure, dpi=110)
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    else:
+        print("\n".join(result.lines()))
+        if args.save_profile:
+            from .service import profile_path
+
+            print(f"profile: {profile_path(args.save_profile)}")
+    return 0 if result.latency else 1
+
+
+@contextmanager
+def _nullcontext():
+    yield None
 
 
 COMMANDS = {"score": cmd_score, "serve": cmd_serve, "probe": cmd_probe, "sweep": cmd_sweep, "report": cmd_report,

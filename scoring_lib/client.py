@@ -38,6 +38,7 @@ class Outcome:
     finished: float
     latency: float  # seconds the last request was on the wire (from its headers being sent)
     sent: float = 0.0  # wall clock when the last request's headers went out (after any wait for a connection)
+    retry_after: float | None = None  # the server's Retry-After on the last failed attempt, if any
 
     @property
     def ok(self) -> bool:
@@ -96,18 +97,49 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def parse_score(body: bytes, score_field: str) -> float:
-    """The finite numeric score from a 200 body, or _Retryable when the body is not what the contract
-    says. NaN, Infinity and numbers beyond a float (1e400) are malformed: a score is always finite."""
+WRONG_SHAPE = "wrong shape"  # error prefix of a 200 whose body has no number at the score path (fail-fast kind)
+_NO_VALUE = object()
+
+
+def extract_score(data: object, path: str) -> object:
+    """The value at `path` in a decoded reply: `score`, `result.score`, `0.score` (a list reply).
+
+    A key that contains dots is found as it is first; otherwise each dot-separated part is a key of
+    an object or an index of a list. Raises KeyError naming the first part not found."""
+    if isinstance(data, dict) and path in data:
+        return data[path]
+    node = data
+    for part in path.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.lstrip("-").isdigit() and -len(node) <= int(part) < len(node):
+            node = node[int(part)]
+        else:
+            raise KeyError(part)
+    return node
+
+
+def body_sample(body: bytes, secrets: tuple[str, ...] = (), limit: int = 80) -> str:
+    """A short, one-line sample of a reply body for an error message, masked before it is cut."""
+    text = " ".join((redact(body[: limit * 4].decode("utf-8", "replace"), secrets) or "").split())
+    return text[:limit] + ("..." if len(text) > limit else "")
+
+
+def parse_score(body: bytes, score_field: str, secrets: tuple[str, ...] = ()) -> float:
+    """The finite numeric score at `score_field` (a path, see extract_score) of a 200 body, or
+    _Retryable when the body is not what the contract says; a wrong shape names the path and shows a
+    sample. NaN, Infinity and numbers beyond a float (1e400) are malformed: a score is always finite."""
     try:
         data = json.loads(body)  # NaN/Infinity parse, then fail the finiteness check
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise _Retryable("malformed response: body is not JSON") from None
-    if not isinstance(data, dict):
-        raise _Retryable("malformed response: body is not a JSON object")
-    score = data.get(score_field)
-    if isinstance(score, bool) or not isinstance(score, (int, float)):
-        raise _Retryable(f"malformed response: no numeric {score_field!r} field")
+    try:
+        score = extract_score(data, score_field)
+    except KeyError:
+        score = _NO_VALUE
+    if score is _NO_VALUE or isinstance(score, bool) or not isinstance(score, (int, float)):
+        raise _Retryable(f"{WRONG_SHAPE}: no number at score path {score_field!r} in reply "
+                         f"{body_sample(body, secrets)!r}")
     try:
         value = float(score)
     except OverflowError:
@@ -183,7 +215,9 @@ class ScoringClient:
                 await asyncio.sleep(self.backoff(attempt, hint))
         attempts = cfg.max_retries + 1
         error = redact(f"{last_error} (gave up after {attempts} attempts)", self._secrets)
-        return _outcome(None, error, attempts, started, mark["sent"])
+        outcome = _outcome(None, error, attempts, started, mark["sent"])
+        outcome.retry_after = hint
+        return outcome
 
     async def _attempt(self, text: str, mark: dict) -> float:
         assert self._session is not None, "use ScoringClient as an async context manager"
@@ -194,7 +228,7 @@ class ScoringClient:
         async with _deadline(cfg.timeout) as mark["deadline"]:
             async with self._session.post(cfg.url, data=payload, trace_request_ctx=mark) as resp:
                 if 200 <= resp.status < 300:
-                    return parse_score(await self._read_capped(resp), cfg.score_field)
+                    return parse_score(await self._read_capped(resp), cfg.score_field, self._secrets)
                 if resp.status in RETRY_STATUSES:
                     hint = None
                     if resp.status in RETRY_AFTER_STATUSES:

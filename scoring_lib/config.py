@@ -71,6 +71,7 @@ class ServerConfig:
     latency: float = 4.15
     latency_dist: str = "const"
     capacity: int = 200
+    shed: bool = False  # above capacity: answer 503 at once (load shedding) instead of queueing
     rate_limit: float = 0.0
     error_rate: float = 0.0
     reset_rate: float = 0.0  # share of requests whose connection is reset instead of answered
@@ -157,3 +158,17 @@ def split_evenly(total: int, parts: int) -> list[int]:
     base, extra = divmod(total, parts)
     shares = [base + (1 if i < extra else 0) for i in range(parts)]
     return [s for s in shares if s > 0]
+
+
+def read_yaml(path: Path, error: type, missing: str, unreadable: str):
+    """A YAML file's data, or `error` with a one-line message: `missing` or `unreadable` formatted
+    with {path} (and {first}, the parser's first line)."""
+    import yaml
+
+    try:
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(missing.format(path=path)) from None
+    except (OSError, yaml.YAMLError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise error(unreadable.format(path=path, first=first)) from None

@@ -32,8 +32,9 @@ def wall_vs_concurrency(points: pd.DataFrame) -> plt.Figure:
             ax.errorbar(g["max_concurrent_tasks"], g["wall_median"],
                         yerr=[g["wall_median"] - g["wall_min"], g["wall_max"] - g["wall_median"]],
                         marker="o", color=color, label=f"{name} (measured)", capsize=3)
+            source = g["bound_source"].iloc[0] if "bound_source" in g else "configured"
             ax.plot(g["max_concurrent_tasks"], g["bound_seconds"], ls="--", color=color, alpha=0.7,
-                    label=f"{name} (bound)")
+                    label=f"{name} (bound: {source})")
     ray = points[points["engine"] == "ray"]
     if not ray.empty:
         markers = "sDv^<>ph*P"

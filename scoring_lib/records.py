@@ -163,23 +163,42 @@ def read_records(directory: str | os.PathLike) -> list[dict]:
     return out
 
 
-def _bound_for(rec: dict) -> tuple[float | None, float | None, float]:
-    """(latency L, bound seconds, effective pool) for a record, from what it knows of the service."""
-    from .bounds import bound_seconds, effective_pool
+def record_profile(rec: dict):
+    """The service profile a record was run against: the one it carries, or (older records) the
+    simulator's settings as configured figures, or nothing known."""
+    from .service import ServiceProfile
 
     svc = rec.get("service") or {}
+    if isinstance(svc.get("profile"), dict):
+        try:
+            return ServiceProfile.from_dict(svc["profile"])
+        except Exception:  # noqa: BLE001 - a damaged profile in an old record means nothing is known
+            return ServiceProfile(url=svc.get("url"))
+    if svc.get("latency") is not None and svc.get("kind") in ("embedded", "simulated"):
+        from .config import ServerConfig
+
+        keys = ("latency", "latency_dist", "capacity", "rate_limit", "error_rate", "time_scale", "seed")
+        try:
+            cfg = ServerConfig(**{k: svc[k] for k in keys if svc.get(k) is not None})
+        except Exception:  # noqa: BLE001
+            return ServiceProfile(url=svc.get("url"))
+        return ServiceProfile.from_server_config(cfg, url=svc.get("url"))
+    return ServiceProfile(url=svc.get("url"))
+
+
+def _bound_for(rec: dict) -> tuple[float | None, float | None, float, str, object]:
+    """(latency L, bound seconds, effective pool, bound source, profile) for a record, from the
+    service profile only: never from the run's own latency (that would echo the measurement)."""
+    from .bounds import effective_pool, honest_bound
+
     info = rec.get("engine_info") or {}
-    if svc.get("latency") is not None:
-        latency = float(svc["latency"]) * float(svc.get("time_scale") or 1.0)
-    else:
-        latency = (rec.get("latency") or {}).get("p50")
+    prof = record_profile(rec)
     sessions = info.get("sessions") or 1
     pool = effective_pool(rec.get("connector_limit"), sessions)
-    if latency is None:
-        return None, None, pool
-    bound = bound_seconds(rec.get("unique_requested") or 0, latency, pool, rec["max_concurrent_tasks"],
-                          svc.get("capacity"))
-    return latency, bound, pool
+    bound, source = honest_bound(rec.get("unique_requested") or 0, pool, rec["max_concurrent_tasks"],
+                                 prof.latency.value, prof.capacity.value, prof.rate_limit.value,
+                                 prof.latency.source, prof.capacity.source, prof.rate_limit.source)
+    return prof.latency.value, bound, pool, source, prof
 
 
 def tidy_row(rec: dict) -> dict:
@@ -188,7 +207,7 @@ def tidy_row(rec: dict) -> dict:
     info = rec.get("engine_info") or {}
     extra = rec.get("extra") or {}
     machine = rec.get("machine") or {}
-    latency, bound, pool = _bound_for(rec)
+    latency, bound, pool, bound_source, prof = _bound_for(rec)
     lat = rec.get("latency") or {}
     scoring = rec.get("scoring_seconds")
     return {
@@ -200,13 +219,15 @@ def tidy_row(rec: dict) -> dict:
         "max_concurrent_tasks": rec.get("max_concurrent_tasks"), "connector_limit": str(rec.get("connector_limit")),
         "sessions": info.get("sessions"), "effective_pool": pool,
         "service_kind": svc.get("kind"), "service_latency": svc.get("latency"),
-        "service_capacity": svc.get("capacity"), "time_scale": svc.get("time_scale"),
+        "service_capacity": prof.capacity.value, "time_scale": svc.get("time_scale") or prof.time_scale,
         "latency_dist": svc.get("latency_dist"),
         "lines": rec.get("lines"), "ok": rec.get("ok"), "empty": rec.get("empty"), "error": rec.get("error"),
         "requested": rec.get("unique_requested"), "requests": rec.get("requests"), "retries": rec.get("retries"),
         "startup_seconds": rec.get("startup_seconds"), "scoring_seconds": scoring,
         "total_seconds": rec.get("total_seconds"), "lines_per_second": rec.get("lines_per_second"),
-        "latency_s": latency, "bound_seconds": bound,
+        "latency_s": latency, "bound_seconds": bound, "bound_source": bound_source,
+        "latency_source": prof.latency.source, "capacity_source": prof.capacity.source,
+        "service_rate_limit": prof.rate_limit.value,
         "efficiency": (bound / scoring) if (bound and scoring) else None,
         "latency_p50": lat.get("p50"), "latency_p90": lat.get("p90"), "latency_p99": lat.get("p99"),
         "latency_max": lat.get("max"),

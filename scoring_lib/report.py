@@ -45,7 +45,8 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
                       wall_min=("scoring_seconds", "min"), wall_max=("scoring_seconds", "max"),
                       bound_seconds=("bound_seconds", "median"), startup_median=("startup_seconds", "median"),
                       latency_p50=("latency_p50", "median"), latency_p90=("latency_p90", "median"),
-                      latency_p99=("latency_p99", "median"), latency_s=("latency_s", "median")).reset_index()
+                      latency_p99=("latency_p99", "median"), latency_s=("latency_s", "median"),
+                      bound_source=("bound_source", "first")).reset_index()
     out["efficiency"] = out["bound_seconds"] / out["wall_median"]
     return out.sort_values(["engine", "workers", "threads", "max_concurrent_tasks", "connector_limit"],
                            na_position="first").reset_index(drop=True)
@@ -144,6 +145,43 @@ def verdicts(points: pd.DataFrame) -> list[str]:
     return out
 
 
+def seed_from_profile(profile) -> list[str]:
+    """The seed's hypothesis tested by the tool: from a profile's capacity (probed or configured),
+    predict the seed's pool-100 time and the lifted time, and say whether the seed's numbers fit."""
+    if profile is None:
+        return ["**The capacity part, tested:** no service profile given. `python -m scoring_lib probe --ramp "
+                "--save-profile NAME` measures it; `python -m scoring_lib report --profile NAME` puts it here."]
+    n, lat = SEED["lines"], SEED["latency"]
+    where = f"{profile.name or profile.url or 'the service'}"
+    if not profile.capacity.known:
+        return [f"**The capacity part, tested:** the profile of {where} has no capacity "
+                f"({profile.capacity.source}); the lifted time cannot be predicted, so the 43 s stays unexplained "
+                "by this profile."]
+    cap = profile.capacity.value
+    width = max(1, math.floor(cap))
+    pool100 = math.ceil(n / min(100, width)) * lat
+    lifted = math.ceil(n / width) * lat
+    fits = [abs(SEED["asyncio"] / pool100 - 1) <= 0.10, abs(SEED["ray_32x64"] / lifted - 1) <= 0.10]
+    verdict = "fit" if all(fits) else ("partly fit" if any(fits) else "do not fit")
+    lat_text = profile.latency.text(" s", ".3f")
+    return [f"**The capacity part, tested on a profile:** {where} has a {profile.capacity.source} capacity of "
+            f"{cap:.0f} requests at once (unloaded latency {lat_text}). With the seed's 2,000 lines at 4.15 s, "
+            f"that predicts ceil(2000 / min(100, {width})) x 4.15 = {pool100:.1f} s with aiohttp's pool of 100 "
+            f"(seed: {SEED['asyncio']:.2f} s, {SEED['asyncio'] / pool100 - 1:+.0%}) and ceil(2000 / {width}) x 4.15 = "
+            f"{lifted:.1f} s with the pool lifted (seed's Ray: {SEED['ray_32x64']:.1f} s, "
+            f"{SEED['ray_32x64'] / lifted - 1:+.0%}): the seed's numbers **{verdict}** (within 10%)."]
+
+
+def bound_sources_line(points: pd.DataFrame) -> str:
+    """How every setting's bound was made: configured, probed, pool/C only (capacity unknown), or none."""
+    if points.empty or "bound_source" not in points:
+        return "Bounds: none (no runs)."
+    counts = points["bound_source"].fillna("unknown").value_counts()
+    names = {"configured": "from configured figures", "probed": "from probed figures",
+             "pool/C only": "pool/C only (service capacity unknown)", "unknown": "no bound (service latency unknown)"}
+    return "Bounds: " + "; ".join(f"{n} setting(s) {names.get(k, k)}" for k, n in counts.items()) + "."
+
+
 @dataclass
 class Report:
     out_dir: Path
@@ -180,7 +218,7 @@ def _md_table(df: pd.DataFrame, floatfmt: str = ".3g") -> str:
 
 
 def build_report(runs_dir: str | os.PathLike = "results/runs", out_dir: str | os.PathLike = "results/report",
-                 how: str | None = None) -> Report:
+                 how: str | None = None, profile=None) -> Report:
     """Load every record, draw the figures, write PNGs, tidy CSVs and report.md into out_dir."""
     import matplotlib.pyplot as plt
 
@@ -193,6 +231,7 @@ def build_report(runs_dir: str | os.PathLike = "results/runs", out_dir: str | os
     cpus = int(runs["cpu_count"].dropna().min()) if runs["cpu_count"].notna().any() else None
     seed = seed_table(points, cpus) if not points.empty else pd.DataFrame()
     said = verdicts(points) if not points.empty else []
+    said.append(seed_from_profile(profile)[0])
     report = Report(out, runs, points, seed, said)
     runs.to_csv(out / "runs.csv", index=False)
     points.to_csv(out / "points.csv", index=False)
@@ -219,8 +258,8 @@ def _write_page(r: Report, how: str | None) -> Path:
     versions = runs[["scoring_workbench", "aiohttp", "ray", "git_commit"]].drop_duplicates() if not runs.empty else runs
     scales = sorted(set(runs["time_scale"].dropna())) if not runs.empty else []
     failed = r.runs[r.runs["status"] == "failed"] if not r.runs.empty else r.runs
-    pts = r.points[["point_id", "runs", "wall_median", "wall_min", "wall_max", "bound_seconds", "efficiency",
-                    "startup_median", "latency_p50", "latency_p99"]] if not r.points.empty else r.points
+    pts = r.points[["point_id", "runs", "wall_median", "wall_min", "wall_max", "bound_seconds", "bound_source",
+                    "efficiency", "startup_median", "latency_p50", "latency_p99"]] if not r.points.empty else r.points
     sweeps = runs["sweep"].fillna("(no sweep)").value_counts().to_dict() if not runs.empty else {}
     made = "; ".join(f"`{name}` ({n} runs" + (f", `python -m scoring_lib sweep notebooks/grids/{name}.yaml`)"
                                               if name != "(no sweep)" else ")") for name, n in sweeps.items())
@@ -235,6 +274,8 @@ def _write_page(r: Report, how: str | None) -> Path:
         "time with the physical limit `ceil(N / min(pool, C, capacity)) * latency` (N requests, pool = per-session "
         "connector limit x sessions, C = max_concurrent_tasks, capacity = requests the service serves at once). "
         "Engine start-up (Ray's especially) is measured apart and is not in the wall times.",
+        "",
+        bound_sources_line(r.points),
         "",
         "## The seed's figures, explained",
         "",

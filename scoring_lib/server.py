@@ -46,6 +46,7 @@ class ServiceStats:
     resets: int = 0
     slow_bodies: int = 0
     rejected: int = 0
+    shed: int = 0
 
 
 class _TokenBucket:
@@ -163,6 +164,9 @@ class ScoringService:
             return await self._slow_body(request, text)
         if self._capacity is None:
             return await self._serve(text)
+        if cfg.shed and self._capacity.locked():
+            self.stats.shed += 1
+            return self._reject(503, "over capacity (load shed)")
         async with self._capacity:
             return await self._serve(text)
 
@@ -330,12 +334,18 @@ def serve_forever(config: ServerConfig, announce=print, exit_with_stdin: bool = 
         pass
 
 
-def service_info(url: str, kind: str, config: ServerConfig | None = None) -> dict:
+def service_info(url: str, kind: str, config: ServerConfig | None = None, profile=None) -> dict:
     """How a run record describes its service: the url, the kind (embedded, simulated, external) and,
-    for the simulated service, its profile (never its key, host or port)."""
+    for the simulated service, its settings (never its key, host or port); and under `profile` what
+    is known of it with sources (the given ServiceProfile, or the simulator's configured figures)."""
+    from .service import ServiceProfile
+
     info = {"kind": kind, "url": url}
     if config is not None:
         info |= {k: v for k, v in asdict(config).items() if k not in ("require_api_key", "host", "port")}
+        profile = profile or ServiceProfile.from_server_config(config)
+    if profile is not None:
+        info["profile"] = profile.with_url(url).to_dict()
     return info
 
 
@@ -357,7 +367,7 @@ class ServiceProcess:
         c = self.config
         args = [sys.executable, "-m", "scoring_lib", "serve", "--host", c.host, "--port", str(c.port),
                 "--latency", repr(c.latency), "--latency-dist", c.latency_dist, "--capacity", str(c.capacity),
-                "--rate-limit", repr(c.rate_limit), "--error-rate", repr(c.error_rate),
+                "--rate-limit", repr(c.rate_limit), *(["--shed"] if c.shed else []), "--error-rate", repr(c.error_rate),
                 "--reset-rate", repr(c.reset_rate), "--slow-body-rate", repr(c.slow_body_rate),
                 "--time-scale", repr(c.time_scale), "--seed", str(c.seed),
                 "--request-field", c.request_field, "--score-field", c.score_field]

@@ -16,9 +16,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import yaml
-
-from .config import ENGINES, ClientConfig, RunConfig, ServerConfig
+from .config import ENGINES, ClientConfig, RunConfig, ServerConfig, read_yaml
 from .errors import ConfigError, GridError, MissingDependencyError, PointFailed
 from .redact import redact
 
@@ -26,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
 RUN_NOTEBOOK = NOTEBOOKS / "run.ipynb"
 GRID_KEYS = {"name", "description", "input", "lines", "repeats", "warmup", "service", "url", "points", "timeout",
-             "max_retries"}
+             "max_retries", "profile"}
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")  # a grid name is one plain folder name
 POINT_KEYS = {"engine", "threads", "workers", "max_concurrent_tasks", "connector_limit"}
 SERVICE_KEYS = {"latency", "latency_dist", "capacity", "rate_limit", "error_rate", "reset_rate", "slow_body_rate",
@@ -68,6 +66,7 @@ class Grid:
     timeout: float = 30.0
     max_retries: int = 5
     description: str = ""
+    profile: str | None = None  # service profile path: its known figures make the bounds
 
 
 def _positive_int(where: str, value, minimum: int = 1) -> int:
@@ -158,23 +157,29 @@ def parse_grid(data, source: str = "grid", base: Path | None = None) -> Grid:
     except ConfigError as exc:
         raise GridError(f"{source}: {exc}") from None
     lines = data.get("lines")
+    profile = data.get("profile")
+    if profile is not None:
+        from .service import load_profile, profile_path
+
+        path = profile_path(profile)
+        if not path.is_absolute() and base is not None and not path.exists():
+            path = base / path
+        try:
+            prof = load_profile(path)
+        except ConfigError as exc:
+            raise GridError(f"{source}: {exc}") from None
+        profile, url = str(path), url or prof.url
     return Grid(name=name, input=input_path, points=tuple(points),
                 repeats=_positive_int(f"{source}: repeats", data.get("repeats", 1)),
                 warmup=_positive_int(f"{source}: warmup", data.get("warmup", 0), minimum=0),
                 lines=None if lines is None else _positive_int(f"{source}: lines", lines),
                 service=service, url=url, timeout=timeout, max_retries=max_retries,
-                description=str(data.get("description", "")))
+                description=str(data.get("description", "")), profile=profile)
 
 
 def load_grid(path: str | os.PathLike) -> Grid:
     p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise GridError(f"grid file not found: {p}") from None
-    except (OSError, yaml.YAMLError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise GridError(f"cannot parse grid {p}: {first}") from None
+    data = read_yaml(p, GridError, "grid file not found: {path}", "cannot parse grid {path}: {first}")
     return parse_grid(data, source=str(p), base=REPO)
 
 
@@ -192,11 +197,13 @@ def run_point(input: str | os.PathLike = "data/sample.txt", engine: str = "async
               repeats: int = 1, warmup: int = 0, lines: int | None = None, url: str | None = None,
               service: dict | None = None, records_dir: str | os.PathLike = "results/runs",
               sweep: str | None = None, point_id: str | None = None, api_key_env: str = "SCORING_API_KEY",
-              timeout: float = 30.0, max_retries: int = 5, skip_repeats: list | tuple = ()):
+              timeout: float = 30.0, max_retries: int = 5, skip_repeats: list | tuple = (),
+              profile: str | os.PathLike | None = None):
     """Run one configuration `warmup + repeats` times; record each; return the measured runs' rows.
 
     Without `url`, the simulated service described by `service` runs in a child process for the
-    duration. Warm-up runs are recorded with warmup=True so the report can leave them out.
+    duration. `profile` (a service profile path) gives the figures the bounds use. Warm-up runs are
+    recorded with warmup=True so the report can leave them out.
     `skip_repeats` are measured repeats already recorded (a resumed sweep runs only the others).
     A run that ends with error rows is recorded as failed (kept out of the timing figures) and
     stops the point with PointFailed."""
@@ -214,7 +221,12 @@ def run_point(input: str | os.PathLike = "data/sample.txt", engine: str = "async
             url, kind = svc.url, "embedded"
         else:
             kind = "simulated" if service else "external"
-        server_info = service_info(url, kind, ServerConfig(**service) if kind != "external" else None)
+        prof = None
+        if profile is not None:
+            from .service import load_profile
+
+            prof = load_profile(profile)
+        server_info = service_info(url, kind, ServerConfig(**service) if kind != "external" else None, profile=prof)
         path = Path(input)
         if lines:
             path = head_file(path, lines, Path(tmp))
@@ -358,6 +370,8 @@ def run_sweep(grid: Grid | str | os.PathLike, records_dir: str | os.PathLike = "
                 "lines": grid.lines, "url": url, "service": grid.service, "records_dir": str(records.resolve()),
                 "sweep": grid.name, "point_id": point.id, "timeout": grid.timeout, "max_retries": grid.max_retries,
                 "skip_repeats": sorted(have.get(point.id, set()) & wanted)}
+            if grid.profile:
+                params["profile"] = str(Path(grid.profile).resolve())
             try:
                 pm.execute_notebook(str(RUN_NOTEBOOK), str(outputs / f"{point.id}.ipynb"), parameters=params,
                                     kernel_name="python3", progress_bar=False, cwd=os.getcwd())

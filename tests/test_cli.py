@@ -120,8 +120,11 @@ def start_score(tmp_path, url, *extra):
 def wait_for_cache(path: Path, at_least: int, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if path.exists() and cached_count(path) >= at_least:
-            return
+        try:
+            if path.exists() and cached_count(path) >= at_least:
+                return
+        except sqlite3.OperationalError:  # the file is there, its table not yet
+            pass
         time.sleep(0.05)
     raise AssertionError("the run never cached enough scores")
 
