@@ -48,6 +48,15 @@ def _float_at_least(minimum: float, strict: bool = False):
     return parse
 
 
+def _concurrency(text: str) -> int | str:
+    if text == "auto":
+        return "auto"
+    try:
+        return _int_at_least(1)(text)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} (or auto)") from None
+
+
 def _connector_limit(text: str) -> int | None:
     if text == "auto":
         return None
@@ -63,6 +72,8 @@ def _add_server_options(p: argparse.ArgumentParser, prefix: str = "") -> None:
                    help=f"latency distribution (default {d.latency_dist})")
     g.add_argument(f"--{prefix}capacity", type=_int_at_least(0), default=d.capacity, metavar="N",
                    help=f"requests served at once, the rest queue; 0 = unlimited (default {d.capacity})")
+    g.add_argument(f"--{prefix}shed", action="store_true",
+                   help="answer 503 at once above --capacity instead of queueing (load shedding)")
     g.add_argument(f"--{prefix}rate-limit", type=_float_at_least(0), default=d.rate_limit, metavar="RPS",
                    help="requests per second before 429 + Retry-After; 0 = none (default 0)")
     g.add_argument(f"--{prefix}error-rate", type=_float_at_least(0), default=d.error_rate, metavar="P",
@@ -76,6 +87,7 @@ def _server_config(args: argparse.Namespace, prefix: str = "", **overrides) -> S
     p = prefix.replace("-", "_")
     get = lambda name: getattr(args, p + name)  # noqa: E731
     return ServerConfig(latency=get("latency"), latency_dist=get("latency_dist"), capacity=get("capacity"),
+                        shed=get("shed"),
                         rate_limit=get("rate_limit"), error_rate=get("error_rate"), time_scale=get("time_scale"),
                         seed=get("seed"), request_field=args.request_field, score_field=args.score_field,
                         **overrides)
@@ -133,8 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="asyncio: event-loop threads; ray: threads per worker (default CPU count / 8)")
     g.add_argument("--workers", type=_int_at_least(1), metavar="N",
                    help="ray: worker processes, may exceed CPUs (default CPU count)")
-    g.add_argument("--max-concurrent-tasks", type=_int_at_least(1), default=256, metavar="N",
-                   help="requests in flight for the whole run (default 256)")
+    g.add_argument("--max-concurrent-tasks", type=_concurrency, default=256, metavar="N|auto",
+                   help="requests in flight for the whole run; auto = find the service's limit (default 256)")
+    g.add_argument("--max-concurrent-tasks-max", type=_int_at_least(1), default=2000, metavar="N",
+                   help="ceiling of --max-concurrent-tasks auto (default 2000)")
+    g.add_argument("--rate-limit", type=_float_at_least(0, strict=True), default=None, metavar="RPS",
+                   help="requests per second for the whole run, shared by every thread and worker (default none)")
     g.add_argument("--ray-address", default=os.environ.get("RAY_ADDRESS") or None, metavar="ADDR",
                    help="join this Ray cluster instead of starting a local one (default $RAY_ADDRESS)")
     g.add_argument("--ray-dashboard", action="store_true", help="start Ray's dashboard on 127.0.0.1")
@@ -240,7 +256,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     with _service_url(args) as (url, server_info):
         config = RunConfig(
             input=Path(args.input), client=_client_config(args, url), engine=args.engine, threads=args.threads,
-            workers=args.workers, max_concurrent_tasks=args.max_concurrent_tasks, output=args.output,
+            workers=args.workers, max_concurrent_tasks=args.max_concurrent_tasks,
+            max_concurrent_tasks_max=args.max_concurrent_tasks_max, rate_limit=args.rate_limit, output=args.output,
             cache=None if args.no_cache else args.cache, max_line_bytes=args.max_line_bytes,
             records_dir=None if args.no_record else args.records_dir, progress=args.progress,
             cache_namespace=EMBEDDED_CACHE_NAMESPACE if server_info["kind"] == "embedded" else None,
@@ -261,7 +278,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if not key:
             raise ConfigError(f"--require-key needs ${API_KEY_ENV} set")
     config = ServerConfig(host=args.host, port=args.port, latency=args.latency, latency_dist=args.latency_dist,
-                          capacity=args.capacity, rate_limit=args.rate_limit, error_rate=args.error_rate,
+                          capacity=args.capacity, shed=args.shed, rate_limit=args.rate_limit, error_rate=args.error_rate,
                           time_scale=args.time_scale, seed=args.seed, request_field=args.request_field,
                           score_field=args.score_field, require_api_key=key)
     try:

@@ -15,6 +15,7 @@ from email.utils import parsedate_to_datetime
 import aiohttp
 
 from .config import ClientConfig
+from .limits import Attempt, Stop, attempt_kind
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 RETRY_AFTER_STATUSES = frozenset({429, 503})
@@ -31,6 +32,8 @@ class Outcome:
     finished: float
     latency: float  # seconds the last request was on the wire (from its headers being sent)
     sent: float = 0.0  # wall clock when the last request's headers went out (after any wait for a connection)
+    cause: str | None = None  # how the last attempt failed, countable ("HTTP 503", "timeout", ...)
+    fatal: bool = False  # the run's limiter stopped it: no request succeeded and more would not help
 
     @property
     def ok(self) -> bool:
@@ -41,17 +44,19 @@ async def _mark_sent(_session, ctx, _params) -> None:
     ctx.trace_request_ctx["sent"] = time.time()
 
 
-def _outcome(score: float | None, error: str | None, attempts: int, started: float, sent: float) -> Outcome:
+def _outcome(score: float | None, error: str | None, attempts: int, started: float, sent: float,
+             cause: str | None = None) -> Outcome:
     now = time.time()
-    return Outcome(score, error, attempts, started, now, now - sent, sent)
+    return Outcome(score, error, attempts, started, now, now - sent, sent, cause)
 
 
 class _Retryable(Exception):
     """A failed attempt that the contract says to try again, with an optional server hint."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, retry_after: float | None = None, status: int | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.status = status
 
 
 class _Permanent(Exception):
@@ -94,8 +99,9 @@ class ScoringClient:
     """One aiohttp session, sized for `concurrency` requests at once, on the current event loop."""
 
     def __init__(self, config: ClientConfig, concurrency: int, rng: random.Random | None = None,
-                 api_key: str | None = None) -> None:
+                 api_key: str | None = None, limiter=None) -> None:
         self.config = config
+        self.limiter = limiter  # a limits.LoopGate: asked before every attempt, told how it went
         self.concurrency = concurrency
         self._rng = rng or random.Random()
         self._session: aiohttp.ClientSession | None = None
@@ -139,10 +145,14 @@ class ScoringClient:
         for attempt in range(cfg.max_retries + 1):
             mark = {"sent": time.time()}
             try:
-                score = await self._attempt(text, mark)
+                score = await self._reported_attempt(text, mark)
                 return _outcome(score, None, attempt + 1, started, mark["sent"])
+            except Stop as exc:
+                out = _outcome(None, str(exc), attempt, started, mark["sent"])
+                out.cause, out.fatal = exc.kind, exc.fatal
+                return out
             except _Permanent as exc:
-                return _outcome(None, str(exc), attempt + 1, started, mark["sent"])
+                return _outcome(None, str(exc), attempt + 1, started, mark["sent"], mark.get("kind"))
             except _Retryable as exc:
                 last_error, hint = str(exc), exc.retry_after
             except asyncio.TimeoutError:
@@ -152,7 +162,26 @@ class ScoringClient:
             if attempt < cfg.max_retries:
                 await asyncio.sleep(self.backoff(attempt, hint))
         attempts = cfg.max_retries + 1
-        return _outcome(None, f"{last_error} (gave up after {attempts} attempts)", attempts, started, mark["sent"])
+        return _outcome(None, f"{last_error} (gave up after {attempts} attempts)", attempts, started, mark["sent"],
+                        mark.get("kind"))
+
+    async def _reported_attempt(self, text: str, mark: dict) -> float:
+        """One attempt between the limiter's acquire and release, which learns its kind, status and latency."""
+        limiter = self.limiter
+        ticket = None if limiter is None else await limiter.acquire()
+        mark["sent"] = time.time()
+        t0 = time.perf_counter()
+        try:
+            score = await self._attempt(text, mark)
+        except BaseException as exc:
+            kind = mark["kind"] = attempt_kind(exc)
+            if limiter is not None:
+                limiter.release(ticket, Attempt(kind, getattr(exc, "status", None), time.perf_counter() - t0,
+                                                getattr(exc, "retry_after", None)))
+            raise
+        if limiter is not None:
+            limiter.release(ticket, Attempt("ok", 200, time.perf_counter() - t0))
+        return score
 
     async def _attempt(self, text: str, mark: dict) -> float:
         assert self._session is not None, "use ScoringClient as an async context manager"
@@ -165,7 +194,7 @@ class ScoringClient:
                 hint = None
                 if resp.status in RETRY_AFTER_STATUSES:
                     hint = parse_retry_after(resp.headers.get("Retry-After"))
-                raise _Retryable(f"HTTP {resp.status}", hint)
+                raise _Retryable(f"HTTP {resp.status}", hint, resp.status)
             detail = (await resp.content.read(200)).decode("utf-8", "replace").strip().replace("\n", " ")
             raise _Permanent(f"HTTP {resp.status}" + (f": {detail}" if detail else ""))
 

@@ -44,3 +44,9 @@ class RunInterrupted(ScoringError):
     """The run was stopped by the user (Ctrl-C); the cache keeps what was scored."""
 
     exit_code = 130
+
+
+class ServiceUnusable(ScoringError):
+    """The first requests all failed in a way more requests will not change (refused, DNS, 401...)."""
+
+    exit_code = 1

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from tqdm.auto import tqdm
 
@@ -14,7 +16,7 @@ from .cache import ScoreCache, cache_namespace
 from .client import Outcome
 from .config import RunConfig
 from .engines import Dispatcher, open_engine
-from .errors import OutputError, RunInterrupted
+from .errors import OutputError, RunInterrupted, ServiceUnusable
 from .inputs import count_lines, read_lines
 from .outputs import OrderedRowWriter, Row
 
@@ -58,12 +60,20 @@ class RunStats:
     scoring_started: float = 0.0  # wall clock
     requests_sample: Reservoir = field(default_factory=lambda: Reservoir(SAMPLE_SIZE))
     engine_info: dict = field(default_factory=dict)
+    causes: Counter = field(default_factory=Counter)  # error rows by cause ("HTTP 503", "timeout", ...)
 
     def summary(self) -> str:
         rate = self.lines / self.scoring_seconds if self.scoring_seconds > 0 else float("inf")
         c = self.counts
-        return (f"{self.lines} lines: {c['ok']} ok, {c['empty']} empty, {c['error']} error; "
-                f"{self.requests} requests, {self.retries} retries; "
+        errors = ""
+        if self.causes:
+            top = self.causes.most_common(3)
+            rest = sum(self.causes.values()) - sum(n for _, n in top)
+            errors = " (" + ", ".join(f"{n} {cause}" for cause, n in top) + (f", {rest} other" if rest else "") + ")"
+        limits = self.engine_info.get("limits") or {}
+        limit = f", limit now {limits['final_limit']:g}" if limits.get("mode") == "adaptive" else ""
+        return (f"{self.lines} lines: {c['ok']} ok, {c['empty']} empty, {c['error']} error{errors}; "
+                f"{self.requests} requests, {self.retries} retries; {self.cache_hits} from cache{limit}; "
                 f"scoring {self.scoring_seconds:.2f} s ({rate:.1f} lines/s), start-up {self.startup_seconds:.2f} s")
 
 
@@ -89,6 +99,7 @@ class _Run:
             config, engine, cache, writer, stats, bar)
         self.waiting: dict[bytes, list[int]] = {}  # key -> line numbers waiting for its result
         self.run_errors: dict[bytes, str] = {}  # texts that failed in this run: duplicates share the error
+        self.run_causes: dict[bytes, str | None] = {}
         self.outstanding = 0
 
     def emit(self, row: Row) -> None:
@@ -104,6 +115,8 @@ class _Run:
                 return False
             self.stats.lines += 1
             if line.text is None:
+                if line.status == "error":
+                    self.stats.causes["unreadable line"] += 1
                 self.emit(Row(line.number, None, line.status, line.error, 0))
                 continue
             key = self.cache.key(line.text)
@@ -118,6 +131,7 @@ class _Run:
                 continue
             if (error := self.run_errors.get(key)) is not None:
                 self.stats.duplicates += 1
+                self.stats.causes[self.run_causes.get(key) or "other"] += 1
                 self.emit(Row(line.number, None, "error", error, 0))
                 continue
             self.waiting[key] = [line.number]
@@ -127,6 +141,11 @@ class _Run:
     def collect(self, results: list[tuple[bytes, Outcome]]) -> None:
         scored = []
         for key, outcome in results:
+            if outcome.fatal:
+                # No request succeeded and more will not help: stop, and write nothing that looks like a result.
+                where = urlsplit(self.config.client.url)
+                raise ServiceUnusable(f"{outcome.error} ({where.scheme}://{where.hostname}:{where.port or ''}"
+                                      f"{where.path}); nothing written")
             self.outstanding -= 1
             self.stats.requests += outcome.attempts
             self.stats.retries += outcome.attempts - 1
@@ -136,6 +155,8 @@ class _Run:
                 scored.append((key, outcome.score))
             else:
                 self.run_errors[key] = outcome.error
+                self.run_causes[key] = outcome.cause
+                self.stats.causes[outcome.cause or "other"] += len(numbers)
             for i, number in enumerate(numbers):
                 attempts = outcome.attempts if i == 0 else 0
                 status = "ok" if outcome.ok else "error"

@@ -40,6 +40,7 @@ class ServiceStats:
     rate_limited: int = 0
     injected_errors: int = 0
     rejected: int = 0
+    shed: int = 0  # 503s for requests above capacity (ServerConfig.shed)
 
 
 class _TokenBucket:
@@ -149,6 +150,9 @@ class ScoringService:
             return self._reject(503, "transient failure (simulated)")
         if self._capacity is None:
             return await self._serve(text)
+        if cfg.shed and self._capacity.locked():
+            self.stats.shed += 1
+            return self._reject(503, "over capacity (load shed)")
         async with self._capacity:
             return await self._serve(text)
 
@@ -295,7 +299,7 @@ class ServiceProcess:
         c = self.config
         args = [sys.executable, "-m", "scoring_lib", "serve", "--host", c.host, "--port", str(c.port),
                 "--latency", repr(c.latency), "--latency-dist", c.latency_dist, "--capacity", str(c.capacity),
-                "--rate-limit", repr(c.rate_limit), "--error-rate", repr(c.error_rate),
+                "--rate-limit", repr(c.rate_limit), *(["--shed"] if c.shed else []), "--error-rate", repr(c.error_rate),
                 "--time-scale", repr(c.time_scale), "--seed", str(c.seed),
                 "--request-field", c.request_field, "--score-field", c.score_field]
         if c.require_api_key is not None:
