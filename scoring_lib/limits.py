@@ -223,7 +223,8 @@ class RunLimiter:
     def _stop(self, kind: str, fatal: bool) -> None:
         if fatal:
             n = sum(self.fatal.values())
-            msg = f"service unusable: {kind} on {self.fatal[kind]} of the first {n} failed requests, none succeeded"
+            msg = (f"service unusable: {kind} on {self.fatal[kind]} of the first {n} failed requests, none succeeded "
+                   f"({self.started} requests sent)")
         else:
             top = ", ".join(f"{c} {k}" for k, c in self.streak_kinds.most_common(3))
             msg = f"retry budget spent: {self.streak} attempts in a row failed ({top})"
@@ -354,11 +355,11 @@ class LoopGate:
                 break
             try:
                 # A finite wait even when only a release can free a slot: a missed wake-up costs 1 s, not the run.
-                await asyncio.wait_for(fut, min(got, 1.0))
-            except asyncio.TimeoutError:
-                pass
+                # (asyncio.wait, not wait_for: on Python 3.11 wait_for can swallow a cancellation.)
+                await asyncio.wait((fut,), timeout=min(got, 1.0))
             finally:
-                if fut.cancelled() or not fut.done():  # not woken: it may still be queued
+                if not fut.done():  # not woken: it may still be queued
+                    fut.cancel()
                     with run._lock:
                         if fut in self.waiters:
                             self.waiters.remove(fut)
