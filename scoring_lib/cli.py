@@ -203,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="measure the engines against the simulated service and the physical limit")
     p.add_argument("--cases", default="abc", help="which cases: a (pool 100 vs auto), b (10k lines at "
-                   "C=1000), c (peak RSS); default abc")
+                   "C=1000), c (peak RSS), l (limits: fixed best / too high / auto); default abc")
     p.add_argument("--time-scale", type=_float_at_least(0, strict=True), default=0.05,
                    help="time scale of case a's 4.15 s latency (default 0.05)")
     p.add_argument("--b-time-scale", type=_float_at_least(0, strict=True), default=1.0,
@@ -244,8 +244,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         sizes = tuple(int(s) for s in args.rss_sizes.split(","))
     except ValueError:
         raise ConfigError(f"--rss-sizes takes whole numbers separated by commas, got {args.rss_sizes!r}") from None
-    if set(args.cases) - set("abc"):
-        raise ConfigError(f"--cases takes letters from abc, got {args.cases!r}")
+    if set(args.cases) - set("abcl"):
+        raise ConfigError(f"--cases takes letters from abcl, got {args.cases!r}")
     run_bench(args.cases, args.time_scale, args.b_time_scale, sizes, ray=args.ray)
     return 0
 

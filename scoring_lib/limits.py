@@ -128,6 +128,7 @@ class RunLimiter:
         self.t0 = time.monotonic()
         self.limit = float(min(s.limit, max(s.floor, s.initial)) if s.adaptive else s.limit)
         self.in_flight = 0  # slots taken (sending, or about to send)
+        self._peak = 0
         self.started = 0
         self.released = 0
         self.successes = 0
@@ -168,7 +169,8 @@ class RunLimiter:
 
     # -- under the lock -----------------------------------------------------------------------------
     def _budget(self) -> int:
-        return max(self.settings.budget, 2 * int(self.limit))
+        # Twice the most ever in flight: a burst of requests sent together may all fail together.
+        return max(self.settings.budget, 2 * self._peak)
 
     def _gated(self, now: float) -> bool:
         if self._opened:
@@ -193,6 +195,8 @@ class RunLimiter:
             return math.inf
         self.in_flight += 1
         self.started += 1
+        if self.in_flight > self._peak:
+            self._peak = self.in_flight
         return True
 
     def _wake(self, prefer: "LoopGate | None") -> list[tuple["LoopGate", asyncio.Future]]:
