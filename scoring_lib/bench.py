@@ -129,6 +129,8 @@ def _limit_run(case: str, setting: str, service: ServiceProcess, path: Path, lin
     limits = result.record.get("limits") or {}
     if limits.get("mode") == "adaptive":
         extra["final_limit"] = limits.get("final_limit")
+    if limits.get("stopped"):
+        extra["stopped"] = limits["stopped"]
     return Measurement(case, setting, lines, result.stats.scoring_seconds, bound, result.stats.startup_seconds,
                        stats.peak_in_flight, extra)
 

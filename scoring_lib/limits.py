@@ -281,8 +281,16 @@ class RunLimiter:
             # No queueing while the limit is in use: probe upwards by a small step.
             self.limit = min(s.limit, self.limit + max(1.0, math.sqrt(self.limit) / 2))
 
-    def _release(self, ticket: _Ticket, a: Attempt, now: float) -> None:
-        self.in_flight -= 1
+    def hold_for(self, a: Attempt) -> float:
+        """Adaptive: how long a refused attempt keeps its slot. A 503/429 comes back at once; freeing its
+        slot at once would let the next request spin into the same refusal many times per round trip."""
+        if not self.settings.adaptive or a.kind not in DROP_KINDS or a.kind == "timeout":
+            return 0.0
+        return min(2.0, self._baseline if self._baseline < math.inf else 0.1)
+
+    def _release(self, ticket: _Ticket, a: Attempt, now: float, free: bool = True) -> None:
+        if free:
+            self.in_flight -= 1
         self.released += 1
         self.kinds[a.kind] += 1
         if a.kind == "cancelled":
@@ -385,7 +393,17 @@ class LoopGate:
     def release(self, ticket: _Ticket, attempt: Attempt) -> None:
         run = self.run
         with run._lock:
-            run._release(ticket, attempt, time.monotonic())
+            hold = run.hold_for(attempt) if run.stopped is None else 0.0
+            run._release(ticket, attempt, time.monotonic(), free=hold <= 0)
+            wake = run._wake(self)
+        self._wake_all(wake)
+        if hold > 0:
+            self.loop.call_later(hold, self._free_slot)
+
+    def _free_slot(self) -> None:
+        run = self.run
+        with run._lock:
+            run.in_flight -= 1
             wake = run._wake(self)
         self._wake_all(wake)
 
