@@ -48,7 +48,8 @@ class LimitSettings:
     probe: int = 16  # attempts allowed before the first success (or the grace period)
     trip: int = 8  # fatal failures before any success that stop the run
     grace: float = 0.3  # seconds without a fatal failure after which the probe gate opens anyway
-    budget: int = 50  # failed attempts in a row that stop the run (at least; 2 x the limit if larger)
+    budget: int = 50  # failed attempts in a row that stop the run (at least; 2 x the most in flight if larger)
+    stall: float = 5.0  # ... and only once no attempt succeeded for this many seconds
     pause_cap: float = 20.0  # longest run-wide pause a Retry-After may cause
 
     def share(self, index: int, parts: int) -> "LimitSettings":
@@ -126,9 +127,11 @@ class RunLimiter:
         self.settings = s
         self._lock = threading.Lock()
         self.t0 = time.monotonic()
+        self.started_at = time.time()  # wall clock of t0, so histories of several processes line up
         self.limit = float(min(s.limit, max(s.floor, s.initial)) if s.adaptive else s.limit)
         self.in_flight = 0  # slots taken (sending, or about to send)
         self._peak = 0
+        self._last_success = self.t0
         self.started = 0
         self.released = 0
         self.successes = 0
@@ -150,6 +153,7 @@ class RunLimiter:
         self._win_ok: list[tuple[float, int]] = []
         self._win_drops = 0
         self._recent: deque[bool] = deque(maxlen=16)
+        self._last_window: tuple[float, float] | None = None
         self._win_count = 0
         self._win_target = max(3, int(self.limit))
         self._win_start = self.t0
@@ -272,12 +276,18 @@ class RunLimiter:
         self._baseline = min(self._baseline, median)
         if self._baseline <= 0:
             return
-        if median > TOLERANCE * self._baseline:
+        n_median = statistics.median(n for _, n in ok)
+        last, self._last_window = self._last_window, (n_median, median)
+        if median > TOLERANCE * self._baseline and last and n_median < 0.95 * last[0] and median >= 0.97 * last[1]:
+            # Fewer in flight did not bring latency down: not our queueing but a slower machine or network.
+            # Let the baseline follow it instead of cutting the limit towards the floor.
+            self._baseline = min(median, 1.1 * self._baseline)
+        elif median > TOLERANCE * self._baseline:
             # Queueing: the in-flight count at which latency would be TOLERANCE x the baseline (Little's law).
             self._slow_start = False
             target = statistics.median(n * TOLERANCE * self._baseline / max(lat, 1e-6) for lat, n in ok)
             self.limit = max(s.floor, min(s.limit, self.limit, max(target, 0.7 * self.limit)))
-        elif not self._slow_start and statistics.median(n for _, n in ok) >= 0.8 * self.limit:
+        elif not self._slow_start and n_median >= 0.8 * self.limit:
             # No queueing while the limit is in use: probe upwards by a small step.
             self.limit = min(s.limit, self.limit + max(1.0, math.sqrt(self.limit) / 2))
 
@@ -297,6 +307,7 @@ class RunLimiter:
             return
         if a.kind == "ok":
             self.successes += 1
+            self._last_success = now
             self.streak = 0
             self.streak_kinds.clear()
         else:
@@ -306,7 +317,8 @@ class RunLimiter:
                 self.fatal[a.kind] += 1
                 if self.stopped is None and sum(self.fatal.values()) >= self.settings.trip:
                     self._stop(self.fatal.most_common(1)[0][0], fatal=True)
-            if self.stopped is None and self.streak >= self._budget():
+            if (self.stopped is None and self.streak >= self._budget()
+                    and now - self._last_success >= self.settings.stall):
                 self._stop(self.streak_kinds.most_common(1)[0][0], fatal=False)
         if a.retry_after and a.kind in ("HTTP 429", "HTTP 503"):
             until = now + min(a.retry_after, self.settings.pause_cap)
@@ -329,6 +341,7 @@ class RunLimiter:
                 "ceiling" if self.settings.adaptive else "limit": self.settings.limit,
                 "rate_limit": self.settings.rate,
                 "final_limit": round(self.limit, 1),
+                "started_at": self.started_at,
                 "limit_history": [list(p) for p in self.history] if self.settings.adaptive else [],
                 "attempts": sum(self.kinds.values()),
                 "attempt_kinds": dict(self.kinds),
@@ -442,12 +455,15 @@ def merge_stats(parts: list[dict]) -> dict:
         if key in out:
             out[key] = sum(p.get(key) or 0 for p in parts) or None
     out["stopped"] = next((p["stopped"] for p in parts if p.get("stopped")), None)
-    times = sorted({t for p in parts for t, _ in p.get("limit_history") or []})
+    base = min(p.get("started_at") or 0.0 for p in parts)
+    hists = [[[round(t + (p.get("started_at") or base) - base, 3), v] for t, v in p.get("limit_history") or []]
+             for p in parts]
+    out["started_at"] = base
+    times = sorted({t for h in hists for t, _ in h})
     merged = []
     for t in times:
         total = 0.0
-        for p in parts:
-            hist = p.get("limit_history") or []
+        for hist in hists:
             value = 0.0
             for ht, hv in hist:
                 if ht > t:

@@ -92,6 +92,11 @@ def build_record(config: RunConfig, stats: "RunStats", server_info: dict | None 
     end = stats.scoring_started + stats.scoring_seconds
     now = datetime.now(timezone.utc)
     info = dict(stats.engine_info)
+    limits = dict(info.pop("limits", None) or {})
+    if limits.get("limit_history") and limits.get("started_at") and stats.scoring_started:
+        # Seconds into the scoring phase, like the in-flight timeline.
+        shift = limits["started_at"] - stats.scoring_started
+        limits["limit_history"] = [[round(t + shift, 3), v] for t, v in limits["limit_history"]]
     cl = config.client
     return {
         "schema": SCHEMA_VERSION,
@@ -130,7 +135,7 @@ def build_record(config: RunConfig, stats: "RunStats", server_info: dict | None 
         "timeline": in_flight_timeline([(s, e) for s, e, _, _ in sample.items], stats.scoring_started, end, scale),
         "engine_info": info,
         # Limit over time (adaptive runs), attempts by kind, 429/503 counts, why the run stopped if it did.
-        "limits": info.pop("limits", None) or {},
+        "limits": limits,
         "error_causes": dict(stats.causes),
         "extra": dict(config.extra),
         "machine": machine_info(),

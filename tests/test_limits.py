@@ -120,7 +120,7 @@ def test_fatal_failures_before_any_success_stop_the_run_after_the_probe():
 
 
 def test_a_streak_of_failures_after_success_spends_the_budget_and_is_not_fatal():
-    limiter = RunLimiter(LimitSettings(limit=4, budget=20))
+    limiter = RunLimiter(LimitSettings(limit=4, budget=20, stall=0.2))
 
     async def body(gate):
         t = await gate.acquire()
@@ -133,9 +133,12 @@ def test_a_streak_of_failures_after_success_spends_the_budget_and_is_not_fatal()
                 return n, stop
             n += 1
             gate.release(t, Attempt("HTTP 429", 429, 0.001))
+            await asyncio.sleep(0.005)
 
+    t0 = time.monotonic()
     [(n, stop)] = run_loops(limiter, 1, body)
-    assert n == 20 and not stop.fatal and "HTTP 429" in str(stop)
+    assert n >= 20 and time.monotonic() - t0 >= 0.2  # the budget, and no success for `stall` seconds
+    assert not stop.fatal and "HTTP 429" in str(stop)
 
 
 def test_retry_after_pauses_every_thread():
@@ -316,10 +319,29 @@ def test_a_service_that_dies_mid_run_ends_quickly_with_error_rows_and_causes(mak
 
 def test_429_forever_ends_with_error_rows_after_the_budget(make_input, tmp_path):
     path = lines(make_input, 200)
+    t0 = time.monotonic()
     with SimulatedService(ServerConfig(latency=0.0, rate_limit=0.001, time_scale=1)) as svc:
         result = score_file(run_config(path, svc.url, tmp_path, max_concurrent_tasks=8, max_retries=1000))
         requests = svc.stats().requests
-    assert result.exit_code == 1
-    assert result.stats.causes.most_common(1)[0][0] in ("HTTP 429",) or "retry budget" in str(result.stats.causes)
-    assert requests < 200  # the budget, not 200 lines x 1000 retries
+    assert time.monotonic() - t0 < 30
+    assert result.exit_code == 1 and result.stats.counts["ok"] <= 1
+    assert requests < 200 * 100  # the budget, not 200 lines x 1000 retries
     assert "HTTP 429" in result.stats.summary()
+    assert "retry budget spent" in result.record["limits"]["stopped"]
+
+
+def test_an_auto_run_records_its_limit_over_time_and_the_timeline_draws_it(service, make_input, tmp_path):
+    from scoring_lib.plots import inflight_timeline
+
+    path = lines(make_input, 400)
+    result = score_file(run_config(path, service.url, tmp_path, max_concurrent_tasks="auto",
+                                   max_concurrent_tasks_max=300))
+    rec = result.record
+    assert result.exit_code == 0
+    assert rec["concurrency"] == "auto" and rec["max_concurrent_tasks"] == 300
+    hist = rec["limits"]["limit_history"]
+    assert len(hist) >= 2 and all(1 <= v <= 300 for _, v in hist)
+    assert hist[-1][0] <= rec["scoring_seconds"] + 1  # seconds into the scoring phase
+    assert rec["limits"]["http_429"] == 0 and rec["limits"]["attempt_kinds"] == {"ok": 400}
+    ax = inflight_timeline([rec]).axes[0]
+    assert any(l.get_label() == "limit (auto)" for l in ax.get_lines())
