@@ -301,6 +301,7 @@ def test_e_401_for_every_line_exits_1_after_few_requests(make_input, tmp_path):
     assert not (tmp_path / "out.jsonl").exists()
 
 
+@pytest.mark.slow
 def test_a_service_that_dies_mid_run_ends_quickly_with_error_rows_and_causes(make_input, tmp_path):
     path = lines(make_input, 3000)
     svc = SimulatedService(ServerConfig(latency=4.15, time_scale=0.01, capacity=0)).start()
@@ -317,6 +318,7 @@ def test_a_service_that_dies_mid_run_ends_quickly_with_error_rows_and_causes(mak
     assert result.record["limits"]["stopped"].startswith("retry budget spent")
 
 
+@pytest.mark.slow
 def test_429_forever_ends_with_error_rows_after_the_budget(make_input, tmp_path):
     path = lines(make_input, 200)
     t0 = time.monotonic()
@@ -345,3 +347,31 @@ def test_an_auto_run_records_its_limit_over_time_and_the_timeline_draws_it(servi
     assert rec["limits"]["http_429"] == 0 and rec["limits"]["attempt_kinds"] == {"ok": 400}
     ax = inflight_timeline([rec]).axes[0]
     assert any(l.get_label() == "limit (auto)" for l in ax.get_lines())
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--max-concurrent-tasks", "auto", "--max-concurrent-tasks-max", "0"], "--max-concurrent-tasks-max"),
+    (["--max-concurrent-tasks", "lots"], "--max-concurrent-tasks"),
+    (["--rate-limit", "0"], "--rate-limit"),
+    (["--rate-limit", "-5"], "--rate-limit"),
+])
+def test_bad_limit_values_are_one_line_and_exit_2(make_input, tmp_path, args, says):
+    path = lines(make_input, 3)
+    proc = cli("score", path, "--output", tmp_path / "o.jsonl", *args, cwd=tmp_path)
+    assert proc.returncode == 2
+    [line] = proc.stderr.strip().splitlines()
+    assert says in line and "Traceback" not in proc.stderr
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_rate_limit_and_auto_from_the_cli(make_input, tmp_path):
+    path = lines(make_input, 40)
+    proc = cli("score", path, "--output", tmp_path / "o.jsonl", "--no-cache", "--records-dir", tmp_path / "runs",
+               "--max-concurrent-tasks", "auto", "--max-concurrent-tasks-max", "64", "--rate-limit", "200",
+               "--server-time-scale", "0.01", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "40 ok" in proc.stdout and "0 from cache" in proc.stdout and "limit now" in proc.stdout
+    [record] = (tmp_path / "runs").glob("*.json")
+    import json
+    rec = json.loads(record.read_text())
+    assert rec["concurrency"] == "auto" and rec["rate_limit"] == 200 and rec["limits"]["mode"] == "adaptive"
