@@ -51,6 +51,7 @@ class LimitSettings:
     budget: int = 50  # failed attempts in a row that stop the run (at least; 2 x the most in flight if larger)
     stall: float = 5.0  # ... and only once no attempt succeeded for this many seconds
     pause_cap: float = 20.0  # longest run-wide pause a Retry-After may cause
+    parts: int = 1  # how many limiters share the run (Ray workers): each probes upwards 1/parts as fast
 
     def share(self, index: int, parts: int) -> "LimitSettings":
         """This part's share of the limit, floor, rate and probe (a Ray worker of `parts`)."""
@@ -60,7 +61,8 @@ class LimitSettings:
         return replace(self, limit=split(self.limit), floor=split(self.floor),
                        initial=max(1, math.ceil(self.initial / parts)),
                        rate=None if self.rate is None else self.rate / parts,
-                       probe=split(self.probe), trip=max(1, split(self.trip)), budget=split(self.budget))
+                       probe=split(self.probe), trip=max(1, split(self.trip)), budget=split(self.budget),
+                       parts=parts * self.parts)
 
 
 @dataclass(slots=True)
@@ -289,7 +291,8 @@ class RunLimiter:
             self.limit = max(s.floor, min(s.limit, self.limit, max(target, 0.7 * self.limit)))
         elif not self._slow_start and n_median >= 0.8 * self.limit:
             # No queueing while the limit is in use: probe upwards by a small step.
-            self.limit = min(s.limit, self.limit + max(1.0, math.sqrt(self.limit) / 2))
+            # Together the run's limiters step up as one would (sqrt of the whole limit / 2).
+            self.limit = min(s.limit, self.limit + max(1.0, math.sqrt(self.limit * s.parts) / 2) / s.parts)
 
     def hold_for(self, a: Attempt) -> float:
         """Adaptive: how long a refused attempt keeps its slot. A 503/429 comes back at once; freeing its
