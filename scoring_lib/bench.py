@@ -143,6 +143,65 @@ def case_p(work: Path, time_scale: float, capacities: tuple[int, ...] = (50, 200
     return out
 
 
+def _limit_run(case: str, setting: str, service: ServiceProcess, path: Path, lines: int, bound: float,
+               unloaded_p50: float | None, **run) -> Measurement:
+    """One run for the limits case: wall/bound, share of requests refused (429/503), p50 vs unloaded."""
+    client = ClientConfig(url=service.url, timeout=600, max_retries=50)
+    config = RunConfig(input=path, client=client, cache=None, records_dir=None, progress=False,
+                       output=path.with_suffix(".out.jsonl"), **run)
+    service.reset_stats()
+    result = score_file(config, write_record=False)
+    stats = service.stats()
+    refused = stats.rate_limited + stats.shed + stats.injected_errors
+    p50 = result.record["latency"]["p50"]
+    extra = {"ok": result.stats.counts["ok"], "rejected": f"{refused / max(1, stats.requests):.1%}",
+             "p50": f"{p50:.3f}s" if p50 is not None else None}
+    if unloaded_p50:
+        extra["p50/unloaded"] = round(p50 / unloaded_p50, 2) if p50 else None
+    limits = result.record.get("limits") or {}
+    if limits.get("mode") == "adaptive":
+        extra["final_limit"] = limits.get("final_limit")
+    if limits.get("stopped"):
+        extra["stopped"] = limits["stopped"]
+    return Measurement(case, setting, lines, result.stats.scoring_seconds, bound, result.stats.startup_seconds,
+                       stats.peak_in_flight, extra)
+
+
+def case_limits(work: Path, time_scale: float = 0.05, ray: bool = False) -> list[Measurement]:
+    """Issue 9: fixed best, fixed too high and auto against a service that queues, one that sheds
+    (503 above capacity) and one that rate-limits (429 + Retry-After). Targets: auto within 1.15x /
+    1.2x / 1.25x of the bound, p50 within 1.5x of unloaded, at most 5% rejected when shedding,
+    at most 1% 429s with --rate-limit 95."""
+    cap, latency = 137, 4.15 * time_scale
+    n = cap * 40
+    path = write_unique_lines(work / "l.txt", n)
+    small = write_unique_lines(work / "l-unloaded.txt", 100)
+    bound = math.ceil(n / cap) * latency
+    out: list[Measurement] = []
+    for shape, shed in (("queue", False), ("shed", True)):
+        print(f"    capacity {cap} that {'sheds (503 above it)' if shed else 'queues'}, {n} lines, "
+              f"latency {latency:.3f} s:", flush=True)
+        with ServiceProcess(ServerConfig(latency=4.15, capacity=cap, time_scale=time_scale, shed=shed)) as svc:
+            unloaded = _limit_run("l", "unloaded (C=10)", svc, small, 100, None, None, max_concurrent_tasks=10)
+            p50 = float(unloaded.extra["p50"].rstrip("s"))
+            for setting, mct in (("fixed best C=137", 137), ("fixed too high C=1000", 1000), ("auto", "auto")):
+                out.append(_limit_run("l", f"{shape}: {setting}", svc, path, n, bound, p50, max_concurrent_tasks=mct))
+                print("    " + out[-1].line(), flush=True)
+    rate, n_rate = 100.0, 1000
+    path = write_unique_lines(work / "l-rate.txt", n_rate)
+    print(f"    rate limit {rate:g}/s with 429 + Retry-After, {n_rate} lines, latency 0.05 s (bound N/rate):", flush=True)
+    engines = [("asyncio", {})] + ([("ray 4 workers", {"engine": "ray", "workers": 4, "threads": 4})] if ray else [])
+    with ServiceProcess(ServerConfig(latency=0.05, capacity=0, rate_limit=rate, time_scale=1.0)) as svc:
+        for label, engine in engines:
+            for setting, run in (("fixed best --rate-limit 95, C=32", {"max_concurrent_tasks": 32, "rate_limit": 95.0}),
+                                 ("fixed too high C=256", {"max_concurrent_tasks": 256}),
+                                 ("auto", {"max_concurrent_tasks": "auto"})):
+                out.append(_limit_run("l", f"rate {label}: {setting}", svc, path, n_rate, n_rate / rate, None,
+                                      **run, **engine))
+                print("    " + out[-1].line(), flush=True)
+    return out
+
+
 def peak_rss_run(path: Path, url: str, concurrency: int) -> tuple[float, float]:
     """Wall seconds and peak RSS (MB) of one `score` CLI process."""
     args = [sys.executable, "-m", "scoring_lib", "score", str(path), "--url", url, "--no-cache", "--no-record",
@@ -303,6 +362,9 @@ def run_bench(cases: str = "abc", time_scale: float = 0.05, b_time_scale: float 
             results += soak
             for m in soak:
                 print("    " + m.line(), flush=True)
+        if "l" in cases:
+            print(f"(l) limits: fixed best / fixed too high / auto (time scale {time_scale}):", flush=True)
+            results += case_limits(work, time_scale, ray)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")

@@ -51,6 +51,15 @@ def _float_at_least(minimum: float, strict: bool = False):
     return parse
 
 
+def _concurrency(text: str) -> int | str:
+    if text == "auto":
+        return "auto"
+    try:
+        return _int_at_least(1)(text)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} (or auto)") from None
+
+
 def _connector_limit(text: str) -> int | None:
     if text == "auto":
         return None
@@ -162,8 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="asyncio: event-loop threads; ray: threads per worker (default CPU count / 8)")
     g.add_argument("--workers", type=_int_at_least(1), metavar="N",
                    help="ray: worker processes, may exceed CPUs (default CPU count)")
-    g.add_argument("--max-concurrent-tasks", type=_int_at_least(1), default=256, metavar="N",
-                   help="requests in flight for the whole run (default 256)")
+    g.add_argument("--max-concurrent-tasks", type=_concurrency, default=256, metavar="N|auto",
+                   help="requests in flight for the whole run; auto = find the service's limit (default 256)")
+    g.add_argument("--max-concurrent-tasks-max", type=_int_at_least(1), default=2000, metavar="N",
+                   help="ceiling of --max-concurrent-tasks auto (default 2000)")
+    g.add_argument("--rate-limit", type=_float_at_least(0, strict=True), default=None, metavar="RPS",
+                   help="requests per second for the whole run, shared by every thread and worker (default none)")
     g.add_argument("--ray-address", default=os.environ.get("RAY_ADDRESS") or None, metavar="ADDR",
                    help="join this Ray cluster instead of starting a local one (default $RAY_ADDRESS)")
     g.add_argument("--ray-dashboard", action="store_true", help="start Ray's dashboard on 127.0.0.1")
@@ -231,8 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="measure the engines against the simulated service and the physical limit")
     p.add_argument("--cases", default="abc", help="which cases: a (pool 100 vs auto), b (10k lines at "
-                   "C=1000), c (peak RSS), p (probe --ramp: probed vs configured capacity, predicted vs measured), "
-                   "s (soak: faults, SIGKILL and resume); default abc")
+                   "C=1000), c (peak RSS), l (limits: fixed best / too high / auto), p (probe --ramp: probed vs "
+                   "configured capacity, predicted vs measured), s (soak: faults, SIGKILL and resume); default abc")
     p.add_argument("--soak-lines", type=_int_at_least(1), default=200_000, help="input length of the soak case")
     p.add_argument("--time-scale", type=_float_at_least(0, strict=True), default=0.05,
                    help="time scale of case a's 4.15 s latency (default 0.05)")
@@ -284,8 +297,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         sizes = tuple(int(s) for s in args.rss_sizes.split(","))
     except ValueError:
         raise ConfigError(f"--rss-sizes takes whole numbers separated by commas, got {args.rss_sizes!r}") from None
-    if set(args.cases) - set("abcps"):
-        raise ConfigError(f"--cases takes letters from abcps, got {args.cases!r}")
+    if set(args.cases) - set("abclps"):
+        raise ConfigError(f"--cases takes letters from abclps, got {args.cases!r}")
     try:
         capacities = tuple(int(s) for s in args.p_capacities.split(","))
     except ValueError:
@@ -301,7 +314,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     with _service_url(args) as (url, server_info):
         config = RunConfig(
             input=Path(args.input), client=_client_config(args, url), engine=args.engine, threads=args.threads,
-            workers=args.workers, max_concurrent_tasks=args.max_concurrent_tasks, output=args.output,
+            workers=args.workers, max_concurrent_tasks=args.max_concurrent_tasks,
+            max_concurrent_tasks_max=args.max_concurrent_tasks_max, rate_limit=args.rate_limit, output=args.output,
             cache=None if args.no_cache else args.cache, max_line_bytes=args.max_line_bytes,
             records_dir=None if args.no_record else args.records_dir, progress=args.progress,
             cache_namespace=EMBEDDED_CACHE_NAMESPACE if server_info["kind"] == "embedded" else None,

@@ -16,6 +16,7 @@ from email.utils import parsedate_to_datetime
 import aiohttp
 
 from .config import ClientConfig
+from .limits import Attempt, Stop, attempt_kind
 from .redact import redact
 
 try:  # Python 3.11+
@@ -39,6 +40,8 @@ class Outcome:
     latency: float  # seconds the last request was on the wire (from its headers being sent)
     sent: float = 0.0  # wall clock when the last request's headers went out (after any wait for a connection)
     retry_after: float | None = None  # the server's Retry-After on the last failed attempt, if any
+    cause: str | None = None  # how the last attempt failed, countable ("HTTP 503", "timeout", ...)
+    fatal: bool = False  # the run's limiter stopped it: no request succeeded and more would not help
 
     @property
     def ok(self) -> bool:
@@ -62,17 +65,19 @@ async def _restart_deadline(_session, ctx, _params) -> None:
         deadline.reschedule(asyncio.get_running_loop().time() + mark["timeout"])
 
 
-def _outcome(score: float | None, error: str | None, attempts: int, started: float, sent: float) -> Outcome:
+def _outcome(score: float | None, error: str | None, attempts: int, started: float, sent: float,
+             cause: str | None = None) -> Outcome:
     now = time.time()
-    return Outcome(score, error, attempts, started, now, now - sent, sent)
+    return Outcome(score, error, attempts, started, now, now - sent, sent, cause=cause)
 
 
 class _Retryable(Exception):
     """A failed attempt that the contract says to try again, with an optional server hint."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, retry_after: float | None = None, status: int | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.status = status
 
 
 class _Permanent(Exception):
@@ -153,8 +158,9 @@ class ScoringClient:
     """One aiohttp session, sized for `concurrency` requests at once, on the current event loop."""
 
     def __init__(self, config: ClientConfig, concurrency: int, rng: random.Random | None = None,
-                 api_key: str | None = None) -> None:
+                 api_key: str | None = None, limiter=None) -> None:
         self.config = config
+        self.limiter = limiter  # a limits.LoopGate: asked before every attempt, told how it went
         self.concurrency = concurrency
         self._rng = rng or random.Random()
         self._session: aiohttp.ClientSession | None = None
@@ -201,10 +207,15 @@ class ScoringClient:
         for attempt in range(cfg.max_retries + 1):
             mark = {"sent": time.time()}
             try:
-                score = await self._attempt(text, mark)
+                score = await self._reported_attempt(text, mark)
                 return _outcome(score, None, attempt + 1, started, mark["sent"])
+            except Stop as exc:
+                out = _outcome(None, str(exc), attempt, started, mark["sent"])
+                out.cause, out.fatal = exc.kind, exc.fatal
+                return out
             except _Permanent as exc:
-                return _outcome(None, redact(str(exc), self._secrets), attempt + 1, started, mark["sent"])
+                return _outcome(None, redact(str(exc), self._secrets), attempt + 1, started, mark["sent"],
+                                mark.get("kind"))
             except _Retryable as exc:
                 last_error, hint = str(exc), exc.retry_after
             except asyncio.TimeoutError:
@@ -215,9 +226,27 @@ class ScoringClient:
                 await asyncio.sleep(self.backoff(attempt, hint))
         attempts = cfg.max_retries + 1
         error = redact(f"{last_error} (gave up after {attempts} attempts)", self._secrets)
-        outcome = _outcome(None, error, attempts, started, mark["sent"])
+        outcome = _outcome(None, error, attempts, started, mark["sent"], mark.get("kind"))
         outcome.retry_after = hint
         return outcome
+
+    async def _reported_attempt(self, text: str, mark: dict) -> float:
+        """One attempt between the limiter's acquire and release, which learns its kind, status and latency."""
+        limiter = self.limiter
+        ticket = None if limiter is None else await limiter.acquire()
+        mark["sent"] = time.time()
+        t0 = time.perf_counter()
+        try:
+            score = await self._attempt(text, mark)
+        except BaseException as exc:
+            kind = mark["kind"] = attempt_kind(exc)
+            if limiter is not None:
+                limiter.release(ticket, Attempt(kind, getattr(exc, "status", None), time.perf_counter() - t0,
+                                                getattr(exc, "retry_after", None)))
+            raise
+        if limiter is not None:
+            limiter.release(ticket, Attempt("ok", 200, time.perf_counter() - t0))
+        return score
 
     async def _attempt(self, text: str, mark: dict) -> float:
         assert self._session is not None, "use ScoringClient as an async context manager"
@@ -233,7 +262,7 @@ class ScoringClient:
                     hint = None
                     if resp.status in RETRY_AFTER_STATUSES:
                         hint = parse_retry_after(resp.headers.get("Retry-After"))
-                    raise _Retryable(f"HTTP {resp.status}", hint)
+                    raise _Retryable(f"HTTP {resp.status}", hint, resp.status)
                 # Masked before it is cut to 200 characters, so a secret cannot survive as a cut-off prefix.
                 detail = (await resp.content.read(4096)).decode("utf-8", "replace")
                 detail = " ".join(redact(detail, self._secrets).split())[:200]

@@ -108,7 +108,9 @@ class RunConfig:
     engine: str = "asyncio"
     threads: int | None = None
     workers: int | None = None
-    max_concurrent_tasks: int = 256
+    max_concurrent_tasks: int | str = 256  # a number (fixed) or "auto" (adaptive, see limits.py)
+    max_concurrent_tasks_max: int = 2000  # the ceiling of "auto"
+    rate_limit: float | None = None  # requests per second for the whole run; None = no limit
     output: Path | None = None
     cache: Path | None = Path("results/cache/scores.sqlite")
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
@@ -129,10 +131,27 @@ class RunConfig:
             _positive("threads", self.threads)
         if self.workers is not None:
             _positive("workers", self.workers)
-        _positive("max_concurrent_tasks", self.max_concurrent_tasks)
+        if self.max_concurrent_tasks != "auto":
+            if isinstance(self.max_concurrent_tasks, bool) or not isinstance(self.max_concurrent_tasks, int):
+                raise ConfigError(f"max_concurrent_tasks must be a whole number or 'auto', "
+                                  f"got {self.max_concurrent_tasks!r}")
+            _positive("max_concurrent_tasks", self.max_concurrent_tasks)
+        if self.max_concurrent_tasks_max < 1:
+            raise ConfigError(f"max_concurrent_tasks_max must be at least 1, got {self.max_concurrent_tasks_max}")
+        if self.rate_limit is not None:
+            _positive("rate_limit", self.rate_limit)
         _positive("max_line_bytes", self.max_line_bytes)
         if self.chunk_size is not None:
             _positive("chunk_size", self.chunk_size)
+
+    @property
+    def adaptive(self) -> bool:
+        return self.max_concurrent_tasks == "auto"
+
+    @property
+    def concurrency_ceiling(self) -> int:
+        """Requests in flight at most: the fixed number, or the ceiling of "auto"."""
+        return self.max_concurrent_tasks_max if self.adaptive else int(self.max_concurrent_tasks)
 
     @property
     def resolved_threads(self) -> int:

@@ -101,3 +101,9 @@ class RunTerminated(RunInterrupted):
 class Terminated(KeyboardInterrupt):
     """Raised in the main thread by the CLI's SIGTERM handler, so every `finally` and every
     Ctrl-C clean-up path runs for SIGTERM too (a KeyboardInterrupt subclass on purpose)."""
+
+
+class ServiceUnusable(ScoringError):
+    """The first requests all failed in a way more requests will not change (refused, DNS, 401...)."""
+
+    exit_code = 1

@@ -7,8 +7,10 @@ import dataclasses
 import os
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from tqdm.auto import tqdm
 
@@ -16,7 +18,7 @@ from .cache import ScoreCache, cache_namespace
 from .client import Outcome
 from .config import RunConfig
 from .engines import Dispatcher, open_engine
-from .errors import ConfigError, RunInterrupted, RunTerminated, Terminated
+from .errors import ConfigError, RunInterrupted, RunTerminated, ServiceUnusable, Terminated
 from .inputs import count_lines, open_input, read_lines
 from .outputs import OrderedRowWriter, Row
 from .resources import ensure_open_files, files_needed, sockets_needed
@@ -61,12 +63,20 @@ class RunStats:
     scoring_started: float = 0.0  # wall clock
     requests_sample: Reservoir = field(default_factory=lambda: Reservoir(SAMPLE_SIZE))
     engine_info: dict = field(default_factory=dict)
+    causes: Counter = field(default_factory=Counter)  # error rows by cause ("HTTP 503", "timeout", ...)
 
     def summary(self) -> str:
         rate = self.lines / self.scoring_seconds if self.scoring_seconds > 0 else float("inf")
         c = self.counts
-        return (f"{self.lines} lines: {c['ok']} ok, {c['empty']} empty, {c['error']} error; "
-                f"{self.requests} requests, {self.retries} retries; "
+        errors = ""
+        if self.causes:
+            top = self.causes.most_common(3)
+            rest = sum(self.causes.values()) - sum(n for _, n in top)
+            errors = " (" + ", ".join(f"{n} {cause}" for cause, n in top) + (f", {rest} other" if rest else "") + ")"
+        limits = self.engine_info.get("limits") or {}
+        limit = f", limit now {limits['final_limit']:g}" if limits.get("mode") == "adaptive" else ""
+        return (f"{self.lines} lines: {c['ok']} ok, {c['empty']} empty, {c['error']} error{errors}; "
+                f"{self.requests} requests, {self.retries} retries; {self.cache_hits} from cache{limit}; "
                 f"scoring {self.scoring_seconds:.2f} s ({rate:.1f} lines/s), start-up {self.startup_seconds:.2f} s")
 
 
@@ -94,6 +104,7 @@ class _Run:
         self.source = source if source is not None else config.input  # an open input is read once
         self.waiting: dict[bytes, list[int]] = {}  # key -> line numbers waiting for its result
         self.run_errors: dict[bytes, str] = {}  # texts that failed in this run: duplicates share the error
+        self.run_causes: dict[bytes, str | None] = {}
         self.outstanding = 0
 
     def emit(self, row: Row) -> None:
@@ -109,6 +120,8 @@ class _Run:
                 return False
             self.stats.lines += 1
             if line.text is None:
+                if line.status == "error":
+                    self.stats.causes["unreadable line"] += 1
                 self.emit(Row(line.number, None, line.status, line.error, 0))
                 continue
             key = self.cache.key(line.text)
@@ -123,6 +136,7 @@ class _Run:
                 continue
             if (error := self.run_errors.get(key)) is not None:
                 self.stats.duplicates += 1
+                self.stats.causes[self.run_causes.get(key) or "other"] += 1
                 self.emit(Row(line.number, None, "error", error, 0))
                 continue
             self.waiting[key] = [line.number]
@@ -132,6 +146,11 @@ class _Run:
     def collect(self, results: list[tuple[bytes, Outcome]]) -> None:
         scored = []
         for key, outcome in results:
+            if outcome.fatal:
+                # No request succeeded and more will not help: stop, and write nothing that looks like a result.
+                where = urlsplit(self.config.client.url)
+                raise ServiceUnusable(f"{outcome.error} ({where.scheme}://{where.hostname}:{where.port or ''}"
+                                      f"{where.path}); nothing written")
             self.outstanding -= 1
             self.stats.requests += outcome.attempts
             self.stats.retries += outcome.attempts - 1
@@ -141,6 +160,8 @@ class _Run:
                 scored.append((key, outcome.score))
             else:
                 self.run_errors[key] = outcome.error
+                self.run_causes[key] = outcome.cause
+                self.stats.causes[outcome.cause or "other"] += len(numbers)
             for i, number in enumerate(numbers):
                 attempts = outcome.attempts if i == 0 else 0
                 status = "ok" if outcome.ok else "error"
@@ -177,8 +198,9 @@ def score_file(config: RunConfig, *, server_info: dict | None = None, write_reco
         total = count_lines(source)  # None for a stream: progress without a total
         # Never more workers than lines that can be in flight: C = 10^6 on a 3-line file costs nothing.
         run_config = config
-        if total is not None and total < config.max_concurrent_tasks:
-            run_config = dataclasses.replace(config, max_concurrent_tasks=max(1, total))
+        if total is not None and total < config.concurrency_ceiling:
+            field_name = "max_concurrent_tasks_max" if config.adaptive else "max_concurrent_tasks"
+            run_config = dataclasses.replace(config, **{field_name: max(1, total)})
         extra = sockets_needed(run_config) if in_process_service else 0
         ensure_open_files(files_needed(run_config, extra), f"--max-concurrent-tasks {config.max_concurrent_tasks}")
         return _score_open_file(config, run_config, source, total, server_info, write_record)
@@ -239,7 +261,7 @@ def _score_open_file(config: RunConfig, run_config: RunConfig, source, total: in
             cache.close()
     stats.total_seconds = time.perf_counter() - t_start
     if run_config is not config:
-        stats.engine_info["effective_concurrency"] = run_config.max_concurrent_tasks
+        stats.engine_info["effective_concurrency"] = run_config.concurrency_ceiling
     record = build_record(config, stats, server_info=server_info)
     warnings = []
     record_path = None

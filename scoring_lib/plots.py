@@ -128,8 +128,13 @@ def inflight_timeline(records: list[dict]) -> plt.Figure:
         t, n = zip(*tl)
         label = f"{rec['engine']} " + (f"{rec['workers']}x{rec['threads']}" if rec["engine"] == "ray"
                                         else f"{rec['threads']} thread(s)")
-        label += f", C={rec['max_concurrent_tasks']}, pool {rec['connector_limit']}"
-        ax.step(t, n, where="post", label=label)
+        c = "auto" if rec.get("concurrency") == "auto" else rec["max_concurrent_tasks"]
+        label += f", C={c}, pool {rec['connector_limit']}"
+        line, = ax.step(t, n, where="post", label=label)
+        history = (rec.get("limits") or {}).get("limit_history") or []
+        if history:  # an `auto` run: its concurrency limit over time, in the same colour
+            ht, hv = zip(*history)
+            ax.step(ht, hv, where="post", ls=":", color=line.get_color(), label="limit (auto)")
     capacity = next((r.get("service", {}).get("capacity") for r in records if r.get("service")), None)
     if capacity:
         ax.axhline(capacity, color="k", ls="--", lw=1, label=f"service capacity {capacity}")

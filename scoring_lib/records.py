@@ -92,6 +92,11 @@ def build_record(config: RunConfig, stats: "RunStats", server_info: dict | None 
     end = stats.scoring_started + stats.scoring_seconds
     now = datetime.now(timezone.utc)
     info = dict(stats.engine_info)
+    limits = dict(info.pop("limits", None) or {})
+    if limits.get("limit_history") and limits.get("started_at") and stats.scoring_started:
+        # Seconds into the scoring phase, like the in-flight timeline.
+        shift = limits["started_at"] - stats.scoring_started
+        limits["limit_history"] = [[round(t + shift, 3), v] for t, v in limits["limit_history"]]
     cl = config.client
     return {
         "schema": SCHEMA_VERSION,
@@ -102,7 +107,10 @@ def build_record(config: RunConfig, stats: "RunStats", server_info: dict | None 
         "engine": config.engine,
         "threads": config.resolved_threads,
         "workers": config.resolved_workers if config.engine == "ray" else None,
-        "max_concurrent_tasks": config.max_concurrent_tasks,
+        # The bound and the report need a number: an `auto` run records its ceiling, and says it was auto.
+        "max_concurrent_tasks": config.concurrency_ceiling,
+        "concurrency": "auto" if config.adaptive else "fixed",
+        "rate_limit": config.rate_limit,
         "connector_limit": "auto" if cl.connector_limit is None else cl.connector_limit,
         "timeout": cl.timeout,
         "max_retries": cl.max_retries,
@@ -126,6 +134,9 @@ def build_record(config: RunConfig, stats: "RunStats", server_info: dict | None 
         "latency": percentiles(latencies),
         "timeline": in_flight_timeline([(s, e) for s, e, _, _ in sample.items], stats.scoring_started, end, scale),
         "engine_info": info,
+        # Limit over time (adaptive runs), attempts by kind, 429/503 counts, why the run stopped if it did.
+        "limits": limits,
+        "error_causes": dict(stats.causes),
         "extra": dict(config.extra),
         "machine": machine_info(),
         "versions": package_versions(),
@@ -217,6 +228,9 @@ def tidy_row(rec: dict) -> dict:
         "warmup": bool(extra.get("warmup", False)),
         "engine": rec.get("engine"), "threads": rec.get("threads"), "workers": rec.get("workers"),
         "max_concurrent_tasks": rec.get("max_concurrent_tasks"), "connector_limit": str(rec.get("connector_limit")),
+        "concurrency": rec.get("concurrency", "fixed"), "rate_limit": rec.get("rate_limit"),
+        "http_429": (rec.get("limits") or {}).get("http_429"), "http_503": (rec.get("limits") or {}).get("http_503"),
+        "final_limit": (rec.get("limits") or {}).get("final_limit"),
         "sessions": info.get("sessions"), "effective_pool": pool,
         "service_kind": svc.get("kind"), "service_latency": svc.get("latency"),
         "service_capacity": prof.capacity.value, "time_scale": svc.get("time_scale") or prof.time_scale,

@@ -19,7 +19,7 @@ PER_THREAD_FDS = 4  # each event loop: selector, self-pipe, spare
 
 def sockets_needed(config: RunConfig) -> int:
     """Most sockets this process may hold at once for `config` (Ray: the largest worker's share)."""
-    c = config.max_concurrent_tasks
+    c = config.concurrency_ceiling
     if config.engine == "ray":
         c = math.ceil(c / config.resolved_workers)
     limit = config.client.connector_limit

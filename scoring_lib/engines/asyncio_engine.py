@@ -1,8 +1,11 @@
 """asyncio map-reduce over a thread pool: each thread runs its own event loop, session and workers.
 
-The run's `max_concurrent_tasks` is split into fixed per-thread shares, and each thread runs exactly
-that many worker coroutines, so the total in flight can never exceed it. Workers pull from their
-thread's queue; the feeding side (the pipeline, or a Ray actor) never creates a coroutine per line.
+The run's `max_concurrent_tasks` (or the ceiling of `auto`) is split into fixed per-thread shares, and
+each thread runs exactly that many worker coroutines, so the total in flight can never exceed it.
+Every attempt also passes the run's limiter (limits.py), shared by all threads: it holds the adaptive
+limit, the rate limit and the fail-fast rules, and the pool's room follows its current limit.
+Workers pull from their thread's queue; the feeding side (the pipeline, or a Ray actor) never
+creates a coroutine per line.
 The caller's own event loop, if any (Jupyter), is never touched: that is what makes the public
 API safe to call from a notebook without nest_asyncio.
 """
@@ -17,6 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from ..client import ScoringClient
 from ..config import ClientConfig, RunConfig, split_evenly
+from ..limits import LimitSettings, RunLimiter, settings_for
 from . import Result, WorkItem
 
 _STOP = None
@@ -39,8 +43,12 @@ class LoopPool:
     """`threads` event loops scoring items with `concurrency` requests in flight in total."""
 
     def __init__(self, client: ClientConfig, concurrency: int, threads: int, prefetch: float = 1.0,
-                 api_key: str | None = None) -> None:
+                 api_key: str | None = None, limits: LimitSettings | None = None) -> None:
+        self.limits = limits or LimitSettings(limit=concurrency, pause_cap=client.backoff_cap)
+        self.limiter = RunLimiter(self.limits)
+        concurrency = self.limits.limit
         shares = split_evenly(concurrency, threads)
+        self._prefetch = prefetch
         self.client = client
         self._api_key = api_key
         self.threads = [_LoopThread(i, s) for i, s in enumerate(shares)]
@@ -80,7 +88,9 @@ class LoopPool:
     async def _thread_main(self, state: _LoopThread, ready: threading.Barrier) -> None:
         state.loop = asyncio.get_running_loop()
         state.queue = asyncio.Queue()
-        async with ScoringClient(self.client, state.share, api_key=self._api_key) as client:
+        rate = None if self.limits.rate is None else self.limits.rate / len(self.threads)
+        gate = self.limiter.gate(rate)
+        async with ScoringClient(self.client, state.share, api_key=self._api_key, limiter=gate) as client:
             state.tasks = [asyncio.create_task(self._worker(state, client)) for _ in range(state.share)]
             await asyncio.get_running_loop().run_in_executor(None, ready.wait, 60)
             results = await asyncio.gather(*state.tasks, return_exceptions=True)
@@ -103,7 +113,15 @@ class LoopPool:
 
     def room(self) -> int:
         with self._lock:
-            return sum(limit - t.outstanding for t, limit in zip(self.threads, self._limits))
+            room = sum(limit - t.outstanding for t, limit in zip(self.threads, self._limits))
+            if self.limits.adaptive:  # the pool follows the limit: queue about `prefetch` x it, not the ceiling
+                limit = self.limiter.current_limit()
+                wanted = limit + max(1, int(limit * self._prefetch)) - sum(t.outstanding for t in self.threads)
+                room = min(room, wanted)
+            return room
+
+    def limit_stats(self) -> dict:
+        return self.limiter.stats()
 
     def submit(self, items: list[WorkItem], reply: queue.Queue) -> None:
         """Give each item to the least-loaded thread; results go to `reply` as lists of (key, Outcome)."""
@@ -160,7 +178,8 @@ class AsyncioEngine:
 
     def __init__(self, config: RunConfig) -> None:
         self.config = config
-        self.pool = LoopPool(config.client, config.max_concurrent_tasks, config.resolved_threads)
+        self.pool = LoopPool(config.client, config.concurrency_ceiling, config.resolved_threads,
+                             limits=settings_for(config))
         self._results: queue.Queue[Result] = queue.Queue()
         self.startup_seconds = 0.0
 
@@ -188,6 +207,7 @@ class AsyncioEngine:
             "sessions": self.pool.thread_count,
             "pool_per_session": [self.config.client.pool_size(t.share) for t in self.pool.threads],
             "startup_seconds": self.startup_seconds,
+            "limits": self.pool.limit_stats(),
         }
 
     def close(self, cancel: bool = False) -> None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from ..config import ClientConfig, RunConfig, split_evenly
 from ..errors import ClusterConnectError, MissingDependencyError
+from ..limits import merge_stats, settings_for
 from . import Result, WorkItem
 
 MAX_CHUNK = 64
@@ -49,11 +50,15 @@ def import_ray(address: str | None = None):
 class ScoringWorker:
     """The body of one Ray actor: a LoopPool of `threads` event loops with `concurrency` in flight."""
 
-    def __init__(self, client: ClientConfig, concurrency: int, threads: int, api_key: str | None) -> None:
+    def __init__(self, client: ClientConfig, concurrency: int, threads: int, api_key: str | None,
+                 limits=None) -> None:
         from .asyncio_engine import LoopPool
 
-        self.pool = LoopPool(client, concurrency, threads, api_key=api_key)
+        self.pool = LoopPool(client, concurrency, threads, api_key=api_key, limits=limits)
         self.pool.start()
+
+    def limit_stats(self) -> dict:
+        return self.pool.limit_stats()
 
     def ready(self) -> dict:
         return {"pid": os.getpid(), "threads": self.pool.thread_count, "host": socket.gethostname()}
@@ -85,7 +90,7 @@ class RayEngine:
         self.config = config
         self.workers = config.resolved_workers
         self.threads = config.resolved_threads
-        shares = split_evenly(config.max_concurrent_tasks, self.workers)
+        shares = split_evenly(config.concurrency_ceiling, self.workers)
         self.chunk_size = config.chunk_size or max(1, min(MAX_CHUNK, max(shares) // 2))
         self.slots: list[_Slot] = []
         self._shares = shares
@@ -126,11 +131,14 @@ class RayEngine:
             ray = self.ray
             actor = ray.remote(ScoringWorker)
             api_key = self.config.client.api_key()
-            for share in self._shares:
+            # Each worker adapts its own share of the limit, rate and probe (limits.py): no coordinator on the hot path.
+            limits = settings_for(self.config)
+            for index, share in enumerate(self._shares):
                 threads = min(self.threads, share)
                 max_calls = (2 * share) // self.chunk_size + 2
                 handle = actor.options(num_cpus=0, max_restarts=-1, max_task_retries=0,
-                                       max_concurrency=max_calls).remote(self.config.client, share, threads, api_key)
+                                       max_concurrency=max_calls).remote(self.config.client, share, threads, api_key,
+                                                                         limits.share(index, len(self._shares)))
                 self.slots.append(_Slot(handle, share, 2 * share))
             self.worker_info = ray.get([s.handle.ready.remote() for s in self.slots], timeout=120)
         except BaseException:
@@ -193,7 +201,14 @@ class RayEngine:
             "rescored_chunks": self.rescored_chunks,
             "cluster": "joined" if self.config.ray_address else "local",
             "startup_seconds": self.startup_seconds,
+            "limits": self._limit_stats(),
         }
+
+    def _limit_stats(self) -> dict:
+        try:
+            return merge_stats(self.ray.get([s.handle.limit_stats.remote() for s in self.slots], timeout=30))
+        except Exception:  # a worker died or the cluster is gone: the record goes without
+            return {}
 
     def close(self, cancel: bool = False) -> None:
         ray = self.ray
