@@ -92,7 +92,10 @@ def efficiency(points: pd.DataFrame) -> plt.Figure:
     pts = points.sort_values(["engine", "efficiency"])
     fig, ax = plt.subplots(figsize=(8, max(3, 0.28 * len(pts) + 1)))
     colors = ["C0" if e == "asyncio" else "C3" for e in pts["engine"]]
-    ax.barh(pts["point_id"], pts["efficiency"], color=colors)
+    names = pts["point_id"].astype(str)
+    if "bound_source" in pts:  # which figures each bound came from (no bar: no bound, latency unknown)
+        names = names + " [" + pts["bound_source"].fillna("unknown").astype(str) + "]"
+    ax.barh(names, pts["efficiency"].fillna(0), color=colors)
     ax.axvline(1.0, color="k", lw=1)
     ax.set_xlabel("efficiency = bound / measured wall time (blue asyncio, red Ray)")
     ax.set_xlim(0, 1.1)

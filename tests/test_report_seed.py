@@ -28,3 +28,29 @@ def test_bound_sources_are_counted():
     pts = pd.DataFrame({"bound_source": ["configured", "pool/C only", "unknown", "unknown"]})
     line = bound_sources_line(pts)
     assert "2 setting(s) no bound" in line and "pool/C only" in line and "1 setting(s) from configured" in line
+
+
+def test_report_of_an_external_service_with_unknown_capacity_claims_no_efficiency(tmp_path):
+    """A url: sweep against a service nobody described: no bound, no efficiency; with a probed
+    latency only: the pool/C bound, labelled so, and the efficiency it supports."""
+    from scoring_lib.records import save_record
+    from scoring_lib.report import build_report
+    from scoring_lib.server import service_info
+
+    base = {"schema": 1, "status": "ok", "created": "2026-01-01T00:00:00+00:00", "engine": "asyncio", "threads": 1,
+            "max_concurrent_tasks": 100, "connector_limit": "auto", "unique_requested": 1000,
+            "scoring_seconds": 10.0, "startup_seconds": 0.1, "engine_info": {"sessions": 1},
+            "latency": {"p50": 1.0, "p90": 1.0, "p99": 1.0}, "machine": {"cpu_count": 2}, "versions": {}}
+    url = "http://127.0.0.1:1/score"
+    save_record(base | {"run_id": "a" * 32, "service": service_info(url, "external"),
+                        "extra": {"point_id": "blind"}}, tmp_path / "runs")
+    probed = ServiceProfile(url=url, latency=Known(0.5, "probed"))
+    save_record(base | {"run_id": "b" * 32, "service": service_info(url, "external", profile=probed),
+                        "extra": {"point_id": "probed"}}, tmp_path / "runs")
+    report = build_report(tmp_path / "runs", tmp_path / "report")
+    pts = report.points.set_index("point_id")
+    assert pd.isna(pts.loc["blind", "efficiency"]) and pts.loc["blind", "bound_source"] == "unknown"
+    assert pts.loc["probed", "bound_source"] == "pool/C only"
+    assert pts.loc["probed", "efficiency"] == 0.5  # ceil(1000 / 100) x 0.5 s = 5 s of 10 s
+    page = report.page.read_text()
+    assert "no bound (service latency unknown)" in page and "pool/C only" in page
