@@ -134,15 +134,20 @@ def test_a_point_with_error_rows_is_failed_and_kept_out_of_the_report(tmp_path):
 
     from scoring_lib.report import build_report
 
-    with HostileServer(lambda r: reply(404, "no such endpoint")) as dead:
-        grid = load_grid(write_grid(tmp_path, TINY | {"url": dead.url, "repeats": 2, "max_retries": 0,
+    # Half the lines get a 404 (a dead service is stopped earlier, by the fail-fast rule): the run
+    # finishes with error rows, and such a point must not count as a success.
+    lines = (REPO / "data/sample.txt").read_text(encoding="utf-8").splitlines()[:20]
+    bad = set(lines[::2])
+    with HostileServer(lambda r: reply(404, "no such endpoint") if r.text in bad else reply()) as half_dead:
+        grid = load_grid(write_grid(tmp_path, TINY | {"url": half_dead.url, "repeats": 2, "max_retries": 0,
                                                       "points": [{"max_concurrent_tasks": 4}]}))
         summary = run_sweep(grid, records_dir=tmp_path / "runs", notebooks_dir=tmp_path / "nb", progress=False)
+    errors = sum(1 for line in lines if line in bad)
     assert summary.exit_code == 1 and summary.done == [] and len(summary.failed) == 1
-    assert "20 of 20 rows are errors" in summary.failed[0][1] and "HTTP 404" in summary.failed[0][1]
+    assert f"{errors} of 20 rows are errors" in summary.failed[0][1] and "HTTP 404" in summary.failed[0][1]
     records = read_records(tmp_path / "runs")
     assert len(records) == 1, "the point stops at its first failed repeat, with one record"
-    assert records[0]["status"] == "failed" and records[0]["error"] == 20
+    assert records[0]["status"] == "failed" and records[0]["error"] == errors
     report = build_report(tmp_path / "runs", tmp_path / "report")
     text = (tmp_path / "report" / "report.md").read_text()
     assert "Failed runs" in text and "HTTP 404" in text
