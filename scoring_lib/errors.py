@@ -44,3 +44,8 @@ class RunInterrupted(ScoringError):
     """The run was stopped by the user (Ctrl-C); the cache keeps what was scored."""
 
     exit_code = 130
+
+
+class ReportError(ScoringError):
+    """The report has nothing honest to draw: no measured runs, an unknown sweep, or runs against
+    different services or time scales that must not share a figure."""
