@@ -134,11 +134,16 @@ def run_all(page, base: str, token: str, name: str) -> dict:
     page.goto(f"{base}/lab/tree/notebooks/{name}.ipynb?token={token}")
     page.wait_for_function("() => window.jupyterapp && document.querySelector("
                            "'.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell')", timeout=120_000)
+    page.evaluate("async () => { const w = window.jupyterapp.shell.currentWidget;"
+                  " await w.context.ready; await w.sessionContext.ready; }")
     page.wait_for_function("() => { const w = window.jupyterapp.shell.currentWidget; return w && w.sessionContext"
                            " && w.sessionContext.session && w.sessionContext.session.kernel && "
                            "w.sessionContext.session.kernel.status === 'idle'; }", timeout=120_000)
+    deadline = time.monotonic() + int(os.environ.get("LAB_RUN_TIMEOUT", "300"))
     page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")  # Run > Run All Cells
-    page.wait_for_function(DONE, timeout=300_000, polling=500)
+    while not page.evaluate(DONE):
+        assert time.monotonic() < deadline, f"{name}: Run All did not finish: {page.evaluate(SEEN)['prompts']}"
+        time.sleep(0.5)
     time.sleep(1)  # let the last outputs render
     seen = page.evaluate(SEEN)
     page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
