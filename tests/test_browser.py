@@ -140,7 +140,17 @@ def run_all(page, base: str, token: str, name: str) -> dict:
                            " && w.sessionContext.session && w.sessionContext.session.kernel && "
                            "w.sessionContext.session.kernel.status === 'idle'; }", timeout=120_000)
     deadline = time.monotonic() + int(os.environ.get("LAB_RUN_TIMEOUT", "300"))
-    page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")  # Run > Run All Cells
+    started = False
+    while not started:  # as a person does: click into the notebook, then Run > Run All Cells
+        assert time.monotonic() < deadline, f"{name}: Run All did not start"
+        page.click(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt >> nth=0")
+        page.evaluate("() => { const app = window.jupyterapp; app.shell.activateById(app.shell.currentWidget.id);"
+                      " app.commands.execute('notebook:run-all-cells'); }")
+        for _ in range(20):
+            time.sleep(0.5)
+            if any(p != "[ ]:" for p in page.evaluate(SEEN)["prompts"]):
+                started = True
+                break
     while not page.evaluate(DONE):
         assert time.monotonic() < deadline, f"{name}: Run All did not finish: {page.evaluate(SEEN)['prompts']}"
         time.sleep(0.5)
