@@ -5,8 +5,6 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# Notebook metadata that JupyterLab rewrites on every save, stripped with the outputs.
-NBSTRIP_EXTRA_KEYS := metadata.language_info
 
 .PHONY: run test test-fast bench venv git-filter lab reference clean
 
@@ -23,7 +21,8 @@ $(STAMP): pyproject.toml
 git-filter:
 	@if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
 		$(PY) -m nbstripout --install && \
-		git config filter.nbstripout.extrakeys '$(NBSTRIP_EXTRA_KEYS)' && \
+		git config filter.nbstripout.extrakeys \
+			"$$($(PY) -c 'from scoring_lib.notebook import STRIP_EXTRA_KEYS as k; print(" ".join(k))')" && \
 		echo "nbstripout: git filter installed (notebook outputs are stripped when staged)"; \
 	fi
 
@@ -34,11 +33,13 @@ run: $(STAMP)
 	$(PY) -m scoring_lib sweep $(GRID)
 	$(PY) -m scoring_lib report --sweep $(GRID)
 
-# JupyterLab on 127.0.0.1 with this project's environment; the notebooks are in notebooks/.
+# JupyterLab on 127.0.0.1 with this project's environment; the notebooks are in notebooks/. Saving one
+# writes it without outputs (as committed) and its executed copy to results/notebooks/saved/.
 LAB_PORT ?= 8888
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --port=$(LAB_PORT) --ServerApp.root_dir=$(CURDIR) \
-		--ServerApp.default_url=/lab/tree/notebooks $(if $(filter 0,$(shell id -u)),--allow-root,)
+		--ServerApp.default_url=/lab/tree/notebooks \
+		--FileContentsManager.pre_save_hook=scoring_lib.notebook.save_hook $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 # Everything: unit tests, notebooks, Ray, and the browser test (skipped, saying so, without Chromium).
 test: $(STAMP)

@@ -4,6 +4,7 @@ that needed it, even when a cell fails half-way through Run All."""
 from __future__ import annotations
 
 import atexit
+from pathlib import Path
 
 from .config import ServerConfig
 from .server import ServiceProcess
@@ -38,3 +39,35 @@ def start_service(service: dict | None, url: str | None = None) -> tuple[str, Se
 
         ip.events.register("post_run_cell", stop_on_error)
     return proc.url, proc
+
+
+# Notebook metadata JupyterLab rewrites on every save; stripped with the outputs, by the git filter
+# (`make git-filter` reads this list) and by save_hook.
+STRIP_EXTRA_KEYS = ["metadata.language_info"]
+
+
+def save_hook(model: dict, path: str, contents_manager, **kwargs) -> None:
+    """Jupyter server pre-save hook (`make lab` sets it): a notebook of this project's notebooks/ is
+    saved as committed, without outputs (nbstripout), and its executed copy, outputs included, goes
+    to results/notebooks/saved/ (ignored by git). So running and saving notebooks in JupyterLab
+    leaves `git status` clean and the outputs are still there to read."""
+    import nbformat
+    from nbstripout import strip_output
+
+    from . import paths
+
+    if model.get("type") != "notebook" or not model.get("content"):
+        return
+    os_path = Path(getattr(contents_manager, "root_dir", ".")).joinpath(path.lstrip("/")).resolve()
+    try:
+        relative = os_path.relative_to(paths.NOTEBOOKS)
+    except ValueError:
+        return  # not one of the project's notebooks: saved as it is
+    nb = nbformat.from_dict(model["content"])
+    if any(c.get("outputs") for c in nb.cells if c.get("cell_type") == "code"):
+        copy = paths.EXECUTED / "saved" / relative
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, str(copy))
+        nb = nbformat.from_dict(model["content"])
+    model["content"] = strip_output(nb, keep_output=False, keep_count=False, keep_id=False,
+                                    extra_keys=STRIP_EXTRA_KEYS)

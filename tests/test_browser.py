@@ -83,7 +83,7 @@ def lab(tmp_path):
                JUPYTER_DATA_DIR=str(home / "data"))
     args = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
             "--port-retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={clone}",
-            "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None",
+            "--LabApp.expose_app_in_browser=True", "--FileContentsManager.pre_save_hook=scoring_lib.notebook.save_hook", "--LabApp.news_url=None",
             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
     if os.geteuid() == 0:
         args.append("--allow-root")
@@ -186,7 +186,8 @@ def test_every_notebook_runs_all_in_jupyterlab_in_headless_chromium(lab):
             browser.close()
     report = clone / "results" / "report"
     assert (report / "report.html").is_file() and (report / "wall_vs_concurrency.png").is_file()
-    # every notebook was saved with its outputs, yet git sees nothing changed: nbstripout strips them
-    saved = nbformat.read(clone / "notebooks" / "report.ipynb", as_version=4)
-    assert any(c.get("outputs") for c in saved.cells if c.cell_type == "code")
+    # every notebook was saved: as committed (no outputs), its executed copy under results/notebooks/saved/
+    for name in NOTEBOOKS:
+        saved = nbformat.read(clone / "results" / "notebooks" / "saved" / f"{name}.ipynb", as_version=4)
+        assert any(c.get("outputs") for c in saved.cells if c.cell_type == "code"), name
     assert _git("status", "--porcelain", cwd=clone) == ""
