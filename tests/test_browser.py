@@ -25,7 +25,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from conftest import REPO
+from conftest import REPO, git, make_clone
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -45,28 +45,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _git(*args, cwd: Path) -> str:
-    env = dict(os.environ, GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@localhost", GIT_COMMITTER_NAME="test",
-               GIT_COMMITTER_EMAIL="test@localhost")
-    return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout
-
-
-def make_clone(tmp_path: Path, sweep_grid: str = "tiny") -> Path:
-    """A fresh clone with the nbstripout filter installed as `make venv` does, its sweep notebook pointed
-    at a small grid (committed, so the clone starts clean)."""
-    clone = tmp_path / "clone"
-    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
-    subprocess.run(["make", "--no-print-directory", "git-filter", f"PY={sys.executable}"], cwd=clone, check=True,
-                   capture_output=True)
-    path = clone / "notebooks" / "sweep.ipynb"
-    nb = nbformat.read(path, as_version=4)
-    nb.cells[0].source = nb.cells[0].source.replace('"notebooks/grids/quick.yaml"', f'"{sweep_grid}"')
-    nbformat.write(nb, path)
-    _git("commit", "-qam", f"sweep notebook: {sweep_grid} grid", cwd=clone)
-    assert _git("status", "--porcelain", cwd=clone) == ""
-    return clone
 
 
 @pytest.fixture
@@ -190,4 +168,4 @@ def test_every_notebook_runs_all_in_jupyterlab_in_headless_chromium(lab):
     for name in NOTEBOOKS:
         saved = nbformat.read(clone / "results" / "notebooks" / "saved" / f"{name}.ipynb", as_version=4)
         assert any(c.get("outputs") for c in saved.cells if c.cell_type == "code"), name
-    assert _git("status", "--porcelain", cwd=clone) == ""
+    assert git("status", "--porcelain", cwd=clone) == ""

@@ -155,3 +155,41 @@ def test_a_failing_cell_stops_the_notebooks_service_while_the_kernel_lives(tmp_p
         nb.cells.append(check)
         client.execute_cell(check, len(nb.cells) - 1)
         assert "service exit code: None" not in check.outputs[0]["text"]
+
+
+@pytest.mark.slow
+def test_git_status_stays_clean_after_make_run_and_every_notebook_run_and_saved(tmp_path, monkeypatch):
+    """A fresh clone: the main job's commands (with the tiny grid), then every notebook run with its
+    kernel in notebooks/ and saved through Jupyter's own contents manager with the hook `make lab` sets;
+    then a notebook saved with its outputs by a JupyterLab without the hook is staged: the nbstripout
+    filter stages it as committed. `git status` shows nothing changed throughout."""
+    from jupyter_server.services.contents.filemanager import FileContentsManager
+    from nbclient import NotebookClient
+
+    from conftest import cli, git, make_clone
+    from scoring_lib.notebook import save_hook
+
+    clone = make_clone(tmp_path)
+    monkeypatch.setenv("SCORING_WORKBENCH_ROOT", str(clone))  # kernels and the CLI work in the clone
+    assert cli("sweep", "notebooks/grids/tiny.yaml", cwd=clone, timeout=300).returncode == 0
+    made = cli("report", "--sweep", "notebooks/grids/tiny.yaml", cwd=clone)
+    assert made.returncode == 0 and "results/report/report.md" in made.stdout
+    assert git("status", "--porcelain", cwd=clone) == ""
+
+    manager = FileContentsManager(root_dir=str(clone), pre_save_hook=save_hook)
+    executed = {}
+    for name in ("explore", "run", "sweep", "report"):
+        nb = nbformat.read(clone / "notebooks" / f"{name}.ipynb", as_version=4)
+        NotebookClient(nb, kernel_name="python3", resources={"metadata": {"path": str(clone / "notebooks")}}).execute()
+        assert problems(nb) == [], name
+        executed[name] = nb
+        manager.save({"type": "notebook", "format": "json", "content": nb}, f"notebooks/{name}.ipynb")
+        assert git("status", "--porcelain", cwd=clone) == "", name
+    saved = nbformat.read(clone / "results" / "notebooks" / "saved" / "report.ipynb", as_version=4)
+    assert sum("image/png" in o.get("data", {}) for c in saved.cells for o in c.get("outputs", [])) >= 5
+
+    # a JupyterLab without the hook saves the notebook with its outputs: staging it stages it as committed
+    nbformat.write(executed["explore"], clone / "notebooks" / "explore.ipynb")
+    assert "outputs\": [\n" in (clone / "notebooks" / "explore.ipynb").read_text()
+    git("add", "-A", cwd=clone)
+    assert git("status", "--porcelain", cwd=clone) == ""
