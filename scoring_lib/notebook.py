@@ -51,8 +51,10 @@ def save_hook(model: dict, path: str, contents_manager, **kwargs) -> None:
     saved as committed, without outputs (nbstripout), and its executed copy, outputs included, goes
     to results/notebooks/saved/ (ignored by git). So running and saving notebooks in JupyterLab
     leaves `git status` clean and the outputs are still there to read."""
+    import subprocess
+    import sys
+
     import nbformat
-    from nbstripout import strip_output
 
     from . import paths
 
@@ -64,10 +66,12 @@ def save_hook(model: dict, path: str, contents_manager, **kwargs) -> None:
     except ValueError:
         return  # not one of the project's notebooks: saved as it is
     nb = nbformat.from_dict(model["content"])
+    text = nbformat.writes(nb)
     if any(c.get("outputs") for c in nb.cells if c.get("cell_type") == "code"):
         copy = paths.EXECUTED / "saved" / relative
         copy.parent.mkdir(parents=True, exist_ok=True)
-        nbformat.write(nb, str(copy))
-        nb = nbformat.from_dict(model["content"])
-    model["content"] = strip_output(nb, keep_output=False, keep_count=False, keep_id=False,
-                                    extra_keys=STRIP_EXTRA_KEYS)
+        copy.write_text(text, encoding="utf-8")
+    # nbstripout's own command, as the git filter runs it, so the saved file is what git would stage
+    stripped = subprocess.run([sys.executable, "-m", "nbstripout", "--extra-keys", " ".join(STRIP_EXTRA_KEYS)],
+                              input=text, capture_output=True, text=True, check=True, cwd=paths.ROOT)
+    model["content"] = nbformat.reads(stripped.stdout, as_version=nbformat.NO_CONVERT)

@@ -176,7 +176,8 @@ def test_git_status_stays_clean_after_make_run_and_every_notebook_run_and_saved(
     assert made.returncode == 0 and "results/report/report.md" in made.stdout
     assert git("status", "--porcelain", cwd=clone) == ""
 
-    manager = FileContentsManager(root_dir=str(clone), pre_save_hook=save_hook)
+    manager = FileContentsManager(root_dir=str(clone))
+    manager.register_pre_save_hook(save_hook)
     executed = {}
     for name in ("explore", "run", "sweep", "report"):
         nb = nbformat.read(clone / "notebooks" / f"{name}.ipynb", as_version=4)
