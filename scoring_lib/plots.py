@@ -62,8 +62,9 @@ def _bound_staircase(g: pd.DataFrame, cs: list[int]) -> tuple[list[int], list[fl
 def wall_vs_concurrency(points: pd.DataFrame, time_scale: float = 1.0) -> plt.Figure:
     """Median wall time per setting, one panel per engine, each beside its bound drawn as steps."""
     engines = [e for e in ("asyncio", "ray") if (points["engine"] == e).any()] or ["asyncio"]
-    widths = [2 if e == "asyncio" else 1 for e in engines]
-    fig, axes = plt.subplots(1, len(engines), figsize=(6 * len(engines) + 1, 5), sharey=True, squeeze=False,
+    n_ray = int((points["engine"] == "ray").sum())
+    widths = [2 if e == "asyncio" else max(1.0, n_ray / 6) for e in engines]
+    fig, axes = plt.subplots(1, len(engines), figsize=(3 * sum(widths) + 2, 5), sharey=True, squeeze=False,
                              gridspec_kw={"width_ratios": widths})
     for ax, engine in zip(axes[0], engines):
         pts = points[points["engine"] == engine].copy()
@@ -121,10 +122,10 @@ def _ray_panel(ax, ray: pd.DataFrame) -> None:
                 fmt="s", color="C3", capsize=3, label="measured")
     ax.hlines(ray["bound_seconds"], [i - 0.4 for i in x], [i + 0.4 for i in x], colors="k", linestyles="--",
               label=_bound_label(ray))
-    ax.set_xticks(x, [f"{int(r['workers'])}x{int(r['threads'])}\nC={int(r['max_concurrent_tasks'])}\n"
-                      f"pool {r['connector_limit']}" for _, r in ray.iterrows()], fontsize=8)
+    ax.set_xticks(x, [f"{int(r['workers'])}x{int(r['threads'])}\nC{int(r['max_concurrent_tasks'])}\n"
+                      f"{r['connector_limit']}" for _, r in ray.iterrows()], fontsize=7)
     ax.set_xlim(-0.6, len(ray) - 0.4)
-    ax.set_xlabel("workers x threads, C, per-session pool")
+    ax.set_xlabel("workers x threads, C, per-session pool (connector_limit)")
     ax.legend(fontsize=8, loc="best")
 
 
