@@ -60,18 +60,19 @@ def save_hook(model: dict, path: str, contents_manager, **kwargs) -> None:
 
     if model.get("type") != "notebook" or not model.get("content"):
         return
+    root = paths.find_root()  # at save time: the server may serve another checkout ($SCORING_WORKBENCH_ROOT)
     os_path = Path(getattr(contents_manager, "root_dir", ".")).joinpath(path.lstrip("/")).resolve()
     try:
-        relative = os_path.relative_to(paths.NOTEBOOKS)
+        relative = os_path.relative_to(root / "notebooks")
     except ValueError:
         return  # not one of the project's notebooks: saved as it is
     nb = nbformat.from_dict(model["content"])
     text = nbformat.writes(nb)
     if any(c.get("outputs") for c in nb.cells if c.get("cell_type") == "code"):
-        copy = paths.EXECUTED / "saved" / relative
+        copy = root / paths.EXECUTED.relative_to(paths.ROOT) / "saved" / relative
         copy.parent.mkdir(parents=True, exist_ok=True)
         copy.write_text(text, encoding="utf-8")
     # nbstripout's own command, as the git filter runs it, so the saved file is what git would stage
     stripped = subprocess.run([sys.executable, "-m", "nbstripout", "--extra-keys", " ".join(STRIP_EXTRA_KEYS)],
-                              input=text, capture_output=True, text=True, check=True, cwd=paths.ROOT)
+                              input=text, capture_output=True, text=True, check=True, cwd=root)
     model["content"] = nbformat.reads(stripped.stdout, as_version=nbformat.NO_CONVERT)
