@@ -281,10 +281,11 @@ def build_report(runs_dir: str | os.PathLike | None = None, out_dir: str | os.Pa
     runs = tidy_frame(selected)
     measured = measured_runs(runs)
     if measured.empty:
-        hint = "" if records else "; run a sweep first, e.g. `python -m scoring_lib sweep quick`"
-        raise ReportError(f"no measured runs to report in {paths.shown(runs_dir)} from {_scope(chosen, adhoc)}"
-                          f"{hint}" + ("" if adhoc or chosen else " (plain `score` runs are left out unless you "
-                                                                  "pass --adhoc)"))
+        where = paths.shown(runs_dir)
+        if chosen or adhoc:
+            raise ReportError(f"no measured runs to report in {where} from {_scope(chosen, adhoc)}")
+        raise ReportError(f"no sweep recorded in {where}: run one first, e.g. `python -m scoring_lib sweep quick` "
+                          "(plain `score` runs are left out unless you pass --adhoc)")
     check_one_service(measured)
     scale = float(measured["time_scale"].fillna(1.0).iloc[0])
     points = summarize(runs).sort_values("wall_median").reset_index(drop=True)

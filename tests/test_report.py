@@ -172,6 +172,6 @@ def test_report_cli_exit_2_with_one_line_when_nothing_to_report(tmp_path):
     save_record(adhoc_record(1), tmp_path / "runs")
     proc = cli("report", "--runs", tmp_path / "runs", "--out", tmp_path / "r", cwd=tmp_path)
     assert proc.returncode == 2 and proc.stdout == "" and len(proc.stderr.strip().splitlines()) == 1
-    assert "no measured runs" in proc.stderr and "--adhoc" in proc.stderr and not (tmp_path / "r").exists()
+    assert "no sweep recorded" in proc.stderr and "--adhoc" in proc.stderr and not (tmp_path / "r").exists()
     ok = cli("report", "--runs", tmp_path / "runs", "--adhoc", "--out", tmp_path / "r", cwd=tmp_path)
     assert ok.returncode == 0 and "report.html" in ok.stdout and (tmp_path / "r" / "report.html").exists()
