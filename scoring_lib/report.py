@@ -209,7 +209,8 @@ def fastest_line(points: pd.DataFrame, time_scale: float = 1.0) -> str:
 def _service_text(row) -> str:
     if row["service_kind"] == "external":
         return f"external service {row.get('service_url') or '(url not recorded)'}"
-    return (f"{row['service_kind']} simulated service (latency {row['service_latency']} s "
+    kind = "simulated" if row["service_kind"] == "simulated" else f"{row['service_kind']} simulated"
+    return (f"{kind} service (latency {row['service_latency']} s "
             f"{row['latency_dist'] or ''}, capacity {row['service_capacity']}) at time scale "
             f"{row['time_scale'] if not pd.isna(row['time_scale']) else 1:g}")
 
