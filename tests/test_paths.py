@@ -36,3 +36,16 @@ def test_every_grid_key_is_documented_in_the_readme():
     table = table[:table.index("\n\n")]
     for key in GRID_KEYS | POINT_KEYS | SERVICE_KEYS:
         assert f"`{key}`" in table, key
+
+
+def test_readme_grid_comments_and_the_sweep_notebook_agree_on_timings():
+    import re
+
+    readme = (REPO / "README.md").read_text()
+    sweep_nb = (REPO / "notebooks" / "sweep.ipynb").read_text()
+    for grid, phrase in (("quick", "`make run` takes about {} minutes"), ("seed", "about {} minutes")):
+        minutes = re.search(r"[Aa]bout (\d+) minutes", (REPO / "notebooks" / "grids" / f"{grid}.yaml").read_text())
+        assert minutes, grid
+        n = minutes.group(1)
+        assert phrase.format(n) in readme.replace("\n  ", " "), grid
+        assert f"{grid} (about {n} min)" in sweep_nb, grid
