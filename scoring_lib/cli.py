@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .config import (API_KEY_ENV, DEFAULT_MAX_LINE_BYTES, EMBEDDED_CACHE_NAMESPACE, ClientConfig, RunConfig,
                      ServerConfig)
+from . import paths
 from .errors import ConfigError, ScoringError, Terminated
 from .redact import redact
 
@@ -229,17 +230,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="run every point of a grid through papermill (notebooks/run.ipynb)")
     p.add_argument("grid", metavar="GRID.yaml", help="grid file, e.g. notebooks/grids/quick.yaml")
     p.add_argument("--resume", action="store_true", help="skip points already recorded for this grid")
-    p.add_argument("--records-dir", type=Path, default=Path("results/runs"),
-                   help="records go to DIR/<grid name>/ (default results/runs)")
-    p.add_argument("--notebooks-dir", type=Path, default=Path("results/notebooks"),
+    p.add_argument("--records-dir", type=Path, default=paths.RUNS,
+                   help="records go to DIR/<grid name>/ (default results/runs under the project root)")
+    p.add_argument("--notebooks-dir", type=Path, default=paths.EXECUTED,
                    help="executed notebooks go to DIR/<grid name>/ (default results/notebooks)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: only on a terminal)")
 
-    p = sub.add_parser("report", help="build the performance report from the run records")
-    p.add_argument("--runs", type=Path, default=Path("results/runs"), help="records, searched recursively "
-                   "(default results/runs)")
-    p.add_argument("--out", type=Path, default=Path("results/report"), help="default results/report")
+    p = sub.add_parser("report", help="build the performance report from the run records of a sweep",
+                       description="Report on the records of the named sweeps (default: the sweep run last); "
+                                   "plain `score` runs only with --adhoc. Runs against different services or "
+                                   "time scales are refused (exit 2), as is a report with no measured run.")
+    p.add_argument("--runs", type=Path, default=paths.RUNS, help="records, searched recursively "
+                   "(default results/runs under the project root)")
+    p.add_argument("--sweep", action="append", metavar="NAME|GRID.yaml",
+                   help="a sweep to report, by name or grid file; repeat for several; 'all' for every sweep "
+                        "recorded (default: the sweep run last)")
+    p.add_argument("--adhoc", action="store_true", help="also report runs made outside any sweep (`score`)")
+    p.add_argument("--out", type=Path, default=paths.REPORT,
+                   help="report.md, report.html, figures and CSVs (default results/report, ignored by git)")
     p.add_argument("--profile", metavar="NAME", help="service profile whose capacity tests the seed's hypothesis")
 
     p = sub.add_parser("bench", help="measure the engines against the simulated service and the physical limit")
@@ -272,19 +281,34 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return summary.exit_code
 
 
+def _sweep_name(text: str) -> str:
+    """A sweep named directly, or by its grid file (whose `name` it is)."""
+    if text.endswith((".yaml", ".yml")):
+        from .sweep import load_grid
+
+        return load_grid(text).name
+    return text
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import build_report
 
     if not args.runs.is_dir():
         raise ConfigError(f"no run records: {args.runs} is not a directory")
+    sweeps = None
+    if args.sweep:
+        sweeps = [_sweep_name(s) for s in args.sweep]
+    how = "`python -m scoring_lib report " + " ".join(
+        [f"--runs {paths.shown(args.runs)}"] + [f"--sweep {s}" for s in (sweeps or [])]
+        + (["--adhoc"] if args.adhoc else []) + [f"--out {paths.shown(args.out)}"]) + "`"
     profile = None
     if args.profile:
         from .service import load_profile
 
         profile = load_profile(args.profile)
-    report = build_report(args.runs, args.out, how=f"`python -m scoring_lib report --runs {args.runs}`",
-                          profile=profile)
+    report = build_report(args.runs, args.out, how=how, sweeps=sweeps, adhoc=args.adhoc, profile=profile)
     print(report.line())
+    print(report.fastest().replace("**", "").replace("`", ""))
     for verdict in report.verdicts:
         print("- " + verdict.replace("**", ""))
     return 0

@@ -107,3 +107,8 @@ class ServiceUnusable(ScoringError):
     """The first requests all failed in a way more requests will not change (refused, DNS, 401...)."""
 
     exit_code = 1
+
+
+class ReportError(ScoringError):
+    """The report has nothing honest to draw: no measured runs, an unknown sweep, or runs against
+    different services or time scales that must not share a figure."""

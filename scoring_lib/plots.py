@@ -20,109 +20,200 @@ def _pool_label(row) -> str:
         else f"pool {int(pool)}"
 
 
-def wall_vs_concurrency(points: pd.DataFrame) -> plt.Figure:
-    """Median wall time per max_concurrent_tasks, by engine and pool, with each series' bound."""
-    fig, ax = plt.subplots(figsize=(12, 5.5))
-    asy = points[points["engine"] == "asyncio"].copy()
-    if not asy.empty:
-        asy["series"] = asy.apply(lambda r: f"asyncio {int(r['sessions'] or 1)} session(s), {_pool_label(r)}", axis=1)
-        for i, (name, g) in enumerate(sorted(asy.groupby("series"), key=lambda kv: kv[0])):
-            g = g.sort_values("max_concurrent_tasks")
-            color = f"C{i}"
-            ax.errorbar(g["max_concurrent_tasks"], g["wall_median"],
-                        yerr=[g["wall_median"] - g["wall_min"], g["wall_max"] - g["wall_median"]],
-                        marker="o", color=color, label=f"{name} (measured)", capsize=3)
-            source = g["bound_source"].iloc[0] if "bound_source" in g else "configured"
-            ax.plot(g["max_concurrent_tasks"], g["bound_seconds"], ls="--", color=color, alpha=0.7,
-                    label=f"{name} (bound: {source})")
-    ray = points[points["engine"] == "ray"]
-    if not ray.empty:
-        markers = "sDv^<>ph*P"
-        for j, (_, r) in enumerate(ray.sort_values(["workers", "threads", "max_concurrent_tasks"]).iterrows()):
-            label = f"ray {int(r['workers'])}x{int(r['threads'])}, C={int(r['max_concurrent_tasks'])} (measured)"
-            color = f"C{(5 + j) % 10}"
-            ax.scatter([r["max_concurrent_tasks"]], [r["wall_median"]], marker=markers[j % len(markers)], s=45,
-                       color=color, label=label, zorder=3)
-            ax.scatter([r["max_concurrent_tasks"]], [r["bound_seconds"]], marker="_", s=300, color="k", zorder=2)
+def _is_missing(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def time_axis(ax, time_scale: float = 1.0, what: str = "scoring-phase wall time", axis: str = "y") -> None:
+    """Label a time axis with its time scale and, when scaled, add full-scale seconds opposite."""
+    scaled = time_scale not in (None, 1, 1.0)
+    label = f"{what} (s at time scale {time_scale:g})" if scaled else f"{what} (s)"
+    (ax.set_ylabel if axis == "y" else ax.set_xlabel)(label)
+    if scaled:
+        fns = (lambda s: s / time_scale, lambda s: s * time_scale)
+        sec = ax.secondary_yaxis("right", functions=fns) if axis == "y" else \
+            ax.secondary_xaxis("top", functions=fns)
+        (sec.set_ylabel if axis == "y" else sec.set_xlabel)(f"{what}, full scale (s)")
+
+
+def _bound_label(g: pd.DataFrame) -> str:
+    source = g["bound_source"].dropna().unique() if "bound_source" in g else []
+    return "bound" + (f" ({', '.join(map(str, source))})" if len(source) else "")
+
+
+def _bound_staircase(g: pd.DataFrame, cs: list[int]) -> tuple[list[int], list[float]] | None:
+    """The bound at every C between the series' first and last point: a staircase, not a line."""
+    from .bounds import bound_seconds
+
+    r = g.iloc[0]
+    if _is_missing(r.get("latency_s")) or _is_missing(r.get("requested")) or "bound_seconds" not in g:
+        return None
+    lo, hi = min(cs), max(cs)
+    xs = sorted(set(range(lo, hi + 1, max(1, (hi - lo) // 2000))) | set(cs))
+    cap = None if _is_missing(r.get("service_capacity")) else int(r["service_capacity"])
+    try:
+        ys = [bound_seconds(int(r["requested"]), float(r["latency_s"]), float(r["effective_pool"]), c, cap)
+              for c in xs]
+    except (TypeError, ValueError):
+        return None
+    return xs, ys
+
+
+def wall_vs_concurrency(points: pd.DataFrame, time_scale: float = 1.0) -> plt.Figure:
+    """Median wall time per setting, one panel per engine, each beside its bound drawn as steps."""
+    engines = [e for e in ("asyncio", "ray") if (points["engine"] == e).any()] or ["asyncio"]
+    n_ray = int((points["engine"] == "ray").sum())
+    widths = [2 if e == "asyncio" else max(1.0, n_ray / 6) for e in engines]
+    fig, axes = plt.subplots(1, len(engines), figsize=(3 * sum(widths) + 2, 5), sharey=True, squeeze=False,
+                             gridspec_kw={"width_ratios": widths})
+    for ax, engine in zip(axes[0], engines):
+        pts = points[points["engine"] == engine].copy()
+        if engine == "asyncio":
+            _asyncio_panel(ax, pts)
+        else:
+            _ray_panel(ax, pts)
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+    time_axis(axes[0][0], time_scale)
+    if time_scale not in (None, 1, 1.0):
+        time_axis(axes[0][-1], time_scale)
+        axes[0][-1].set_ylabel("")
+        if len(engines) > 1:
+            for child in axes[0][0].child_axes:
+                child.remove()
+    fig.suptitle("Wall time per setting beside its bound ceil(N / min(pool, C, capacity)) x latency")
+    fig.tight_layout()
+    return fig
+
+
+def _asyncio_panel(ax, asy: pd.DataFrame) -> None:
+    ax.set_title("asyncio: wall time vs max_concurrent_tasks")
+    if asy.empty:
+        ax.text(0.5, 0.5, "no asyncio runs recorded", ha="center", va="center", transform=ax.transAxes)
+        return
+    asy["series"] = asy.apply(lambda r: f"{int(r['sessions'] or 1)} session(s), {_pool_label(r)}", axis=1)
+    for i, (name, g) in enumerate(sorted(asy.groupby("series"), key=lambda kv: kv[0])):
+        g = g.sort_values("max_concurrent_tasks")
+        color = f"C{i}"
+        ax.errorbar(g["max_concurrent_tasks"], g["wall_median"],
+                    yerr=[g["wall_median"] - g["wall_min"], g["wall_max"] - g["wall_median"]],
+                    marker="o", ls=":", color=color, label=f"{name}: measured", capsize=3)
+        cs = [int(c) for c in g["max_concurrent_tasks"]]
+        stairs = _bound_staircase(g, cs)
+        if stairs:
+            ax.step(*stairs, where="post", ls="--", color=color, alpha=0.8, label=f"{name}: {_bound_label(g)}")
     ax.set_xscale("log")
     ticks: list[int] = []
-    for c in sorted(set(int(c) for c in points["max_concurrent_tasks"])):
+    for c in sorted(set(int(c) for c in asy["max_concurrent_tasks"])):
         if not ticks or c / ticks[-1] > 1.15:  # neighbours closer than that would overprint
             ticks.append(c)
     ax.set_xticks(ticks, [str(t) for t in ticks])
     ax.minorticks_off()
     ax.set_xlabel("max_concurrent_tasks (C)")
-    ax.set_ylabel("scoring-phase wall time (s)")
-    ax.set_ylim(bottom=0)
-    ax.set_title("Wall time vs concurrency; dashed lines and black dashes: ceil(N / min(pool, C, capacity)) x latency")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
-    return fig
+    ax.legend(fontsize=8, loc="best")
 
 
-def ray_heatmap(points: pd.DataFrame) -> plt.Figure:
-    """Ray: median wall time over workers x threads, each cell annotated with its efficiency."""
+def _ray_panel(ax, ray: pd.DataFrame) -> None:
+    ray = ray.sort_values(["max_concurrent_tasks", "workers", "threads", "connector_limit"]).reset_index(drop=True)
+    ax.set_title("Ray: wall time per workers x threads")
+    x = list(range(len(ray)))
+    ax.errorbar(x, ray["wall_median"], yerr=[ray["wall_median"] - ray["wall_min"],
+                                             ray["wall_max"] - ray["wall_median"]],
+                fmt="s", color="C3", capsize=3, label="measured")
+    ax.hlines(ray["bound_seconds"], [i - 0.4 for i in x], [i + 0.4 for i in x], colors="k", linestyles="--",
+              label=_bound_label(ray))
+    ax.set_xticks(x, [f"{int(r['workers'])}x{int(r['threads'])}\nC{int(r['max_concurrent_tasks'])}\n"
+                      f"{r['connector_limit']}" for _, r in ray.iterrows()], fontsize=7)
+    ax.set_xlim(-0.6, len(ray) - 0.4)
+    ax.set_xlabel("workers x threads, C, per-session pool (connector_limit)")
+    ax.legend(fontsize=8, loc="best")
+
+
+def ray_heatmap(points: pd.DataFrame, time_scale: float = 1.0) -> plt.Figure:
+    """Ray: median wall time over workers x threads, one map per (C, pool), a shared colour scale from
+    zero; each cell annotated with its efficiency."""
     ray = points[points["engine"] == "ray"]
-    fig, ax = plt.subplots(figsize=(6, 4.5))
     if ray.empty:
+        fig, ax = plt.subplots(figsize=(6, 2))
         ax.text(0.5, 0.5, "no Ray runs recorded", ha="center", va="center")
         ax.set_axis_off()
         return fig
-    wall = ray.pivot_table(index="workers", columns="threads", values="wall_median", aggfunc="median")
-    eff = ray.pivot_table(index="workers", columns="threads", values="efficiency", aggfunc="median")
-    im = ax.imshow(wall.values, cmap="viridis_r", aspect="auto")
-    ax.set_xticks(range(len(wall.columns)), [str(int(c)) for c in wall.columns])
-    ax.set_yticks(range(len(wall.index)), [str(int(i)) for i in wall.index])
-    ax.set_xlabel("threads per worker")
-    ax.set_ylabel("workers")
-    for i in range(wall.shape[0]):
-        for j in range(wall.shape[1]):
-            if not math.isnan(wall.values[i, j]):
-                ax.text(j, i, f"{wall.values[i, j]:.2f} s\neff {eff.values[i, j]:.2f}", ha="center", va="center",
-                        fontsize=8, bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"})
-    fig.colorbar(im, ax=ax, label="scoring-phase wall time (s)")
-    ax.set_title("Ray: workers x threads (median wall; efficiency = bound / wall)")
-    fig.tight_layout()
+    groups = sorted(ray.groupby(["max_concurrent_tasks", "connector_limit"]), key=lambda kv: (kv[0][0], str(kv[0][1])))
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups) + 1.2, 4.5), squeeze=False)
+    vmax = float(ray["wall_median"].max())
+    im = None
+    for ax, ((c, pool), g) in zip(axes[0], groups):
+        wall = g.pivot_table(index="workers", columns="threads", values="wall_median", aggfunc="median")
+        eff = g.pivot_table(index="workers", columns="threads", values="efficiency", aggfunc="median")
+        im = ax.imshow(wall.values, cmap="viridis_r", aspect="auto", vmin=0, vmax=vmax)
+        ax.set_xticks(range(len(wall.columns)), [str(int(t)) for t in wall.columns])
+        ax.set_yticks(range(len(wall.index)), [str(int(w)) for w in wall.index])
+        ax.set_xlabel("threads per worker")
+        ax.set_ylabel("workers")
+        ax.set_title(f"C = {int(c)}, pool {pool}")
+        for i in range(wall.shape[0]):
+            for j in range(wall.shape[1]):
+                if not math.isnan(wall.values[i, j]):
+                    ax.text(j, i, f"{wall.values[i, j]:.3g} s\neff {eff.values[i, j]:.2f}", ha="center",
+                            va="center", fontsize=8,
+                            bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"})
+    scaled = time_scale not in (None, 1, 1.0)
+    fig.colorbar(im, ax=list(axes[0]), label="median wall time (s" + (f" at time scale {time_scale:g})"
+                                                                      if scaled else ")"))
+    fig.suptitle("Ray: workers x threads (median wall; efficiency = bound / wall)")
     return fig
+
+
+def _fastest_first(points: pd.DataFrame) -> pd.DataFrame:
+    """Settings ordered for a horizontal chart: fastest at the top."""
+    return points.sort_values("wall_median", ascending=False)
 
 
 def efficiency(points: pd.DataFrame) -> plt.Figure:
     """Bound / measured per point: 1.0 means the run reached the physical limit."""
-    pts = points.sort_values(["engine", "efficiency"])
-    fig, ax = plt.subplots(figsize=(8, max(3, 0.28 * len(pts) + 1)))
-    colors = ["C0" if e == "asyncio" else "C3" for e in pts["engine"]]
+    from matplotlib.patches import Patch
+
+    pts = _fastest_first(points)
+    fig, ax = plt.subplots(figsize=(8, max(3, 0.28 * len(pts) + 1.2)))
+    colors = {"asyncio": "C0", "ray": "C3"}
     names = pts["point_id"].astype(str)
     if "bound_source" in pts:  # which figures each bound came from (no bar: no bound, latency unknown)
         names = names + " [" + pts["bound_source"].fillna("unknown").astype(str) + "]"
-    ax.barh(names, pts["efficiency"].fillna(0), color=colors)
+    ax.barh(names, pts["efficiency"].fillna(0), color=[colors.get(e, "C7") for e in pts["engine"]])
     ax.axvline(1.0, color="k", lw=1)
-    ax.set_xlabel("efficiency = bound / measured wall time (blue asyncio, red Ray)")
+    ax.set_xlabel("efficiency = bound / measured wall time (1 = at the physical limit)")
     ax.set_xlim(0, 1.1)
     ax.tick_params(axis="y", labelsize=7)
-    ax.set_title("How close each setting gets to its physical limit")
+    ax.legend(handles=[Patch(color=c, label=e) for e, c in colors.items() if (pts["engine"] == e).any()],
+              fontsize=8, loc="lower right")
+    ax.set_title("How close each setting gets to its physical limit (fastest at the top)")
     fig.tight_layout()
     return fig
 
 
-def latency_percentiles(points: pd.DataFrame) -> plt.Figure:
-    """Request latency percentiles per point (seen by the client: service time plus queueing)."""
-    pts = points.sort_values("point_id")
-    fig, ax = plt.subplots(figsize=(8, max(3, 0.28 * len(pts) + 1)))
+def latency_percentiles(points: pd.DataFrame, time_scale: float = 1.0) -> plt.Figure:
+    """Request latency p50 -> p90 -> p99 per point (seen by the client: service time plus queueing),
+    fastest setting at the top."""
+    pts = _fastest_first(points)
+    fig, ax = plt.subplots(figsize=(8, max(3, 0.28 * len(pts) + 1.6)))
+    ax.hlines(pts["point_id"], pts["latency_p50"], pts["latency_p99"], color="0.75", lw=2, zorder=1)
     for q, marker in (("latency_p50", "o"), ("latency_p90", "s"), ("latency_p99", "^")):
-        ax.scatter(pts[q], pts["point_id"], marker=marker, label=q.replace("latency_", ""))
+        ax.scatter(pts[q], pts["point_id"], marker=marker, label=q.replace("latency_", ""), zorder=2)
     if "latency_s" in pts and pts["latency_s"].notna().any():
         ax.axvline(pts["latency_s"].dropna().iloc[0], color="k", lw=1, ls="--", label="service latency")
-    ax.set_xlabel("request latency (s)")
+    time_axis(ax, time_scale, "request latency", axis="x")
+    ax.set_xlim(left=0)
     ax.tick_params(axis="y", labelsize=7)
-    ax.legend(fontsize=8)
-    ax.set_title("Latency percentiles per setting")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("Latency percentiles per setting (fastest at the top)", pad=28 if time_scale != 1 else None)
     fig.tight_layout()
     return fig
 
 
-def inflight_timeline(records: list[dict]) -> plt.Figure:
+def inflight_timeline(records: list[dict], time_scale: float = 1.0) -> plt.Figure:
     """Requests in flight over the scoring phase for a few runs (from their records' timelines)."""
+    from matplotlib.ticker import MaxNLocator
+
     fig, ax = plt.subplots(figsize=(8, 4))
     for rec in records:
         tl = rec.get("timeline") or []
@@ -138,19 +229,24 @@ def inflight_timeline(records: list[dict]) -> plt.Figure:
         if history:  # an `auto` run: its concurrency limit over time, in the same colour
             ht, hv = zip(*history)
             ax.step(ht, hv, where="post", ls=":", color=line.get_color(), label="limit (auto)")
-    capacity = next((r.get("service", {}).get("capacity") for r in records if r.get("service")), None)
+    capacity = next(((r.get("service") or {}).get("capacity") for r in records if r.get("service")), None)
     if capacity:
         ax.axhline(capacity, color="k", ls="--", lw=1, label=f"service capacity {capacity}")
-    ax.set_xlabel("seconds into the scoring phase")
+    time_axis(ax, time_scale, "time into the scoring phase", axis="x")
     ax.set_ylabel("requests in flight")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylim(bottom=0)
-    ax.legend(fontsize=8)
-    ax.set_title("Requests in flight over time")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    ax.set_title("Requests in flight over time", pad=28 if time_scale != 1 else None)
     fig.tight_layout()
     return fig
 
 
 def latency_histogram(latencies: list[float], service_latency: float | None = None) -> plt.Figure:
+    """Latencies of probe requests, beside the configured mean when known."""
+    from matplotlib.ticker import MaxNLocator
+
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.hist(latencies, bins=min(30, max(5, len(latencies) // 2)), color="C0")
     if service_latency:
@@ -158,6 +254,7 @@ def latency_histogram(latencies: list[float], service_latency: float | None = No
         ax.legend()
     ax.set_xlabel("request latency (s)")
     ax.set_ylabel("requests")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(f"Latency of {len(latencies)} probe requests")
     fig.tight_layout()
     return fig

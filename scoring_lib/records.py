@@ -232,7 +232,7 @@ def tidy_row(rec: dict) -> dict:
         "http_429": (rec.get("limits") or {}).get("http_429"), "http_503": (rec.get("limits") or {}).get("http_503"),
         "final_limit": (rec.get("limits") or {}).get("final_limit"),
         "sessions": info.get("sessions"), "effective_pool": pool,
-        "service_kind": svc.get("kind"), "service_latency": svc.get("latency"),
+        "service_kind": svc.get("kind"), "service_url": svc.get("url"), "service_latency": svc.get("latency"),
         "service_capacity": prof.capacity.value, "time_scale": svc.get("time_scale") or prof.time_scale,
         "latency_dist": svc.get("latency_dist"),
         "lines": rec.get("lines"), "ok": rec.get("ok"), "empty": rec.get("empty"), "error": rec.get("error"),
@@ -253,12 +253,51 @@ def tidy_row(rec: dict) -> dict:
     }
 
 
-def load_runs(directory: str | os.PathLike = "results/runs"):
-    """Every run record below `directory` (searched recursively) as one tidy pandas DataFrame."""
+def sweep_of(rec: dict) -> str | None:
+    """The sweep a record belongs to, or None for an ad-hoc run (`score`, a notebook on its own)."""
+    return (rec.get("extra") or {}).get("sweep") or None
+
+
+def sweeps_in(records: list[dict]) -> list[str]:
+    """The sweeps these records belong to, the most recently run last."""
+    last: dict[str, str] = {}
+    for rec in records:
+        name = sweep_of(rec)
+        if name:
+            last[name] = max(last.get(name, ""), str(rec.get("created") or ""))
+    return sorted(last, key=lambda n: (last[n], n))
+
+
+def select_records(records: list[dict], sweeps: list[str] | None = None, adhoc: bool = False) -> list[dict]:
+    """The records of the named sweeps (all sweeps when `sweeps` is None), plus ad-hoc runs only when
+    `adhoc` is true: a plain `score` run never joins a sweep's report by accident."""
+    wanted = None if sweeps is None else set(sweeps)
+    out = []
+    for rec in records:
+        name = sweep_of(rec)
+        if name is None:
+            if adhoc:
+                out.append(rec)
+        elif wanted is None or name in wanted:
+            out.append(rec)
+    return out
+
+
+def tidy_frame(records: list[dict]):
+    """Records as one tidy pandas DataFrame, one row per run."""
     import pandas as pd
 
-    rows = [tidy_row(rec) for rec in read_records(directory)]
+    rows = [tidy_row(rec) for rec in records]
     return pd.DataFrame(rows, columns=list(tidy_row({"max_concurrent_tasks": 1}).keys()))
+
+
+def load_runs(directory: str | os.PathLike | None = None, sweeps: list[str] | None = None, adhoc: bool = True):
+    """Run records below `directory` (searched recursively; default results/runs under the project
+    root) as one tidy pandas DataFrame; `sweeps` and `adhoc` choose which, as in select_records."""
+    from .paths import RUNS, resolve
+
+    records = read_records(resolve(directory) if directory is not None else RUNS)
+    return tidy_frame(select_records(records, sweeps, adhoc))
 
 
 def failure_record(parameters: dict, failure: str, extra: dict | None = None) -> dict:

@@ -11,11 +11,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import paths
 from .bounds import bound_seconds
-from .records import load_runs, read_records
+from .errors import ReportError
+from .records import read_records, select_records, sweeps_in, tidy_frame
 
 POINT_KEYS = ["point_id", "engine", "threads", "workers", "max_concurrent_tasks", "connector_limit", "sessions",
               "effective_pool", "requested", "service_latency", "service_capacity", "time_scale"]
+BOUND_NOTES = ("bound_source",)  # optional tidy columns that say where a bound came from
+SERVICE_KEYS = ["service_kind", "service_latency", "service_capacity", "latency_dist", "time_scale"]
 SEED = {  # the seed's published figures: 2,000 lines, 4.15 s per line, a 10-core laptop
     "lines": 2000, "latency": 4.15, "capacity": 200,
     "asyncio": 83.97, "ray_32x64": 43.0,
@@ -29,6 +33,14 @@ def measured_runs(df: pd.DataFrame) -> pd.DataFrame:
     return df[(df["status"] == "ok") & (~df["warmup"].astype(bool))].copy()
 
 
+def _point_name(r) -> str:
+    """A setting's name for runs made outside a sweep, spelled as sweep point ids are."""
+    def whole(v):
+        return "default" if v is None or (isinstance(v, float) and math.isnan(v)) else int(v)
+    workers = f"-w{whole(r['workers'])}" if r["engine"] == "ray" else ""
+    return f"{r['engine']}{workers}-t{whole(r['threads'])}-c{whole(r['max_concurrent_tasks'])}-pool{r['connector_limit']}"
+
+
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
     """One row per setting: median, min and max wall time over its repeats, beside its bound."""
     runs = measured_runs(df)
@@ -36,17 +48,17 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=POINT_KEYS + ["runs", "wall_median", "wall_min", "wall_max", "bound_seconds",
                                                   "efficiency", "startup_median"])
     runs = runs.copy()
-    runs["point_id"] = runs["point_id"].fillna(runs.apply(
-        lambda r: f"{r['engine']}-w{r['workers']}-t{r['threads']}-c{r['max_concurrent_tasks']}-"
-                  f"pool{r['connector_limit']}", axis=1))
+    runs["point_id"] = runs["point_id"].fillna(runs.apply(_point_name, axis=1))
     keys = [k for k in POINT_KEYS if k in runs]
     grouped = runs.groupby(keys, dropna=False)
     out = grouped.agg(runs=("scoring_seconds", "size"), wall_median=("scoring_seconds", "median"),
                       wall_min=("scoring_seconds", "min"), wall_max=("scoring_seconds", "max"),
                       bound_seconds=("bound_seconds", "median"), startup_median=("startup_seconds", "median"),
                       latency_p50=("latency_p50", "median"), latency_p90=("latency_p90", "median"),
-                      latency_p99=("latency_p99", "median"), latency_s=("latency_s", "median"),
-                      bound_source=("bound_source", "first")).reset_index()
+                      latency_p99=("latency_p99", "median"), latency_s=("latency_s", "median")).reset_index()
+    for col in BOUND_NOTES:  # where each bound came from, when the records say (e.g. configured / probed)
+        if col in runs:
+            out = out.merge(grouped[col].first().reset_index(), on=keys, how="left")
     out["efficiency"] = out["bound_seconds"] / out["wall_median"]
     return out.sort_values(["engine", "workers", "threads", "max_concurrent_tasks", "connector_limit"],
                            na_position="first").reset_index(drop=True)
@@ -185,16 +197,70 @@ def bound_sources_line(points: pd.DataFrame) -> str:
 @dataclass
 class Report:
     out_dir: Path
-    runs: pd.DataFrame
-    points: pd.DataFrame
+    runs: pd.DataFrame      # every selected record, warm-ups and failures included
+    points: pd.DataFrame    # one row per setting, fastest first
     seed: pd.DataFrame
     verdicts: list
+    sweeps: list = field(default_factory=list)
+    adhoc: bool = False
+    time_scale: float = 1.0
     figures: dict = field(default_factory=dict)
     page: Path | None = None
+    html: Path | None = None
+
+    def fastest(self) -> str:
+        return fastest_line(self.points, self.time_scale)
 
     def line(self) -> str:
+        where = paths.shown(self.page) if self.page else "(not written)"
+        html = f" and {paths.shown(self.html)}" if self.html else ""
         return (f"report: {len(measured_runs(self.runs))} runs, {len(self.points)} settings, "
-                f"{len(self.figures)} figures -> {self.page}")
+                f"{len(self.figures)} figures from {_scope(self.sweeps, self.adhoc)} -> {where}{html}")
+
+
+def _scope(sweeps: list, adhoc: bool) -> str:
+    parts = [f"sweep{'s' if len(sweeps) > 1 else ''} {', '.join(sweeps)}"] if sweeps else []
+    return " and ".join(parts + (["ad-hoc runs"] if adhoc else [])) or "nothing"
+
+
+def fastest_line(points: pd.DataFrame, time_scale: float = 1.0) -> str:
+    """The fastest setting, its median wall time and how far it stayed from its bound."""
+    if points.empty:
+        return "No measured runs."
+    best = points.sort_values("wall_median").iloc[0]
+    wall = float(best["wall_median"])
+    text = f"**Fastest setting: `{best['point_id']}`**, {wall:.3g} s median over {int(best['runs'])} run(s)"
+    if time_scale != 1:
+        text += f" ({wall / time_scale:.3g} s at full scale)"
+    bound = best.get("bound_seconds")
+    if bound is not None and not pd.isna(bound) and bound > 0:
+        source = best.get("bound_source")
+        src = f", {source}" if isinstance(source, str) and source else ""
+        text += (f"; its bound is {bound:.3g} s{src}, so it took {wall / bound:.2f}x the bound "
+                 f"({(wall / bound - 1) * 100:+.0f}%)")
+    else:
+        text += "; no bound known for it"
+    return text + "."
+
+
+def _service_text(row) -> str:
+    if row["service_kind"] == "external":
+        return f"external service {row.get('service_url') or '(url not recorded)'}"
+    kind = "simulated" if row["service_kind"] == "simulated" else f"{row['service_kind']} simulated"
+    return (f"{kind} service (latency {row['service_latency']} s "
+            f"{row['latency_dist'] or ''}, capacity {row['service_capacity']}) at time scale "
+            f"{row['time_scale'] if not pd.isna(row['time_scale']) else 1:g}")
+
+
+def check_one_service(runs: pd.DataFrame) -> None:
+    """Refuse runs against different services or time scales: one figure would mix their seconds."""
+    keyed = runs.assign(service_url=runs["service_url"].where(runs["service_kind"] == "external", ""))
+    keys = [k for k in SERVICE_KEYS + ["service_url"] if k in keyed]
+    groups = keyed[keys].astype(str).drop_duplicates()
+    if len(groups) > 1:
+        described = "; ".join(sorted({_service_text(r) for _, r in keyed.loc[groups.index].iterrows()}))
+        raise ReportError(f"these runs were measured against {len(groups)} different services or time scales "
+                          f"({described}): report them apart, e.g. with --sweep NAME")
 
 
 def _timeline_records(records: list[dict]) -> list[dict]:
@@ -217,63 +283,122 @@ def _md_table(df: pd.DataFrame, floatfmt: str = ".3g") -> str:
     return df.to_markdown(index=False, floatfmt=floatfmt) if not df.empty else "_(none)_"
 
 
-def build_report(runs_dir: str | os.PathLike = "results/runs", out_dir: str | os.PathLike = "results/report",
-                 how: str | None = None, profile=None) -> Report:
-    """Load every record, draw the figures, write PNGs, tidy CSVs and report.md into out_dir."""
+def choose_sweeps(records: list[dict], sweeps, adhoc: bool, where: Path) -> list[str]:
+    """Which sweeps to report: the named ones ('all' for every one), else the one run last."""
+    available = sweeps_in(records)
+    if sweeps is None:
+        return [] if adhoc else available[-1:]
+    if isinstance(sweeps, str):
+        sweeps = [sweeps]
+    if list(sweeps) == ["all"]:
+        return available
+    unknown = [s for s in sweeps if s not in available]
+    if unknown:
+        raise ReportError(f"no records of sweep {unknown[0]!r} in {paths.shown(where)} (recorded sweeps: "
+                          f"{', '.join(available) or 'none'})")
+    return list(dict.fromkeys(sweeps))
+
+
+def build_report(runs_dir: str | os.PathLike | None = None, out_dir: str | os.PathLike | None = None,
+                 how: str | None = None, sweeps: list[str] | str | None = None, adhoc: bool = False,
+                 profile=None) -> Report:
+    """Report on the records of the named sweeps (default: the sweep run last) and, only if `adhoc`,
+    of runs made outside any sweep. Writes PNGs, runs.csv, points.csv, report.md and a self-contained
+    report.html into out_dir (default results/report/, which git ignores).
+
+    Raises ReportError when there is no measured run to report, or when the runs were measured
+    against different services or time scales. `profile` (a ServiceProfile) tests the seed's hypothesis
+    on its capacity."""
     import matplotlib.pyplot as plt
 
     from . import plots
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    runs = load_runs(runs_dir)
-    points = summarize(runs)
+    runs_dir = paths.resolve(runs_dir) if runs_dir is not None else paths.RUNS
+    out = paths.resolve(out_dir) if out_dir is not None else paths.REPORT
+    records = read_records(runs_dir) if Path(runs_dir).is_dir() else []
+    chosen = choose_sweeps(records, sweeps, adhoc, runs_dir)
+    selected = select_records(records, chosen, adhoc) if (chosen or adhoc) else []
+    runs = tidy_frame(selected)
+    measured = measured_runs(runs)
+    if measured.empty:
+        where = paths.shown(runs_dir)
+        if chosen or adhoc:
+            raise ReportError(f"no measured runs to report in {where} from {_scope(chosen, adhoc)}")
+        raise ReportError(f"no sweep recorded in {where}: run one first, e.g. `python -m scoring_lib sweep quick` "
+                          "(plain `score` runs are left out unless you pass --adhoc)")
+    check_one_service(measured)
+    scale = float(measured["time_scale"].fillna(1.0).iloc[0])
+    points = summarize(runs).sort_values("wall_median").reset_index(drop=True)
     cpus = int(runs["cpu_count"].dropna().min()) if runs["cpu_count"].notna().any() else None
-    seed = seed_table(points, cpus) if not points.empty else pd.DataFrame()
-    said = verdicts(points) if not points.empty else []
+    said = verdicts(points)
     said.append(seed_from_profile(profile)[0])
-    report = Report(out, runs, points, seed, said)
+    report = Report(out, runs, points, seed_table(points, cpus), said, chosen, adhoc, scale)
+    out.mkdir(parents=True, exist_ok=True)
     runs.to_csv(out / "runs.csv", index=False)
     points.to_csv(out / "points.csv", index=False)
-    if not points.empty:
-        figures = {
-            "wall_vs_concurrency": plots.wall_vs_concurrency(points),
-            "ray_heatmap": plots.ray_heatmap(points),
-            "efficiency": plots.efficiency(points),
-            "latency_percentiles": plots.latency_percentiles(points),
-            "inflight_timeline": plots.inflight_timeline(_timeline_records(read_records(runs_dir))),
-        }
-        for name, fig in figures.items():
-            path = out / f"{name}.png"
-            fig.savefig(path, dpi=110)
-            plt.close(fig)
-            report.figures[name] = path
-    report.page = _write_page(report, how)
+    figures = {
+        "wall_vs_concurrency": plots.wall_vs_concurrency(points, scale),
+        "ray_heatmap": plots.ray_heatmap(points, scale),
+        "efficiency": plots.efficiency(points),
+        "latency_percentiles": plots.latency_percentiles(points, scale),
+        "inflight_timeline": plots.inflight_timeline(_timeline_records(selected), scale),
+    }
+    for name, fig in figures.items():
+        path = out / f"{name}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        report.figures[name] = path
+    report.page, report.html = _write_page(report, how)
     return report
 
 
-def _write_page(r: Report, how: str | None) -> Path:
+CAPTIONS = {
+    "wall_vs_concurrency": "Wall time per setting, one panel per engine, beside its bound (the staircase "
+                           "`ceil(N / min(pool, C, capacity)) x latency`). Asyncio: against C, one line per "
+                           "pool; the pool-100 line stays flat above C = 100, the seed's plateau. Ray: one "
+                           "column per workers x threads. Bars span the fastest and slowest repeat.",
+    "ray_heatmap": "Ray: median wall time over workers x threads, one map per (C, pool), colour from zero.",
+    "efficiency": "Efficiency (bound / measured) of every setting, fastest setting at the top.",
+    "latency_percentiles": "Request latency as the client saw it (service time plus queueing): p50, p90 and "
+                           "p99 per setting, fastest setting at the top.",
+    "inflight_timeline": "Requests in flight over time, as the client saw them (the service queues what is "
+                         "above its capacity): asyncio at its highest C with pool 100 and with the pool lifted, "
+                         "and the fastest Ray run.",
+}
+
+
+def _write_page(r: Report, how: str | None) -> tuple[Path, Path]:
     runs = measured_runs(r.runs)
-    machines = runs[["hostname", "cpu_count", "os", "python"]].drop_duplicates() if not runs.empty else runs
-    versions = runs[["scoring_workbench", "aiohttp", "ray", "git_commit"]].drop_duplicates() if not runs.empty else runs
-    scales = sorted(set(runs["time_scale"].dropna())) if not runs.empty else []
-    failed = r.runs[r.runs["status"] == "failed"] if not r.runs.empty else r.runs
-    pts = r.points[["point_id", "runs", "wall_median", "wall_min", "wall_max", "bound_seconds", "bound_source",
-                    "efficiency", "startup_median", "latency_p50", "latency_p99"]] if not r.points.empty else r.points
-    sweeps = runs["sweep"].fillna("(no sweep)").value_counts().to_dict() if not runs.empty else {}
+    machines = runs[["hostname", "cpu_count", "os", "python"]].drop_duplicates()
+    versions = runs[["scoring_workbench", "aiohttp", "ray", "git_commit"]].drop_duplicates()
+    failed = r.runs[r.runs["status"] == "failed"]
+    cols = ["point_id", "runs", "wall_median", "wall_min", "wall_max", "bound_seconds",
+            *[c for c in BOUND_NOTES if c in r.points], "efficiency", "startup_median", "latency_p50", "latency_p99"]
+    pts = r.points[cols].copy()
+    if r.time_scale != 1:
+        pts.insert(3, "wall_full_scale", pts["wall_median"] / r.time_scale)
+    counts = runs["sweep"].fillna("(ad-hoc)").value_counts().to_dict()
     made = "; ".join(f"`{name}` ({n} runs" + (f", `python -m scoring_lib sweep notebooks/grids/{name}.yaml`)"
-                                              if name != "(no sweep)" else ")") for name, n in sweeps.items())
+                                              if name != "(ad-hoc)" else ", plain `score` runs)")
+                     for name, n in counts.items())
+    service = _service_text(runs.iloc[0])
+    scale_note = (f"All times are at time scale {r.time_scale:g}: the service's latency was multiplied by "
+                  f"{r.time_scale:g}, so divide by {r.time_scale:g} for full-scale seconds (figures show them on "
+                  "their right-hand axis)." if r.time_scale != 1 else "All times are full-scale seconds.")
     lines = [
         "# Performance report",
         "",
-        f"Built {datetime.now(timezone.utc).isoformat(timespec='seconds')} from {len(runs)} measured runs "
-        f"({len(failed)} failed runs listed below) at time scale {', '.join(f'{s:g}' for s in scales) or 'n/a'}.",
+        fastest_line(r.points, r.time_scale),
         "",
-        f"How it was made: records from the sweeps {made or '(none)'}, then "
-        f"{how or '`python -m scoring_lib report`'}. Every figure compares the scoring phase's wall "
-        "time with the physical limit `ceil(N / min(pool, C, capacity)) * latency` (N requests, pool = per-session "
-        "connector limit x sessions, C = max_concurrent_tasks, capacity = requests the service serves at once). "
-        "Engine start-up (Ray's especially) is measured apart and is not in the wall times.",
+        f"Built {datetime.now(timezone.utc).isoformat(timespec='seconds')} from {len(runs)} measured runs of "
+        f"{_scope(r.sweeps, r.adhoc)} ({len(failed)} failed runs listed below), against the {service}. "
+        + scale_note,
+        "",
+        f"How it was made: records from {made}, then {how or '`python -m scoring_lib report`'}. Every figure "
+        "compares the scoring phase's wall time with the physical limit `ceil(N / min(pool, C, capacity)) * "
+        "latency` (N requests, pool = per-session connector limit x sessions, C = max_concurrent_tasks, capacity "
+        "= requests the service serves at once). Engine start-up (Ray's especially) is measured apart and is "
+        "not in the wall times.",
         "",
         bound_sources_line(r.points),
         "",
@@ -293,24 +418,36 @@ def _write_page(r: Report, how: str | None) -> Path:
         "## Figures",
         "",
     ]
-    captions = {
-        "wall_vs_concurrency": "Wall time vs max_concurrent_tasks, per engine and pool, each beside its bound "
-                               "(dashed). The pool-100 series stays flat above C = 100: that is the seed's plateau.",
-        "ray_heatmap": "Ray: workers x threads.",
-        "efficiency": "Efficiency (bound / measured) of every setting.",
-        "latency_percentiles": "Request latency percentiles per setting.",
-        "inflight_timeline": "Requests in flight over time, as the client saw them (the service queues what is "
-                             "above its capacity): asyncio at its highest C with pool 100 and with the pool lifted, "
-                             "and the fastest Ray run.",
-    }
     for name, path in r.figures.items():
-        lines += [f"![{name}]({path.name})", "", captions.get(name, ""), ""]
-    lines += ["## Every setting", "", _md_table(pts), "", "## Machines and versions", "", _md_table(machines), "",
-              _md_table(versions), ""]
+        lines += [f"![{name}]({path.name})", "", CAPTIONS.get(name, ""), ""]
+    lines += ["## Every setting, fastest first", "", _md_table(pts), "", "## Machines and versions", "",
+              _md_table(machines), "", _md_table(versions), ""]
     if not failed.empty:
         lines += ["## Failed runs", "", _md_table(failed[["point_id", "failure"]]), ""]
     lines += ["Tidy tables: `runs.csv` (one row per run, with machine and versions) and `points.csv` (one row per "
-              "setting).", ""]
+              "setting). `report.html` is this page with its figures inside it.", ""]
+    text = "\n".join(lines)
     page = r.out_dir / "report.md"
-    page.write_text("\n".join(lines), encoding="utf-8")
-    return page
+    page.write_text(text, encoding="utf-8")
+    html = r.out_dir / "report.html"
+    html.write_text(_html(text, r.figures), encoding="utf-8")
+    return page, html
+
+
+HTML_STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;line-height:1.45}
+table{border-collapse:collapse;font-size:13px;margin:1em 0}th,td{border:1px solid #ccc;padding:3px 6px}
+th{background:#f3f3f3}img{max-width:100%}code{background:#f5f5f5;padding:0 3px}"""
+
+
+def _html(markdown_text: str, figures: dict) -> str:
+    """The page as one HTML file, its figures embedded, so it opens anywhere on its own."""
+    import base64
+
+    import markdown
+
+    body = markdown.markdown(markdown_text, extensions=["tables"])
+    for path in figures.values():
+        data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+        body = body.replace(f'src="{Path(path).name}"', f'src="data:image/png;base64,{data}"')
+    return (f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Performance report</title>"
+            f"<style>{HTML_STYLE}</style></head><body>\n{body}\n</body></html>\n")

@@ -16,13 +16,14 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from . import paths
 from .config import ENGINES, ClientConfig, RunConfig, ServerConfig, read_yaml
 from .errors import ConfigError, GridError, MissingDependencyError, PointFailed
 from .redact import redact
 
-REPO = Path(__file__).resolve().parents[1]
-NOTEBOOKS = REPO / "notebooks"
-RUN_NOTEBOOK = NOTEBOOKS / "run.ipynb"
+REPO = paths.ROOT
+NOTEBOOKS = paths.NOTEBOOKS
+RUN_NOTEBOOK = paths.RUN_NOTEBOOK
 GRID_KEYS = {"name", "description", "input", "lines", "repeats", "warmup", "service", "url", "points", "timeout",
              "max_retries", "profile"}
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")  # a grid name is one plain folder name
@@ -139,9 +140,7 @@ def parse_grid(data, source: str = "grid", base: Path | None = None) -> Grid:
     input_path = data.get("input", "data/sample.txt")
     if not isinstance(input_path, str) or not input_path:
         raise GridError(f"{source}: input must be a path, got {input_path!r}")
-    input_path = Path(input_path)
-    if not input_path.is_absolute() and base is not None and not input_path.exists():
-        input_path = base / input_path
+    input_path = paths.resolve(input_path, base)  # relative to the project root
     name = data.get("name", "sweep")
     # The name becomes a folder under the records and notebooks folders: one plain component only.
     if not isinstance(name, str) or not NAME.match(name) or name in (".", ".."):
@@ -178,9 +177,13 @@ def parse_grid(data, source: str = "grid", base: Path | None = None) -> Grid:
 
 
 def load_grid(path: str | os.PathLike) -> Grid:
-    p = Path(path)
+    """A grid file: as given (relative to the current folder), else relative to the project root,
+    else a grid name such as 'quick' (notebooks/grids/quick.yaml)."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        p = paths.grid_path(path)
     data = read_yaml(p, GridError, "grid file not found: {path}", "cannot parse grid {path}: {first}")
-    return parse_grid(data, source=str(p), base=REPO)
+    return parse_grid(data, source=str(p), base=paths.ROOT)
 
 
 def head_file(path: Path, lines: int, directory: Path) -> Path:
@@ -195,7 +198,7 @@ def head_file(path: Path, lines: int, directory: Path) -> Path:
 def run_point(input: str | os.PathLike = "data/sample.txt", engine: str = "asyncio", threads: int | None = None,
               workers: int | None = None, max_concurrent_tasks: int = 256, connector_limit: int | str = "auto",
               repeats: int = 1, warmup: int = 0, lines: int | None = None, url: str | None = None,
-              service: dict | None = None, records_dir: str | os.PathLike = "results/runs",
+              service: dict | None = None, records_dir: str | os.PathLike = paths.RUNS,
               sweep: str | None = None, point_id: str | None = None, api_key_env: str = "SCORING_API_KEY",
               timeout: float = 30.0, max_retries: int = 5, skip_repeats: list | tuple = (),
               profile: str | os.PathLike | None = None):
@@ -227,7 +230,8 @@ def run_point(input: str | os.PathLike = "data/sample.txt", engine: str = "async
 
             prof = load_profile(profile)
         server_info = service_info(url, kind, ServerConfig(**service) if kind != "external" else None, profile=prof)
-        path = Path(input)
+        path = paths.resolve(input)
+        records_dir = paths.resolve(records_dir)
         if lines:
             path = head_file(path, lines, Path(tmp))
         client = ClientConfig(url=url, connector_limit=None if connector_limit in ("auto", None) else
@@ -331,8 +335,8 @@ class SweepSummary:
                 f"{len(self.failed)} failed; records in {self.records_dir}")
 
 
-def run_sweep(grid: Grid | str | os.PathLike, records_dir: str | os.PathLike = "results/runs",
-              notebooks_dir: str | os.PathLike = "results/notebooks", resume: bool = False,
+def run_sweep(grid: Grid | str | os.PathLike, records_dir: str | os.PathLike = paths.RUNS,
+              notebooks_dir: str | os.PathLike = paths.EXECUTED, resume: bool = False,
               progress: bool | None = None) -> SweepSummary:
     """Run every point of the grid through papermill (run.ipynb), against one shared service."""
     try:
@@ -348,8 +352,8 @@ def run_sweep(grid: Grid | str | os.PathLike, records_dir: str | os.PathLike = "
         grid = load_grid(grid)
     if not grid.input.is_file():
         raise GridError(f"grid input not found: {grid.input}")
-    records = Path(records_dir) / grid.name
-    outputs = Path(notebooks_dir) / grid.name
+    records = paths.resolve(records_dir) / grid.name
+    outputs = paths.resolve(notebooks_dir) / grid.name
     outputs.mkdir(parents=True, exist_ok=True)
     summary = SweepSummary(grid, records)
     have = recorded_points(records, grid.name) if resume else {}
@@ -374,7 +378,7 @@ def run_sweep(grid: Grid | str | os.PathLike, records_dir: str | os.PathLike = "
                 params["profile"] = str(Path(grid.profile).resolve())
             try:
                 pm.execute_notebook(str(RUN_NOTEBOOK), str(outputs / f"{point.id}.ipynb"), parameters=params,
-                                    kernel_name="python3", progress_bar=False, cwd=os.getcwd())
+                                    kernel_name="python3", progress_bar=False, cwd=str(paths.ROOT))
                 summary.done.append(point.id)
             except KeyboardInterrupt:
                 raise
@@ -397,7 +401,7 @@ def score_sample(input: str | os.PathLike, url: str, lines: int = 50, max_concur
     from .pipeline import score_file
 
     with tempfile.TemporaryDirectory(prefix="scoring-sample-") as tmp:
-        sample = head_file(Path(input), lines, Path(tmp))
+        sample = head_file(paths.resolve(input), lines, Path(tmp))
         config = RunConfig(input=sample, client=ClientConfig(url=url, api_key_env=api_key_env),
                            max_concurrent_tasks=max_concurrent_tasks, output=Path(tmp) / "rows.jsonl", cache=None,
                            records_dir=None, progress=False)

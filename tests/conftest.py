@@ -51,3 +51,27 @@ def cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: f
     full_env = dict(os.environ) | (env or {})
     return subprocess.run([sys.executable, "-m", "scoring_lib", *map(str, args)], capture_output=True, text=True,
                           env=full_env, cwd=cwd or REPO, timeout=timeout, **popen)
+
+
+def git(*args: str, cwd: Path) -> str:
+    env = dict(os.environ, GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@localhost", GIT_COMMITTER_NAME="test",
+               GIT_COMMITTER_EMAIL="test@localhost")
+    return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout
+
+
+def make_clone(tmp_path: Path, sweep_grid: str = "tiny") -> Path:
+    """A fresh clone of this repository (committed state) with the nbstripout git filter installed as
+    `make venv` does, its sweep notebook pointed at a small grid (committed, so the clone starts clean)."""
+    import nbformat
+
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+    subprocess.run(["make", "--no-print-directory", "git-filter", f"PY={sys.executable}"], cwd=clone, check=True,
+                   capture_output=True)
+    path = clone / "notebooks" / "sweep.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    nb.cells[0].source = nb.cells[0].source.replace('"notebooks/grids/quick.yaml"', f'"{sweep_grid}"')
+    nbformat.write(nb, path)
+    git("commit", "-qam", f"sweep notebook: {sweep_grid} grid", cwd=clone)
+    assert git("status", "--porcelain", cwd=clone) == ""
+    return clone

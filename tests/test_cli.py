@@ -104,7 +104,7 @@ def cached_count(path: Path) -> int:
     db = sqlite3.connect(path)
     try:
         return db.execute("SELECT COUNT(*) FROM scores").fetchone()[0]
-    except sqlite3.OperationalError:  # the file exists a moment before its table
+    except sqlite3.OperationalError:  # the file exists a moment before its table does
         return 0
     finally:
         db.close()

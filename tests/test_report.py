@@ -5,6 +5,7 @@ import math
 import pytest
 
 from scoring_lib.records import save_record
+from scoring_lib.errors import ReportError
 from scoring_lib.report import build_report
 
 SCALE = 0.05
@@ -89,3 +90,88 @@ def test_report_cli_on_a_missing_directory_is_exit_2(tmp_path):
     from conftest import cli
     proc = cli("report", "--runs", tmp_path / "nothing", "--out", tmp_path / "r", cwd=tmp_path)
     assert proc.returncode == 2 and "no run records" in proc.stderr and not (tmp_path / "r").exists()
+
+
+def adhoc_record(i, scale=1.0, scoring=42.0):
+    rec = record(i, "asyncio", scoring, 256, "auto", 1)
+    rec["extra"] = {}
+    rec["service"] = dict(rec["service"], time_scale=scale)
+    return rec
+
+
+def test_plain_score_runs_stay_out_unless_asked(fixed_records, tmp_path):
+    save_record(adhoc_record(30), fixed_records / "adhoc")
+    report = build_report(fixed_records, tmp_path / "report")
+    assert report.sweeps == ["fixed"] and "nan" not in "".join(report.points["point_id"])
+    assert not (report.runs["sweep"].isna()).any()
+    with pytest.raises(ReportError, match="2 different services or time scales"):
+        build_report(fixed_records, tmp_path / "report", sweeps="fixed", adhoc=True)
+
+
+def test_default_is_the_sweep_run_last_and_all_takes_every_sweep(fixed_records, tmp_path):
+    later = record(40, "asyncio", 2.5, 200, "auto", 1)
+    later["created"] = "2026-02-01T00:00:00+00:00"
+    later["extra"]["sweep"] = "later"
+    save_record(later, fixed_records / "later")
+    assert build_report(fixed_records, tmp_path / "a").sweeps == ["later"]
+    assert build_report(fixed_records, tmp_path / "b", sweeps="all").sweeps == ["fixed", "later"]
+    with pytest.raises(ReportError, match="no records of sweep 'nope'.*recorded sweeps: fixed, later"):
+        build_report(fixed_records, tmp_path / "c", sweeps=["nope"])
+
+
+def test_adhoc_runs_alone_are_named_like_sweep_points(tmp_path):
+    save_record(adhoc_record(1), tmp_path / "runs")
+    report = build_report(tmp_path / "runs", tmp_path / "report", adhoc=True)
+    assert list(report.points["point_id"]) == ["asyncio-t1-c256-poolauto"]
+    assert report.time_scale == 1.0 and "All times are full-scale seconds" in report.page.read_text()
+
+
+def test_page_names_the_fastest_setting_first_with_its_distance_from_the_bound(fixed_records, tmp_path):
+    report = build_report(fixed_records, tmp_path / "report")
+    assert list(report.points["wall_median"]) == sorted(report.points["wall_median"])
+    first = [line for line in report.page.read_text().splitlines() if line.strip()][1]
+    best = report.points.iloc[0]
+    assert first.startswith(f"**Fastest setting: `{best['point_id']}`**")
+    assert f"{best['wall_median'] / best['bound_seconds']:.2f}x the bound" in first
+    assert f"({best['wall_median'] / SCALE:.3g} s at full scale)" in first
+
+
+def test_html_is_one_self_contained_file(fixed_records, tmp_path):
+    report = build_report(fixed_records, tmp_path / "report")
+    html = report.html.read_text()
+    assert html.count('src="data:image/png;base64,') == len(report.figures) == 5
+    assert ".png\"" not in html and "<table>" in html and "Fastest setting" in html
+
+
+def test_figures_say_their_time_scale_draw_bounds_as_steps_and_use_whole_counts(fixed_records, tmp_path):
+    from scoring_lib import plots
+
+    report = build_report(fixed_records, tmp_path / "report")
+    pts = report.points
+    fig = plots.wall_vs_concurrency(pts, SCALE)
+    titled = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title().split(":")[0] for ax in titled] == ["asyncio", "Ray"]  # one panel per engine
+    labels = " ".join(a.get_ylabel() for ax in fig.axes for a in [ax, *ax.child_axes])
+    assert "at time scale 0.05" in labels and "full scale" in labels
+    stairs = [line for line in titled[0].get_lines() if line.get_drawstyle().startswith("steps")]
+    assert len(stairs) == 2  # one bound staircase per pool
+    heat = plots.ray_heatmap(pts, SCALE)
+    images = [im for ax in heat.axes for im in ax.get_images()]
+    assert images and all(im.get_clim()[0] == 0 for im in images)
+    timeline = plots.inflight_timeline(report.runs.pipe(lambda _: []), SCALE)
+    assert "time scale 0.05" in timeline.axes[0].get_xlabel()
+    ticks = plots.inflight_timeline([{"engine": "asyncio", "threads": 1, "max_concurrent_tasks": 3,
+                                      "connector_limit": "auto", "timeline": [[0, 0], [1, 3], [2, 1]]}])
+    ticks.canvas.draw()
+    assert all(float(t).is_integer() for t in ticks.axes[0].get_yticks())
+
+
+def test_report_cli_exit_2_with_one_line_when_nothing_to_report(tmp_path):
+    from conftest import cli
+    (tmp_path / "runs").mkdir()
+    save_record(adhoc_record(1), tmp_path / "runs")
+    proc = cli("report", "--runs", tmp_path / "runs", "--out", tmp_path / "r", cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stdout == "" and len(proc.stderr.strip().splitlines()) == 1
+    assert "no sweep recorded" in proc.stderr and "--adhoc" in proc.stderr and not (tmp_path / "r").exists()
+    ok = cli("report", "--runs", tmp_path / "runs", "--adhoc", "--out", tmp_path / "r", cwd=tmp_path)
+    assert ok.returncode == 0 and "report.html" in ok.stdout and (tmp_path / "r" / "report.html").exists()

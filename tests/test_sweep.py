@@ -67,6 +67,7 @@ def test_shipped_grids_are_valid():
         assert grid.points and grid.input.is_file()
 
 
+@pytest.mark.slow  # runs notebooks through papermill
 def test_sweep_records_every_point_and_resume_skips_them(tmp_path):
     grid = load_grid(write_grid(tmp_path, TINY))
     summary = run_sweep(grid, records_dir=tmp_path / "runs", notebooks_dir=tmp_path / "nb", progress=False)
@@ -80,6 +81,7 @@ def test_sweep_records_every_point_and_resume_skips_them(tmp_path):
     assert len(read_records(tmp_path / "runs")) == 4
 
 
+@pytest.mark.slow  # runs notebooks through papermill
 def test_a_failing_point_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
     fake = tmp_path / "no_ray"
     (fake / "ray").mkdir(parents=True)

@@ -20,6 +20,7 @@ from scoring_lib.server import ServiceProcess
 from conftest import REPO, cli, read_rows, run_config
 
 RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # keeps `ray start` on 127.0.0.1
+pytestmark = pytest.mark.ray  # the Ray engine's tests: out of `make test-fast`
 
 
 def ray_config(path, url, tmp_path, **kw):
