@@ -43,10 +43,10 @@ def test_report_of_an_external_service_with_unknown_capacity_claims_no_efficienc
             "latency": {"p50": 1.0, "p90": 1.0, "p99": 1.0}, "machine": {"cpu_count": 2}, "versions": {}}
     url = "http://127.0.0.1:1/score"
     save_record(base | {"run_id": "a" * 32, "service": service_info(url, "external"),
-                        "extra": {"point_id": "blind"}}, tmp_path / "runs")
+                        "extra": {"sweep": "url-sweep", "point_id": "blind"}}, tmp_path / "runs")
     probed = ServiceProfile(url=url, latency=Known(0.5, "probed"))
     save_record(base | {"run_id": "b" * 32, "service": service_info(url, "external", profile=probed),
-                        "extra": {"point_id": "probed"}}, tmp_path / "runs")
+                        "extra": {"sweep": "url-sweep", "point_id": "probed"}}, tmp_path / "runs")
     report = build_report(tmp_path / "runs", tmp_path / "report")
     pts = report.points.set_index("point_id")
     assert pd.isna(pts.loc["blind", "efficiency"]) and pts.loc["blind", "bound_source"] == "unknown"
