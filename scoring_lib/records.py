@@ -173,8 +173,9 @@ def _bound_for(rec: dict) -> tuple[float | None, float | None, float]:
     pool = effective_pool(rec.get("connector_limit"), sessions)
     if latency is None:
         return None, None, pool
-    bound = bound_seconds(rec.get("unique_requested") or 0, latency, pool, rec["max_concurrent_tasks"],
-                          svc.get("capacity"))
+    # Ray workers keep min(threads, share) in flight each: the run may allow fewer than C at once.
+    concurrency = min(rec["max_concurrent_tasks"], info.get("in_flight_limit") or rec["max_concurrent_tasks"])
+    bound = bound_seconds(rec.get("unique_requested") or 0, latency, pool, concurrency, svc.get("capacity"))
     return latency, bound, pool
 
 
