@@ -247,6 +247,65 @@ def case_ray_sweep(work: Path, points: int = 3, time_scale: float = 0.05) -> lis
     return out
 
 
+class InstantEngine:
+    """A Dispatcher whose service is infinitely fast: every item is scored the moment it is submitted.
+    What is left is the driver's own cost: reader, dedupe, cache, ordered writer, records."""
+
+    name = "instant"
+
+    def __init__(self, room: int = 1000) -> None:
+        self._room = room
+        self._done: list = []
+        self.startup_seconds = 0.0
+
+    def __enter__(self) -> "InstantEngine":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def room(self) -> int:
+        return self._room - len(self._done)
+
+    def submit(self, items: list) -> None:
+        from .client import Outcome
+
+        now = time.time()
+        self._done += [(key, Outcome(0.5, None, 1, now, now, 0.0, now)) for key, _ in items]
+
+    def poll(self, timeout: float) -> list:
+        done, self._done = self._done, []
+        return done
+
+    def info(self) -> dict:
+        return {"sessions": 0, "startup_seconds": 0.0}
+
+    def close(self, cancel: bool = False) -> None:
+        pass
+
+
+def case_driver(work: Path, n: int = 200_000) -> list[Measurement]:
+    """The single-driver ceiling: lines/s of the whole pipeline when the service answers instantly,
+    without and with the persistent cache (one process, one driver thread)."""
+    from unittest import mock
+
+    from . import pipeline
+
+    path = write_unique_lines(work / "driver.txt", n)
+    out = []
+    for name, cache in (("no cache (run-local store)", None), ("persistent cache", work / "driver-cache.sqlite")):
+        config = RunConfig(input=path, client=ClientConfig(url="http://127.0.0.1:9/"), cache=cache, records_dir=None,
+                           progress=False, output=work / "driver.out.jsonl")
+        cpu0 = time.process_time()
+        with mock.patch.object(pipeline, "open_engine", lambda _config: InstantEngine()):
+            result = score_file(config, write_record=False)
+        cpu = time.process_time() - cpu0
+        wall = result.stats.scoring_seconds
+        out.append(Measurement("d", f"driver only, {name}", n, wall,
+                               extra={"lines_per_s": round(n / wall), "cpu_us_per_line": round(cpu / n * 1e6)}))
+    return out
+
+
 def _recorded_startup(records: Path) -> float | None:
     for f in records.glob("*.json"):
         return json.loads(f.read_text()).get("startup_seconds")
@@ -265,7 +324,7 @@ def _printed(measurements: list[Measurement]) -> list[Measurement]:
     return measurements
 
 
-def run_bench(cases: str = "zabcrs", time_scale: float = 0.05, b_time_scale: float = 1.0,
+def run_bench(cases: str = "zdabcrs", time_scale: float = 0.05, b_time_scale: float = 1.0,
               rss_sizes: tuple[int, ...] = (100_000, 1_000_000), ray: bool = False,
               out_dir: Path | None = Path("results/bench")) -> list[Measurement]:
     print(f"machine: {machine_info()}")
@@ -288,6 +347,10 @@ def run_bench(cases: str = "zabcrs", time_scale: float = 0.05, b_time_scale: flo
         if "c" in cases:
             print("(c) peak RSS at zero latency (target <= 300 MB and flat):", flush=True)
             results += case_c(work, list(rss_sizes))
+        if "d" in cases:
+            print("(d) the single-driver ceiling: the whole pipeline against an instant service (no HTTP):",
+                  flush=True)
+            results += _printed(case_driver(work))
         if "z" in cases:
             print("(z) the client's own cost at zero latency, whole processes against one server "
                   "(targets: speed_vs_bare >= 0.85 and cpu_vs_bare <= 1.2 for 1 thread):", flush=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from .config import ENGINES, ClientConfig, RunConfig, ServerConfig
-from .errors import ConfigError, GridError, MissingDependencyError
+from .errors import ClusterConnectError, ConfigError, GridError, MissingDependencyError
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
@@ -334,15 +334,21 @@ def _one_ray_for_the_sweep(summary: SweepSummary, address: str | None, dashboard
 
     saved = {k: os.environ.get(k) for k in ("RAY_ADDRESS", SWEEP_CLUSTER_ENV)}
     with ExitStack() as stack:
-        env = {"RAY_ADDRESS": address}
+        env = {"RAY_ADDRESS": address} if address else {}
         if not address:
-            cluster = stack.enter_context(LocalCluster(dashboard=dashboard))
-            env, summary.ray_startup_seconds = cluster.env(), cluster.startup_seconds
-            if dashboard:
-                print(dashboard_help(cluster.dashboard_url, kept=False, sweep=True), flush=True)
+            try:
+                cluster = stack.enter_context(LocalCluster(dashboard=dashboard))
+            except MissingDependencyError:
+                pass  # each Ray point fails (and is recorded) on its own; the other points run
+            except ClusterConnectError as exc:
+                print(f"warning: {exc}; each Ray point starts its own Ray", file=sys.stderr, flush=True)
+            else:
+                env, summary.ray_startup_seconds = cluster.env(), cluster.startup_seconds
+                if dashboard:
+                    print(dashboard_help(cluster.dashboard_url, kept=False, sweep=True), flush=True)
         os.environ.update(env)
         try:
-            yield env["RAY_ADDRESS"]
+            yield env.get("RAY_ADDRESS")
         finally:
             for key, value in saved.items():
                 if value is None:

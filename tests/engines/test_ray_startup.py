@@ -2,6 +2,7 @@
 runs all its Ray points on one local cluster, and the dashboard says how to get in."""
 
 import os
+import time
 
 import psutil
 import pytest
@@ -99,3 +100,26 @@ def test_dashboard_help_says_how_to_get_in_and_how_long_it_lasts(monkeypatch):
     assert "release()" in dashboard_help("127.0.0.1:8265", kept=True)
     monkeypatch.setenv("RAY_AUTH_TOKEN", "secret-value")
     assert "secret-value" not in dashboard_help("127.0.0.1:8265", kept=False)  # never the token itself
+
+
+@pytest.mark.slow
+def test_a_sweep_runs_all_its_ray_points_on_one_cluster_and_stops_it(tmp_path):
+    from scoring_lib.records import read_records
+    from scoring_lib.sweep import parse_grid, run_sweep
+
+    from conftest import REPO
+
+    grid = parse_grid({"name": "onecluster", "input": str(REPO / "data/sample.txt"), "lines": 20,
+                       "service": {"latency": 4.15, "capacity": 200, "time_scale": 0.005},
+                       "points": [{"engine": "ray", "workers": [1, 2], "threads": 2, "max_concurrent_tasks": 4}]})
+    before = {p.pid for p in psutil.process_iter()}
+    summary = run_sweep(grid, records_dir=tmp_path / "runs", notebooks_dir=tmp_path / "nb", progress=False)
+    assert summary.exit_code == 0, summary.failed
+    assert summary.ray_startup_seconds and "one Ray cluster for all Ray points" in summary.line()
+    records = read_records(tmp_path / "runs")
+    assert len(records) == 2 and all(r["engine_info"]["cluster"] == "joined" for r in records)
+    assert "RAY_ADDRESS" not in os.environ
+    time.sleep(2)
+    left = [p for p in psutil.process_iter(["cmdline"]) if p.pid not in before
+            and "ray-sweep-" in " ".join(p.info["cmdline"] or [])]
+    assert left == []
