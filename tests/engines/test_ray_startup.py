@@ -123,3 +123,15 @@ def test_a_sweep_runs_all_its_ray_points_on_one_cluster_and_stops_it(tmp_path):
     left = [p for p in psutil.process_iter(["cmdline"]) if p.pid not in before
             and "ray-sweep-" in " ".join(p.info["cmdline"] or [])]
     assert left == []
+
+
+def test_ray_dashboard_prints_how_to_get_in(make_input, tmp_path):
+    from conftest import cli
+
+    make_input([f"dash {i}" for i in range(10)], "in.txt")
+    proc = cli("score", "in.txt", "--engine", "ray", "--workers", "1", "--threads", "2", "--ray-dashboard",
+               "--server-time-scale", "0.005", "--no-cache", "--no-record", cwd=tmp_path, timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    line = next(l for l in proc.stdout.splitlines() if l.startswith("Ray dashboard:"))
+    assert "http://127.0.0.1:" in line and "ends with this run" in line
+    assert "ray get-auth-token" in line or "no token needed" in line
