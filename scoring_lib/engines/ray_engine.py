@@ -27,7 +27,7 @@ import os
 import socket
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..config import ClientConfig, RunConfig, split_evenly
 from ..errors import ClusterConnectError, MissingDependencyError
@@ -118,9 +118,9 @@ class _Slot:
 class _Kept:
     """Worker actors kept between runs of one kernel, and the shape they were made for."""
 
-    shape: tuple
-    slots: list[_Slot]
-    worker_info: list[dict]
+    shape: tuple = field(repr=False)  # holds the API key: never printed
+    slots: list[_Slot] = field(default_factory=list)
+    worker_info: list[dict] = field(default_factory=list)
 
 
 class _State:
