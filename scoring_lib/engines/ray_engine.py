@@ -35,6 +35,7 @@ from . import Result, WorkItem
 
 MAX_CHUNK = 64
 MAX_CHUNK_FAILURES = 5
+RESTING_SECONDS = 10.0  # a worker whose chunk failed gets no new chunk for this long, if others are up
 LOCAL_OBJECT_STORE_BYTES = 256 * 1024 * 1024
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 SWEEP_CLUSTER_ENV = "SCORING_RAY_SWEEP_CLUSTER"  # the address of the local cluster a sweep started
@@ -188,6 +189,7 @@ class RayEngine:
         self.chunk_size = config.chunk_size or max(1, min(MAX_CHUNK, max(self._slots_per_worker) // 2))
         self.slots: list[_Slot] = []
         self._pending: dict = {}  # ObjectRef -> (slot index, chunk, failures)
+        self._failed_at: dict[int, float] = {}  # slot index -> when a chunk of it last failed (monotonic)
         self.startup_seconds = 0.0
         self.rescored_chunks = 0
         self.reused = False
@@ -214,7 +216,9 @@ class RayEngine:
                 raise ClusterConnectError(f"cannot join Ray cluster at {cfg.ray_address}: "
                                           f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
         else:
-            ctx = ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=cfg.ray_dashboard,
+            # address="local": a new Ray of our own, never one found on the machine (ray.init() without an
+            # address joins the last cluster `ray start` announced in /tmp/ray, someone else's perhaps).
+            ctx = ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=cfg.ray_dashboard,
                            dashboard_host="127.0.0.1", object_store_memory=LOCAL_OBJECT_STORE_BYTES,
                            _node_ip_address="127.0.0.1", **common)
             _State.dashboard_url = getattr(ctx, "dashboard_url", None) or None
@@ -267,8 +271,12 @@ class RayEngine:
     def room(self) -> int:
         return sum(s.limit - s.outstanding for s in self.slots)
 
-    def _send(self, chunk: list[WorkItem], failures: int = 0, avoid: int | None = None) -> None:
-        candidates = [i for i in range(len(self.slots)) if i != avoid] or [avoid]
+    def _send(self, chunk: list[WorkItem], failures: int = 0) -> None:
+        # Workers that just failed rest a while (a lost node takes all its workers with it, and Ray
+        # restarts them elsewhere): a rescored chunk goes to one that is up.
+        now = time.monotonic()
+        candidates = [i for i in range(len(self.slots)) if now - self._failed_at.get(i, -RESTING_SECONDS) >=
+                      RESTING_SECONDS] or [min(range(len(self.slots)), key=lambda i: self._failed_at.get(i, 0.0))]
         index = max(candidates, key=lambda i: self.slots[i].limit - self.slots[i].outstanding)
         slot = self.slots[index]
         slot.outstanding += len(chunk)
@@ -299,7 +307,8 @@ class RayEngine:
                 if failures + 1 >= MAX_CHUNK_FAILURES:
                     raise RuntimeError(f"a chunk's worker died {failures + 1} times: {exc}") from None
                 self.rescored_chunks += 1
-                self._send(chunk, failures + 1, avoid=index)
+                self._failed_at[index] = time.monotonic()
+                self._send(chunk, failures + 1)
         return out
 
     def info(self) -> dict:

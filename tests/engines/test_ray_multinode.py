@@ -47,6 +47,15 @@ def tempfile_dir() -> str:
     return tempfile.mkdtemp(prefix="ray-mn-", dir="/tmp")  # short: Ray's socket paths have a length limit
 
 
+def _a_node_with_workers(nodes):
+    """A worker node that hosts at least one scoring worker (its raylet's child process)."""
+    for node in nodes:
+        raylet = psutil.Process(node.all_processes["raylet"][0].process.pid)
+        if any("ScoringWorker" in " ".join(child.cmdline()) for child in raylet.children(recursive=True)):
+            return node
+    raise AssertionError("no worker node hosts a scoring worker")
+
+
 def _listeners_are_loopback(ray_pids: set[int]) -> None:
     listening = [c for c in psutil.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN and c.pid in ray_pids]
     assert listening
@@ -87,7 +96,7 @@ def test_a_node_removed_mid_run_has_its_chunks_rescored(cluster, make_input, tmp
         while svc.stats().ok < 60 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert svc.stats().ok >= 60, "the run did not start"
-        c.remove_node(nodes[0], allow_graceful=False)  # a whole machine gone, chunks in flight on it
+        c.remove_node(_a_node_with_workers(nodes), allow_graceful=False)  # a machine gone, chunks in flight on it
         run.join(240)
         assert not run.is_alive()
         requests = svc.stats().requests
