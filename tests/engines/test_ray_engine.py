@@ -7,7 +7,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import psutil
 import pytest
@@ -147,15 +146,12 @@ def _free_port() -> int:
 
 @pytest.fixture
 def ray_cluster():
-    port = _free_port()
-    env = os.environ | RAY_ENV
-    ray_bin = str(Path(sys.executable).parent / "ray")
-    subprocess.run([ray_bin, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
-                    "--disable-usage-stats"], env=env, check=True, capture_output=True, timeout=120)
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
+    """A `ray start --head` cluster of this test's own (temp dir, ports), stopped alone at the end:
+    `ray stop` would stop every Ray on the machine, other people's runs too."""
+    from scoring_lib.engines.ray_engine import LocalCluster
+
+    with LocalCluster(num_cpus=2) as cluster:
+        yield cluster.address
 
 
 def test_joins_an_existing_cluster_by_address_and_leaves_it_running(ray_cluster, make_input, tmp_path):
