@@ -20,6 +20,8 @@ from conftest import REPO, cli, read_rows, run_config
 
 RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # keeps `ray start` on 127.0.0.1
 
+pytestmark = pytest.mark.ray
+
 
 def ray_config(path, url, tmp_path, **kw):
     return run_config(path, url, tmp_path, **({"engine": "ray", "workers": 3, "threads": 2} | kw))
