@@ -72,10 +72,12 @@ def measure_run(case: str, setting: str, service: ServiceProcess, path: Path, li
     service.reset_stats()
     result = score_file(config, write_record=False)
     stats = service.stats()
-    sessions = sessions_of(config.engine, config.resolved_threads, config.resolved_workers,
-                           config.max_concurrent_tasks)
+    info = result.stats.engine_info
+    sessions = info.get("sessions") or sessions_of(config.engine, config.resolved_threads, config.resolved_workers,
+                                                   config.max_concurrent_tasks)
     pool = effective_pool(client.connector_limit, sessions)
-    bound = bound_seconds(lines, latency, pool, config.max_concurrent_tasks, capacity)
+    concurrency = min(config.max_concurrent_tasks, info.get("in_flight_limit") or config.max_concurrent_tasks)
+    bound = bound_seconds(lines, latency, pool, concurrency, capacity)
     if result.stats.counts["ok"] != lines:
         raise RuntimeError(f"{setting}: only {result.stats.counts['ok']} of {lines} lines scored")
     pool_text = "inf" if math.isinf(pool) else str(int(pool))
@@ -107,8 +109,10 @@ def case_b(work: Path, time_scale: float) -> list[Measurement]:
     n, concurrency, latency = 10_000, 1000, 1.0 * time_scale
     path = write_unique_lines(work / "b.txt", n)
     with ServiceProcess(ServerConfig(latency=1.0, capacity=0, time_scale=time_scale)) as svc:
-        return [measure_run("b", f"asyncio {os.cpu_count()} threads, C={concurrency}", svc, path, n, latency, 0,
-                            engine="asyncio", max_concurrent_tasks=concurrency)]
+        # What event-loop threads buy when the service is slow: 1 against 2 (they share one GIL).
+        return [measure_run("b", f"asyncio {threads} thread{'s' if threads > 1 else ''}, C={concurrency}", svc, path,
+                            n, latency, 0, engine="asyncio", threads=threads, max_concurrent_tasks=concurrency)
+                for threads in (1, 2)]
 
 
 def case_p(work: Path, time_scale: float, capacities: tuple[int, ...] = (50, 200, 1000)) -> list[Measurement]:
@@ -204,16 +208,8 @@ def case_limits(work: Path, time_scale: float = 0.05, ray: bool = False) -> list
 
 def peak_rss_run(path: Path, url: str, concurrency: int) -> tuple[float, float]:
     """Wall seconds and peak RSS (MB) of one `score` CLI process."""
-    args = [sys.executable, "-m", "scoring_lib", "score", str(path), "--url", url, "--no-cache", "--no-record",
-            "--no-progress", "--output", str(path.with_suffix(".out.jsonl")),
-            "--max-concurrent-tasks", str(concurrency)]
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"score failed: {proc.stderr.read().decode()[-500:]}")
-    return wall, usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
+    run = run_process(score_args(path, url, "--max-concurrent-tasks", str(concurrency)))
+    return run.wall, run.rss_mb
 
 
 def case_c(work: Path, sizes: list[int]) -> list[Measurement]:
@@ -326,7 +322,198 @@ def case_soak(work: Path, lines: int = 200_000, concurrency: int = 512, timeout:
     return [m]
 
 
-def run_bench(cases: str = "abc", time_scale: float = 0.05, b_time_scale: float = 1.0,
+BASELINE = Path(__file__).resolve().parent / "baseline_client.py"
+
+
+@dataclass
+class ProcessRun:
+    """One whole process: wall seconds, CPU seconds (user + system) and peak RSS."""
+
+    wall: float
+    cpu: float
+    rss_mb: float
+    stdout: str = ""
+
+
+def run_process(args: list[str], env: dict | None = None) -> ProcessRun:
+    """Run `args` to the end; its own wall, CPU and peak RSS (from wait4, so only this process tree's)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(args, stdout=out, stderr=err, env=None if env is None else os.environ | env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(args[1:5])}... failed: {err.read().decode()[-500:]}")
+        return ProcessRun(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, out.read().decode())
+
+
+def score_args(path: Path, url: str, *extra: str, records: Path | None = None) -> list[str]:
+    """A whole `score` process against `url`: no cache, no progress, a record only if `records` is given."""
+    return [sys.executable, "-m", "scoring_lib", "score", str(path), "--url", url, "--no-cache", "--no-progress",
+            "--output", str(path.with_suffix(".out.jsonl")),
+            *(["--records-dir", str(records)] if records else ["--no-record"]), *extra]
+
+
+def case_zero(work: Path, n: int = 50_000, concurrency: int = 100, repeats: int = 2,
+              ray: bool = False) -> list[Measurement]:
+    """The client's own cost: zero latency, whole processes in turn against one server, `score` beside
+    the bare aiohttp baseline (baseline_client.py). Best of `repeats` for each (the machine is shared)."""
+    path = write_unique_lines(work / "zero.txt", n)
+    settings: list[tuple[str, list[str] | None]] = [
+        ("bare aiohttp baseline", None),
+        ("score asyncio 1 thread", ["--threads", "1"]),
+        ("score asyncio 2 threads", ["--threads", "2"]),
+    ]
+    if ray:
+        settings.append(("score ray 2 workers", ["--engine", "ray", "--workers", "2", "--threads", str(concurrency)]))
+    best: dict[str, ProcessRun] = {}
+    with ServiceProcess(ServerConfig(latency=0, capacity=0)) as svc:
+        for _ in range(repeats):
+            for name, extra in settings:
+                if extra is None:
+                    args = [sys.executable, str(BASELINE), str(path), svc.url, str(concurrency),
+                            str(work / "zero.bare.jsonl")]
+                else:
+                    args = score_args(path, svc.url, "--max-concurrent-tasks", str(concurrency), *extra)
+                run = run_process(args)
+                if name not in best or run.wall < best[name].wall:
+                    best[name] = run
+    bare = best["bare aiohttp baseline"]
+    out = []
+    for name, _ in settings:
+        r = best[name]
+        extra = {"lines_per_s": round(n / r.wall), "cpu_us_per_line": round(r.cpu / n * 1e6),
+                 "speed_vs_bare": round(bare.wall / r.wall, 2), "cpu_vs_bare": round(r.cpu / bare.cpu, 2)}
+        out.append(Measurement("z", f"{name}, C={concurrency}", n, r.wall, extra=extra))
+    return out
+
+
+def case_ray(work: Path, time_scale: float, whole_latency: float = 0.5) -> list[Measurement]:
+    """The seed's Ray shape, 32 workers x 64 threads (C=2,048, pool 100, capacity 200, 2,000 lines):
+    scoring efficiency at 4.15 s x time scale, and one whole `score` process at `whole_latency`."""
+    n, capacity = 2000, 200
+    path = write_unique_lines(work / "ray.txt", n)
+    out = []
+    with ServiceProcess(ServerConfig(latency=4.15, capacity=capacity, time_scale=time_scale)) as svc:
+        m = measure_run("r", "ray 32 workers x 64 threads, C=2048", svc, path, n, 4.15 * time_scale, capacity,
+                        engine="ray", workers=32, threads=64, max_concurrent_tasks=2048, connector_limit=100)
+        m.extra["efficiency"] = round(m.bound_seconds / m.wall_seconds, 2)
+        out.append(m)
+    with ServiceProcess(ServerConfig(latency=whole_latency, capacity=capacity)) as svc:
+        run = run_process(score_args(path, svc.url, "--engine", "ray", "--workers", "32", "--threads", "64",
+                                     "--max-concurrent-tasks", "2048", "--connector-limit", "100"))
+        bound = math.ceil(n / capacity) * whole_latency
+        out.append(Measurement("r", f"whole `score` ray 32x64 at {whole_latency:g} s", n, run.wall, bound,
+                               extra={"target": "<= 40 s", "cpu_s": round(run.cpu, 1)}))
+    return out
+
+
+def case_ray_sweep(work: Path, points: int = 3, time_scale: float = 0.05) -> list[Measurement]:
+    """A sweep's Ray start-up, paid once: one local cluster, then `points` whole `score` processes
+    (as a sweep's kernels are) joining it, each starting its 4 workers; beside one cold run."""
+    from .engines.ray_engine import LocalCluster
+
+    n, capacity = 400, 200
+    path = write_unique_lines(work / "sweep.txt", n)
+    runs = work / "runs"
+    out = []
+    with ServiceProcess(ServerConfig(latency=4.15, capacity=capacity, time_scale=time_scale)) as svc:
+        cold = run_process(score_args(path, svc.url, "--engine", "ray", "--workers", "4", "--threads", "16",
+                                      records=runs / "cold"))
+        out.append(Measurement("w", "cold run (starts its own Ray)", n, cold.wall,
+                               startup_seconds=_recorded_startup(runs / "cold")))
+        with LocalCluster() as cluster:
+            out.append(Measurement("w", "sweep's cluster, started once", 0, cluster.startup_seconds,
+                                   startup_seconds=cluster.startup_seconds))
+            for i in range(points):
+                run = run_process(score_args(path, svc.url, "--engine", "ray", "--workers", "4", "--threads", "16",
+                                             records=runs / f"p{i}"), env=cluster.env())
+                out.append(Measurement("w", f"point {i + 1} joining it", n, run.wall,
+                                       startup_seconds=_recorded_startup(runs / f"p{i}")))
+    return out
+
+
+class InstantEngine:
+    """A Dispatcher whose service is infinitely fast: every item is scored the moment it is submitted.
+    What is left is the driver's own cost: reader, dedupe, cache, ordered writer, records."""
+
+    name = "instant"
+
+    def __init__(self, room: int = 1000) -> None:
+        self._room = room
+        self._done: list = []
+        self.startup_seconds = 0.0
+
+    def __enter__(self) -> "InstantEngine":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def room(self) -> int:
+        return self._room - len(self._done)
+
+    def submit(self, items: list) -> None:
+        from .client import Outcome
+
+        now = time.time()
+        self._done += [(key, Outcome(0.5, None, 1, now, now, 0.0, now)) for key, _ in items]
+
+    def poll(self, timeout: float) -> list:
+        done, self._done = self._done, []
+        return done
+
+    def info(self) -> dict:
+        return {"sessions": 0, "startup_seconds": 0.0}
+
+    def close(self, cancel: bool = False) -> None:
+        pass
+
+
+def case_driver(work: Path, n: int = 200_000) -> list[Measurement]:
+    """The single-driver ceiling: lines/s of the whole pipeline when the service answers instantly,
+    without and with the persistent cache (one process, one driver thread)."""
+    from unittest import mock
+
+    from . import pipeline
+
+    path = write_unique_lines(work / "driver.txt", n)
+    out = []
+    for name, cache in (("no cache (run-local store)", None), ("persistent cache", work / "driver-cache.sqlite")):
+        config = RunConfig(input=path, client=ClientConfig(url="http://127.0.0.1:9/"), cache=cache, records_dir=None,
+                           progress=False, output=work / "driver.out.jsonl")
+        cpu0 = time.process_time()
+        with mock.patch.object(pipeline, "open_engine", lambda _config: InstantEngine()):
+            result = score_file(config, write_record=False)
+        cpu = time.process_time() - cpu0
+        wall = result.stats.scoring_seconds
+        out.append(Measurement("d", f"driver only, {name}", n, wall,
+                               extra={"lines_per_s": round(n / wall), "cpu_us_per_line": round(cpu / n * 1e6)}))
+    return out
+
+
+def _recorded_startup(records: Path) -> float | None:
+    for f in records.glob("*.json"):
+        return json.loads(f.read_text()).get("startup_seconds")
+    return None
+
+
+def ray_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("ray") is not None
+
+
+def _printed(measurements: list[Measurement]) -> list[Measurement]:
+    for m in measurements:
+        print("    " + m.line(), flush=True)
+    return measurements
+
+
+def run_bench(cases: str = "zdabcrw", time_scale: float = 0.05, b_time_scale: float = 1.0,
               rss_sizes: tuple[int, ...] = (100_000, 1_000_000), ray: bool = False,
               out_dir: Path | None = Path("results/bench"), soak_lines: int = 200_000, p_time_scale: float = 0.5,
               p_capacities: tuple[int, ...] = (50, 200, 1000)) -> list[Measurement]:
@@ -365,6 +552,23 @@ def run_bench(cases: str = "abc", time_scale: float = 0.05, b_time_scale: float 
         if "l" in cases:
             print(f"(l) limits: fixed best / fixed too high / auto (time scale {time_scale}):", flush=True)
             results += case_limits(work, time_scale, ray)
+        if "d" in cases:
+            print("(d) the single-driver ceiling: the whole pipeline against an instant service (no HTTP):",
+                  flush=True)
+            results += _printed(case_driver(work))
+        if "z" in cases:
+            print("(z) the client's own cost at zero latency, whole processes against one server "
+                  "(targets: speed_vs_bare >= 0.85 and cpu_vs_bare <= 1.2 for 1 thread):", flush=True)
+            results += _printed(case_zero(work, ray=ray_available()))
+        if "r" in cases and ray_available():
+            print(f"(r) Ray at the seed's shape, 32 workers x 64 threads (targets: efficiency >= 0.85; "
+                  f"whole run <= 40 s):", flush=True)
+            results += _printed(case_ray(work, time_scale))
+        if "w" in cases and ray_available():
+            print("(w) a Ray sweep's start-up, paid once (cluster once, then each point joins it):", flush=True)
+            results += _printed(case_ray_sweep(work, time_scale=time_scale))
+        if set(cases) & set("rw") and not ray_available():
+            print("(r, w) skipped: Ray is not installed (pip install -e '.[ray]')", flush=True)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")

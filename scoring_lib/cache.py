@@ -23,13 +23,16 @@ def cache_namespace(url: str, request_field: str, score_field: str) -> str:
 
 
 class ScoreCache:
-    """Score lookups by key; `path=None` keeps the run-local store in a temporary file."""
+    """Score lookups by key; `path=None` keeps the run-local store in a temporary file, which gets
+    only what the LRU lets go (nothing has to survive the run, so no per-batch SQLite commit)."""
 
     def __init__(self, path: str | os.PathLike | None, namespace: str, lru_size: int = 100_000) -> None:
         self._namespace = namespace.encode("utf-8") + b"\x00"
         self._lru: OrderedDict[bytes, float] = OrderedDict()
         self._lru_size = lru_size
         self._temp: str | None = None
+        self._spill: dict[bytes, float] = {}  # run-local store: evicted from the LRU, not yet in SQLite
+        self._spilled = False
         if path is None:
             fd, self._temp = tempfile.mkstemp(prefix="scoring-run-", suffix=".sqlite")
             os.close(fd)
@@ -60,6 +63,9 @@ class ScoreCache:
         if score is not None:
             self._lru.move_to_end(key)
             return score
+        if self._temp is not None:  # run-local: SQLite holds only what the LRU let go
+            if (score := self._spill.get(key)) is not None or not self._spilled:
+                return score
         row = self._db.execute("SELECT score FROM scores WHERE key = ?", (key,)).fetchone()
         if row is None or not math.isfinite(row[0]):  # older versions stored Infinity: not a score
             return None
@@ -70,6 +76,10 @@ class ScoreCache:
         """Store and commit at once: what is here survives a kill of the process."""
         items = list(items)
         if not items:
+            return
+        if self._temp is not None:  # run-local: nothing to survive, so SQLite only takes the LRU's overflow
+            for key, score in items:
+                self._remember(key, score)
             return
         try:
             self._db.execute("BEGIN")
@@ -89,9 +99,23 @@ class ScoreCache:
         self._lru[key] = score
         self._lru.move_to_end(key)
         if len(self._lru) > self._lru_size:
-            self._lru.popitem(last=False)
+            old_key, old_score = self._lru.popitem(last=False)
+            if self._temp is not None:
+                self._spill[old_key] = old_score
+                if len(self._spill) >= 1000:
+                    self._flush_spill()
+
+    def _flush_spill(self) -> None:
+        self._db.execute("BEGIN")
+        self._db.executemany("INSERT OR REPLACE INTO scores (key, score) VALUES (?, ?)", self._spill.items())
+        self._db.execute("COMMIT")
+        self._spill.clear()
+        self._spilled = True
 
     def __len__(self) -> int:
+        if self._temp is not None:  # everything to SQLite first (INSERT OR REPLACE: no double count)
+            self._spill.update(self._lru)
+            self._flush_spill()
         return self._db.execute("SELECT COUNT(*) FROM scores").fetchone()[0]
 
     def close(self) -> None:

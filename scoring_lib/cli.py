@@ -169,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("engine")
     g.add_argument("--engine", choices=("asyncio", "ray"), default="asyncio", help="default asyncio")
     g.add_argument("--threads", type=_int_at_least(1), metavar="N",
-                   help="asyncio: event-loop threads; ray: threads per worker (default CPU count / 8)")
+                   help="asyncio: event-loop threads (default CPU count); ray: request slots per worker, "
+                        "all on the worker's one event loop (default: its share of C)")
     g.add_argument("--workers", type=_int_at_least(1), metavar="N",
                    help="ray: worker processes, may exceed CPUs (default CPU count)")
     g.add_argument("--max-concurrent-tasks", type=_concurrency, default=256, metavar="N|auto",
@@ -180,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="requests per second for the whole run, shared by every thread and worker (default none)")
     g.add_argument("--ray-address", default=os.environ.get("RAY_ADDRESS") or None, metavar="ADDR",
                    help="join this Ray cluster instead of starting a local one (default $RAY_ADDRESS)")
-    g.add_argument("--ray-dashboard", action="store_true", help="start Ray's dashboard on 127.0.0.1")
+    g.add_argument("--ray-dashboard", action="store_true", help="start Ray's dashboard on 127.0.0.1 and say how "
+                   "to get in (it ends with the run)")
     g.add_argument("--ray-verbose", action="store_true", help="show Ray's own logs and workers' output")
     g = p.add_argument_group("files")
     g.add_argument("--output", type=Path, metavar="PATH", help="default results/scores/<input stem>.jsonl")
@@ -230,6 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="run every point of a grid through papermill (notebooks/run.ipynb)")
     p.add_argument("grid", metavar="GRID.yaml", help="grid file, e.g. notebooks/grids/quick.yaml")
     p.add_argument("--resume", action="store_true", help="skip points already recorded for this grid")
+    p.add_argument("--ray-address", default=os.environ.get("RAY_ADDRESS") or None, metavar="ADDR",
+                   help="Ray points join this cluster (default $RAY_ADDRESS); without it the sweep starts one "
+                        "local Ray cluster for all its Ray points and stops it at the end")
+    p.add_argument("--ray-dashboard", action="store_true", help="the sweep's local Ray cluster serves its "
+                   "dashboard on 127.0.0.1 for the whole sweep")
     p.add_argument("--records-dir", type=Path, default=paths.RUNS,
                    help="records go to DIR/<grid name>/ (default results/runs under the project root)")
     p.add_argument("--notebooks-dir", type=Path, default=paths.EXECUTED,
@@ -252,9 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", metavar="NAME", help="service profile whose capacity tests the seed's hypothesis")
 
     p = sub.add_parser("bench", help="measure the engines against the simulated service and the physical limit")
-    p.add_argument("--cases", default="abc", help="which cases: a (pool 100 vs auto), b (10k lines at "
-                   "C=1000), c (peak RSS), l (limits: fixed best / too high / auto), p (probe --ramp: probed vs "
-                   "configured capacity, predicted vs measured), s (soak: faults, SIGKILL and resume); default abc")
+    p.add_argument("--cases", default="zdabcrw", help="which cases: z (zero latency: score vs a bare aiohttp "
+                   "client), d (the single-driver ceiling), a (pool 100 vs auto), b (10k lines at C=1000), "
+                   "c (peak RSS), r (Ray 32x64), w (a Ray sweep's start-up); not in the default: l (limits: fixed "
+                   "best / too high / auto), p (probe --ramp: probed vs configured capacity, predicted vs "
+                   "measured), s (soak: faults, SIGKILL and resume); default zdabcrw")
     p.add_argument("--soak-lines", type=_int_at_least(1), default=200_000, help="input length of the soak case")
     p.add_argument("--time-scale", type=_float_at_least(0, strict=True), default=0.05,
                    help="time scale of case a's 4.15 s latency (default 0.05)")
@@ -274,7 +283,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     grid = load_grid(args.grid)  # every grid error surfaces here, before anything runs
     summary = run_sweep(grid, records_dir=args.records_dir, notebooks_dir=args.notebooks_dir, resume=args.resume,
-                        progress=args.progress)
+                        progress=args.progress, ray_address=args.ray_address, ray_dashboard=args.ray_dashboard)
     print(summary.line())
     for point, why in summary.failed:
         print(f"failed: {point}: {why}", file=sys.stderr)
@@ -321,8 +330,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         sizes = tuple(int(s) for s in args.rss_sizes.split(","))
     except ValueError:
         raise ConfigError(f"--rss-sizes takes whole numbers separated by commas, got {args.rss_sizes!r}") from None
-    if set(args.cases) - set("abclps"):
-        raise ConfigError(f"--cases takes letters from abclps, got {args.cases!r}")
+    if set(args.cases) - set("zdabcrwlps"):
+        raise ConfigError(f"--cases takes letters from zdabcrwlps, got {args.cases!r}")
     try:
         capacities = tuple(int(s) for s in args.p_capacities.split(","))
     except ValueError:

@@ -177,13 +177,19 @@ class ScoringClient:
         # toward the per-request timeout (aiohttp's `connect` would include it).
         timeout = aiohttp.ClientTimeout(total=None, connect=None, sock_connect=cfg.timeout, sock_read=cfg.timeout)
         # When a request really leaves (not when it starts waiting for a pooled connection) is what
-        # the in-flight timeline and latency percentiles need.
-        trace = aiohttp.TraceConfig()
-        trace.on_request_headers_sent.append(_mark_sent)
-        trace.on_connection_queued_start.append(_pause_deadline)
-        trace.on_connection_queued_end.append(_restart_deadline)
+        # the in-flight timeline and latency percentiles need; the per-request deadline pauses while a
+        # request waits for a pooled connection. Only a pool smaller than the concurrency makes requests
+        # wait; otherwise a request leaves when it starts, and tracing (some 5% of the CPU per line at
+        # zero latency) is left out.
+        traces = []
+        if 0 < cfg.pool_size(self.concurrency) < self.concurrency:
+            trace = aiohttp.TraceConfig()
+            trace.on_request_headers_sent.append(_mark_sent)
+            trace.on_connection_queued_start.append(_pause_deadline)
+            trace.on_connection_queued_end.append(_restart_deadline)
+            traces.append(trace)
         self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, headers=self._headers,
-                                              trace_configs=[trace])
+                                              trace_configs=traces)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -157,7 +157,9 @@ class RunConfig:
     def resolved_threads(self) -> int:
         if self.threads is not None:
             return self.threads
-        return 8 if self.engine == "ray" else (os.cpu_count() or 1)
+        if self.engine == "ray":  # request slots per worker: by default its whole share of C
+            return -(-self.max_concurrent_tasks // self.resolved_workers)
+        return os.cpu_count() or 1
 
     @property
     def resolved_workers(self) -> int:

@@ -160,6 +160,14 @@ class RunLimiter:
         self._win_target = max(3, int(self.limit))
         self._win_start = self.t0
 
+    def reset(self) -> None:
+        """Start another run on the same gates (a Ray worker kept between runs): forget what the last
+        run learned (its limit, failures, stop), keep the event loops' gates."""
+        with self._lock:
+            gates = list(self._gates)
+        self.__init__(self.settings)
+        self._gates = gates
+
     # -- gates -------------------------------------------------------------------------------------
     def gate(self, rate_share: float | None = None) -> "LoopGate":
         """The gate for the calling event loop, with `rate_share` requests per second of the rate."""

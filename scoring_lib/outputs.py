@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError, write_error
@@ -22,8 +22,10 @@ class Row:
     attempts: int
 
     def to_json(self) -> str:
+        # A plain dict, not dataclasses.asdict (a deep copy): the same text, a third of the cost per row.
         # allow_nan=False: a row is strict JSON or it is not written (scores are checked finite upstream).
-        return json.dumps(asdict(self), ensure_ascii=False, allow_nan=False)
+        return json.dumps({"line": self.line, "score": self.score, "status": self.status, "error": self.error,
+                           "attempts": self.attempts}, ensure_ascii=False, allow_nan=False)
 
 
 def _alive(pid: int) -> bool:

@@ -206,7 +206,9 @@ def _bound_for(rec: dict) -> tuple[float | None, float | None, float, str, objec
     prof = record_profile(rec)
     sessions = info.get("sessions") or 1
     pool = effective_pool(rec.get("connector_limit"), sessions)
-    bound, source = honest_bound(rec.get("unique_requested") or 0, pool, rec["max_concurrent_tasks"],
+    # Ray workers keep min(threads, share) in flight each: the run may allow fewer than C at once.
+    concurrency = min(rec["max_concurrent_tasks"], info.get("in_flight_limit") or rec["max_concurrent_tasks"])
+    bound, source = honest_bound(rec.get("unique_requested") or 0, pool, concurrency,
                                  prof.latency.value, prof.capacity.value, prof.rate_limit.value,
                                  prof.latency.source, prof.capacity.source, prof.rate_limit.source)
     return prof.latency.value, bound, pool, source, prof

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from . import paths
 from .config import ENGINES, ClientConfig, RunConfig, ServerConfig, read_yaml
-from .errors import ConfigError, GridError, MissingDependencyError, PointFailed
+from .errors import ClusterConnectError, ConfigError, GridError, MissingDependencyError, PointFailed
 from .redact import redact
 
 REPO = paths.ROOT
@@ -201,7 +201,7 @@ def run_point(input: str | os.PathLike = "data/sample.txt", engine: str = "async
               service: dict | None = None, records_dir: str | os.PathLike = paths.RUNS,
               sweep: str | None = None, point_id: str | None = None, api_key_env: str = "SCORING_API_KEY",
               timeout: float = 30.0, max_retries: int = 5, skip_repeats: list | tuple = (),
-              profile: str | os.PathLike | None = None):
+              profile: str | os.PathLike | None = None, ray_address: str | None = None):
     """Run one configuration `warmup + repeats` times; record each; return the measured runs' rows.
 
     Without `url`, the simulated service described by `service` runs in a child process for the
@@ -209,7 +209,8 @@ def run_point(input: str | os.PathLike = "data/sample.txt", engine: str = "async
     recorded with warmup=True so the report can leave them out.
     `skip_repeats` are measured repeats already recorded (a resumed sweep runs only the others).
     A run that ends with error rows is recorded as failed (kept out of the timing figures) and
-    stops the point with PointFailed."""
+    stops the point with PointFailed. Ray points join `ray_address` (default $RAY_ADDRESS, which a
+    sweep sets to its one cluster)."""
     import pandas as pd
 
     from .pipeline import score_file
@@ -243,6 +244,7 @@ def run_point(input: str | os.PathLike = "data/sample.txt", engine: str = "async
             config = RunConfig(input=path, client=client, engine=engine, threads=threads, workers=workers,
                                max_concurrent_tasks=max_concurrent_tasks, output=Path(tmp) / "scores.jsonl",
                                cache=None, records_dir=Path(records_dir), progress=False,
+                               ray_address=ray_address or os.environ.get("RAY_ADDRESS") or None,
                                extra={"sweep": sweep, "point_id": point_id, "repeat": i - warmup,
                                       "warmup": is_warmup})
             result = score_file(config, server_info=server_info, write_record=False)
@@ -317,6 +319,7 @@ class SweepSummary:
     done: list = field(default_factory=list)
     skipped: list = field(default_factory=list)
     failed: list = field(default_factory=list)  # (point id, failure)
+    ray_startup_seconds: float | None = None  # the sweep's one local Ray cluster, started once
 
     @property
     def exit_code(self) -> int:
@@ -331,14 +334,20 @@ class SweepSummary:
         return pd.DataFrame(rows)
 
     def line(self) -> str:
+        ray = ("" if self.ray_startup_seconds is None else
+               f"; one Ray cluster for all Ray points, started in {self.ray_startup_seconds:.1f} s")
         return (f"sweep {self.grid.name}: {len(self.done)} points run, {len(self.skipped)} skipped, "
-                f"{len(self.failed)} failed; records in {self.records_dir}")
+                f"{len(self.failed)} failed; records in {self.records_dir}{ray}")
 
 
 def run_sweep(grid: Grid | str | os.PathLike, records_dir: str | os.PathLike = paths.RUNS,
               notebooks_dir: str | os.PathLike = paths.EXECUTED, resume: bool = False,
-              progress: bool | None = None) -> SweepSummary:
-    """Run every point of the grid through papermill (run.ipynb), against one shared service."""
+              progress: bool | None = None, ray_address: str | None = None,
+              ray_dashboard: bool = False) -> SweepSummary:
+    """Run every point of the grid through papermill (run.ipynb), against one shared service.
+
+    Ray points all join one Ray: `ray_address` if given, else a local cluster started here once
+    (loopback, its own temp dir and ports) and stopped at the end, so Ray's start-up is paid once."""
     try:
         import papermill as pm
     except ImportError:
@@ -364,6 +373,8 @@ def run_sweep(grid: Grid | str | os.PathLike, records_dir: str | os.PathLike = p
         url = grid.url
         if url is None:  # one simulated service for the whole sweep: every point meets the same profile
             url = stack.enter_context(ServiceProcess(ServerConfig(**grid.service))).url
+        if any(p.engine == "ray" for p in todo):
+            stack.enter_context(_one_ray_for_the_sweep(summary, ray_address, ray_dashboard))
         terminal = stack.enter_context(_kernel_stderr_to(outputs / "kernels.log"))
         bar = stack.enter_context(tqdm(todo, unit="point", file=terminal,
                                        disable=None if progress is None else not progress))
@@ -390,6 +401,37 @@ def run_sweep(grid: Grid | str | os.PathLike, records_dir: str | os.PathLike = p
     return summary
 
 
+
+
+@contextmanager
+def _one_ray_for_the_sweep(summary: SweepSummary, address: str | None, dashboard: bool):
+    """Point every kernel at one Ray (through $RAY_ADDRESS, which kernels inherit): the given one,
+    or a local cluster started here and stopped when the sweep ends."""
+    from .engines.ray_engine import SWEEP_CLUSTER_ENV, LocalCluster, dashboard_help
+
+    saved = {k: os.environ.get(k) for k in ("RAY_ADDRESS", SWEEP_CLUSTER_ENV)}
+    with ExitStack() as stack:
+        env = {"RAY_ADDRESS": address} if address else {}
+        if not address:
+            try:
+                cluster = stack.enter_context(LocalCluster(dashboard=dashboard))
+            except MissingDependencyError:
+                pass  # each Ray point fails (and is recorded) on its own; the other points run
+            except ClusterConnectError as exc:
+                print(f"warning: {exc}; each Ray point starts its own Ray", file=sys.stderr, flush=True)
+            else:
+                env, summary.ray_startup_seconds = cluster.env(), cluster.startup_seconds
+                if dashboard:
+                    print(dashboard_help(cluster.dashboard_url, kept=False, sweep=True), flush=True)
+        os.environ.update(env)
+        try:
+            yield env.get("RAY_ADDRESS")
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
 
 def score_sample(input: str | os.PathLike, url: str, lines: int = 50, max_concurrent_tasks: int = 64,

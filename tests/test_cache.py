@@ -36,3 +36,16 @@ def test_the_cache_never_stores_texts(tmp_path):
     c.put_many([(c.key("a very recognisable sentence"), 0.5)])
     c.close()
     assert b"recognisable" not in path.read_bytes()
+
+
+def test_the_run_local_store_spills_what_the_lru_lets_go():
+    cache = ScoreCache(None, "ns", lru_size=10)
+    keys = [cache.key(str(i)) for i in range(3000)]
+    for start in range(0, 3000, 7):
+        cache.put_many([(k, float(i)) for i, k in enumerate(keys[start:start + 7], start)])
+    try:
+        assert all(cache.get(k) == float(i) for i, k in enumerate(keys))
+        assert cache.get(cache.key("never stored")) is None
+        assert len(cache) == 3000
+    finally:
+        cache.close()

@@ -1,20 +1,34 @@
-"""Ray engine: oversubscribed worker actors, each running a pool of event-loop threads.
+"""Ray engine: oversubscribed worker actors, each an asyncio actor with one event loop.
 
 Workers ask Ray for zero CPUs (the work is waiting on the network, not computing), so 32 of them run
-on a 2-core machine. The run's max_concurrent_tasks is split into fixed per-worker shares and each
-worker splits its share over its threads: the total in flight never exceeds it. The driver streams
-chunks to workers and gets results back per chunk; the shared pipeline caches and writes them.
-A chunk whose worker died is given to another worker, so no line is lost.
+on a 2-core machine. What "workers x threads" means here: a worker is one Ray actor process; its
+"threads" are request slots, logical threads that each keep one request in flight, all multiplexed
+on the worker's single event loop (the shared LoopPool and ScoringClient, run with one loop thread).
+The seed gave each Ray worker 64 OS threads, each sending one request at a time: 32 x 64 meant
+2,048 requests in flight on 2,048 OS threads. Here 32 x 64 means the same 2,048 requests in flight on
+32 event loops. The run's max_concurrent_tasks is split into per-worker shares, and a worker keeps
+min(threads, share) requests in flight: the total in flight never exceeds max_concurrent_tasks nor
+workers x threads.
+
+The driver streams chunks to workers and gets results back per chunk; the shared pipeline caches and
+writes them. A chunk whose worker died (or whose node left the cluster) is given to another worker,
+so no line is lost. Workers are spread over the cluster's nodes.
+
+Start-up is paid once where it can be: a run joins a Ray that is already up (a sweep's cluster, a
+notebook's earlier run), and inside a notebook kernel the worker actors of one run are kept for the
+next run with the same shape (`release()` ends them).
 """
 
 from __future__ import annotations
 
+import atexit
+import dataclasses
 import logging
 import os
-import queue
 import socket
+import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..config import ClientConfig, RunConfig, split_evenly
 from ..errors import ClusterConnectError, MissingDependencyError
@@ -23,8 +37,10 @@ from . import Result, WorkItem
 
 MAX_CHUNK = 64
 MAX_CHUNK_FAILURES = 5
+RESTING_SECONDS = 10.0  # a worker whose chunk failed gets no new chunk for this long, if others are up
 LOCAL_OBJECT_STORE_BYTES = 256 * 1024 * 1024
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+SWEEP_CLUSTER_ENV = "SCORING_RAY_SWEEP_CLUSTER"  # the address of the local cluster a sweep started
 
 
 def import_ray(address: str | None = None):
@@ -48,28 +64,57 @@ def import_ray(address: str | None = None):
 
 
 class ScoringWorker:
-    """The body of one Ray actor: a LoopPool of `threads` event loops with `concurrency` in flight."""
+    """The body of one Ray actor (an async actor): `slots` requests in flight on one event loop.
 
-    def __init__(self, client: ClientConfig, concurrency: int, threads: int, api_key: str | None,
-                 limits=None) -> None:
+    The scoring itself is the shared LoopPool (one loop thread) and ScoringClient, exactly what the
+    asyncio engine runs, with this worker's share of the run's limits (limits.py); Ray's own actor
+    loop only receives chunks and hands results back."""
+
+    def __init__(self, client: ClientConfig, slots: int, api_key: str | None, limits=None) -> None:
         from .asyncio_engine import LoopPool
 
-        self.pool = LoopPool(client, concurrency, threads, api_key=api_key, limits=limits)
+        self.slots = slots
+        self.pool = LoopPool(client, slots, 1, api_key=api_key, limits=limits)
         self.pool.start()
 
-    def limit_stats(self) -> dict:
+    async def limit_stats(self) -> dict:
         return self.pool.limit_stats()
 
-    def ready(self) -> dict:
-        return {"pid": os.getpid(), "threads": self.pool.thread_count, "host": socket.gethostname()}
+    async def new_run(self) -> None:
+        """A kept worker starts another run: its limiter forgets what the last run learned."""
+        self.pool.limiter.reset()
 
-    def score_chunk(self, items: list[WorkItem]) -> list[Result]:
-        reply: queue.Queue = queue.Queue()
-        self.pool.submit(items, reply)
-        out: list[Result] = []
-        while len(out) < len(items):
-            out.extend(reply.get())
-        return out
+    async def ready(self) -> dict:
+        import ray
+
+        return {"pid": os.getpid(), "threads": self.pool.thread_count, "slots": self.slots,
+                "host": socket.gethostname(), "node_id": ray.get_runtime_context().get_node_id()}
+
+    async def score_chunk(self, items: list[WorkItem]) -> list[Result]:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        reply = _LoopReply(loop, done, len(items))
+        self.pool.submit(items, reply)  # type: ignore[arg-type]
+        return await done
+
+
+class _LoopReply:
+    """What LoopPool puts results into (it calls `put` from its loop thread), resolving a future on
+    the actor's own loop once the whole chunk is in."""
+
+    def __init__(self, loop, future, expected: int) -> None:
+        self.loop, self.future, self.expected = loop, future, expected
+        self.results: list[Result] = []
+
+    def put(self, results: list[Result]) -> None:
+        self.loop.call_soon_threadsafe(self._add, results)
+
+    def _add(self, results: list[Result]) -> None:
+        self.results.extend(results)
+        if len(self.results) >= self.expected and not self.future.done():
+            self.future.set_result(self.results)
 
 
 @dataclass
@@ -78,6 +123,65 @@ class _Slot:
     share: int
     limit: int
     outstanding: int = 0
+
+
+@dataclass
+class _Kept:
+    """Worker actors kept between runs of one kernel, and the shape they were made for."""
+
+    shape: tuple = field(repr=False)  # holds the API key: never printed
+    slots: list[_Slot] = field(default_factory=list)
+    worker_info: list[dict] = field(default_factory=list)
+
+
+class _State:
+    """This process's Ray connection and kept actors (one per process, like Ray's own)."""
+
+    connected_here = False  # ray.init was called by this module
+    address: str | None = None  # what it was called with (None: a local Ray started here)
+    dashboard_url: str | None = None
+    kept: _Kept | None = None
+    reuse: bool | None = None  # None: reuse inside a Jupyter kernel only
+
+
+def set_reuse(on: bool | None) -> None:
+    """Keep the Ray connection and worker actors between runs (True), never (False), or only inside
+    a Jupyter kernel (None, the default). `release()` ends what is kept."""
+    _State.reuse = on
+    if on is False:
+        release()
+
+
+def reusing() -> bool:
+    if _State.reuse is not None:
+        return _State.reuse
+    return "ipykernel" in sys.modules and "IPython" in sys.modules
+
+
+def release() -> None:
+    """End kept worker actors and the Ray connection this module made (a joined cluster keeps running)."""
+    kept, _State.kept = _State.kept, None
+    if "ray" not in sys.modules:
+        return
+    ray = sys.modules["ray"]
+    if kept is not None:
+        _kill(ray, kept.slots)
+    if _State.connected_here and ray.is_initialized():
+        ray.shutdown()
+    _State.connected_here = False
+    _State.address = None
+    _State.dashboard_url = None
+
+
+atexit.register(release)
+
+
+def _kill(ray, slots: list[_Slot]) -> None:
+    for slot in slots:
+        try:
+            ray.kill(slot.handle)
+        except Exception:  # already dead or the cluster is gone
+            pass
 
 
 class RayEngine:
@@ -90,14 +194,15 @@ class RayEngine:
         self.config = config
         self.workers = config.resolved_workers
         self.threads = config.resolved_threads
-        shares = split_evenly(config.concurrency_ceiling, self.workers)
-        self.chunk_size = config.chunk_size or max(1, min(MAX_CHUNK, max(shares) // 2))
+        self._shares = split_evenly(config.concurrency_ceiling, self.workers)
+        self._slots_per_worker = [min(self.threads, share) for share in self._shares]
+        self.chunk_size = config.chunk_size or max(1, min(MAX_CHUNK, max(self._slots_per_worker) // 2))
         self.slots: list[_Slot] = []
-        self._shares = shares
         self._pending: dict = {}  # ObjectRef -> (slot index, chunk, failures)
-        self._connected_here = False  # ray.init was called by this engine (not by the caller)
+        self._failed_at: dict[int, float] = {}  # slot index -> when a chunk of it last failed (monotonic)
         self.startup_seconds = 0.0
         self.rescored_chunks = 0
+        self.reused = False
         self.dashboard_url: str | None = None
         self.worker_info: list[dict] = []
 
@@ -105,48 +210,76 @@ class RayEngine:
     def _init_ray(self) -> None:
         ray, cfg = self.ray, self.config
         if ray.is_initialized():
-            return
+            if not _State.connected_here or _State.address == cfg.ray_address:
+                return  # the caller's Ray, or the one this module made for an earlier run
+            release()  # kept for another address
         verbose = cfg.ray_verbose
         common = dict(log_to_driver=verbose, logging_level=logging.INFO if verbose else logging.ERROR,
                       configure_logging=True)
         if cfg.ray_address:
             _check_reachable(cfg.ray_address)
-            _check_joinable(cfg.ray_address)
+            if cfg.ray_address != os.environ.get(SWEEP_CLUSTER_ENV):  # a sweep's own cluster is known to answer
+                _check_joinable(cfg.ray_address)
             try:
                 ray.init(address=cfg.ray_address, **common)
             except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError...
                 raise ClusterConnectError(f"cannot join Ray cluster at {cfg.ray_address}: "
                                           f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
         else:
-            ctx = ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=cfg.ray_dashboard,
+            # address="local": a new Ray of our own, never one found on the machine (ray.init() without an
+            # address joins the last cluster `ray start` announced in /tmp/ray, someone else's perhaps).
+            ctx = ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=cfg.ray_dashboard,
                            dashboard_host="127.0.0.1", object_store_memory=LOCAL_OBJECT_STORE_BYTES,
                            _node_ip_address="127.0.0.1", **common)
-            self.dashboard_url = getattr(ctx, "dashboard_url", None) or None
-        self._connected_here = True
+            _State.dashboard_url = getattr(ctx, "dashboard_url", None) or None
+        _State.connected_here = True
+        _State.address = cfg.ray_address
+
+    def _shape(self) -> tuple:
+        return (self.config.client, tuple(self._slots_per_worker), self.config.client.api_key(),
+                settings_for(self.config))
+
+    def _start_workers(self) -> None:
+        ray = self.ray
+        kept, _State.kept = _State.kept, None
+        if kept is not None and kept.shape == self._shape():
+            try:
+                self.worker_info = ray.get([s.handle.ready.remote() for s in kept.slots], timeout=30)
+                ray.get([s.handle.new_run.remote() for s in kept.slots], timeout=30)
+                self.slots, self.reused = kept.slots, True
+                return
+            except Exception:  # a kept worker is gone for good: start afresh
+                pass
+        if kept is not None:
+            _kill(ray, kept.slots)
+        actor = ray.remote(ScoringWorker)
+        api_key = self.config.client.api_key()
+        # Each worker adapts its own share of the limit, rate and probe (limits.py): no coordinator on the
+        # hot path; a worker never has more in flight than its slots.
+        limits = settings_for(self.config)
+        parts = len(self._shares)
+        for index, (share, slots) in enumerate(zip(self._shares, self._slots_per_worker)):
+            mine = limits.share(index, parts)
+            mine = dataclasses.replace(mine, limit=min(mine.limit, slots))
+            # max_restarts: a worker whose process or node died comes back (elsewhere) for later chunks;
+            # SPREAD: on a cluster, workers go to every node rather than fill the first one.
+            handle = actor.options(num_cpus=0, max_restarts=-1, max_task_retries=0,
+                                   scheduling_strategy="SPREAD").remote(self.config.client, slots, api_key, mine)
+            self.slots.append(_Slot(handle, share, 2 * slots))
+        self.worker_info = ray.get([s.handle.ready.remote() for s in self.slots], timeout=120)
 
     def __enter__(self) -> "RayEngine":
         t0 = time.perf_counter()
         self._init_ray()
         try:
-            ray = self.ray
-            actor = ray.remote(ScoringWorker)
-            api_key = self.config.client.api_key()
-            # Each worker adapts its own share of the limit, rate and probe (limits.py): no coordinator on the hot path.
-            limits = settings_for(self.config)
-            for index, share in enumerate(self._shares):
-                threads = min(self.threads, share)
-                max_calls = (2 * share) // self.chunk_size + 2
-                handle = actor.options(num_cpus=0, max_restarts=-1, max_task_retries=0,
-                                       max_concurrency=max_calls).remote(self.config.client, share, threads, api_key,
-                                                                         limits.share(index, len(self._shares)))
-                self.slots.append(_Slot(handle, share, 2 * share))
-            self.worker_info = ray.get([s.handle.ready.remote() for s in self.slots], timeout=120)
+            self._start_workers()
         except BaseException:
             self.close(cancel=True)
             raise
         self.startup_seconds = time.perf_counter() - t0
-        if self.dashboard_url:
-            print(f"Ray dashboard: http://{self.dashboard_url}", flush=True)
+        self.dashboard_url = _State.dashboard_url if _State.connected_here else None
+        if self.config.ray_dashboard:
+            print(dashboard_help(self.dashboard_url, kept=reusing()), flush=True)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -156,8 +289,12 @@ class RayEngine:
     def room(self) -> int:
         return sum(s.limit - s.outstanding for s in self.slots)
 
-    def _send(self, chunk: list[WorkItem], failures: int = 0, avoid: int | None = None) -> None:
-        candidates = [i for i in range(len(self.slots)) if i != avoid] or [avoid]
+    def _send(self, chunk: list[WorkItem], failures: int = 0) -> None:
+        # Workers that just failed rest a while (a lost node takes all its workers with it, and Ray
+        # restarts them elsewhere): a rescored chunk goes to one that is up.
+        now = time.monotonic()
+        candidates = [i for i in range(len(self.slots)) if now - self._failed_at.get(i, -RESTING_SECONDS) >=
+                      RESTING_SECONDS] or [min(range(len(self.slots)), key=lambda i: self._failed_at.get(i, 0.0))]
         index = max(candidates, key=lambda i: self.slots[i].limit - self.slots[i].outstanding)
         slot = self.slots[index]
         slot.outstanding += len(chunk)
@@ -183,25 +320,31 @@ class RayEngine:
             self.slots[index].outstanding -= len(chunk)
             try:
                 out.extend(ray.get(ref))
-            except ray.exceptions.RayActorError as exc:
+            except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError) as exc:
+                # The worker's process or node died with the chunk: give it to another worker.
                 if failures + 1 >= MAX_CHUNK_FAILURES:
                     raise RuntimeError(f"a chunk's worker died {failures + 1} times: {exc}") from None
                 self.rescored_chunks += 1
-                self._send(chunk, failures + 1, avoid=index)
+                self._failed_at[index] = time.monotonic()
+                self._send(chunk, failures + 1)
         return out
 
     def info(self) -> dict:
         return {
-            "mode": "threads",
+            "mode": "async",
             "workers": len(self.slots),
             "threads_per_worker": [w["threads"] for w in self.worker_info],
-            "sessions": sum(w["threads"] for w in self.worker_info),
+            "slots_per_worker": [w["slots"] for w in self.worker_info],
+            "in_flight_limit": sum(self._slots_per_worker),
+            "sessions": len(self.worker_info),
+            "nodes": len({w.get("node_id") for w in self.worker_info}),
             "share_per_worker": [s.share for s in self.slots],
             "chunk_size": self.chunk_size,
             "rescored_chunks": self.rescored_chunks,
             "cluster": "joined" if self.config.ray_address else "local",
             "startup_seconds": self.startup_seconds,
             "limits": self._limit_stats(),
+            "reused_workers": self.reused,
         }
 
     def _limit_stats(self) -> dict:
@@ -212,16 +355,38 @@ class RayEngine:
 
     def close(self, cancel: bool = False) -> None:
         ray = self.ray
-        for slot in self.slots:
-            try:
-                ray.kill(slot.handle)
-            except Exception:  # already dead or the cluster is gone
-                pass
-        self.slots = []
+        slots, self.slots = self.slots, []
         self._pending.clear()
-        if self._connected_here and ray.is_initialized():
+        if reusing() and not cancel and slots:
+            _State.kept = _Kept(self._shape(), slots, self.worker_info)  # the next run of this shape starts here
+            return
+        _kill(ray, slots)
+        if not reusing() and _State.connected_here and ray.is_initialized():
             # A local Ray started here stops; a joined cluster keeps running, only this driver leaves.
-            ray.shutdown()
+            release()
+
+
+def dashboard_help(url: str | None, kept: bool, sweep: bool = False) -> str:
+    """How to open Ray's dashboard (Ray >= 2.5x asks for its auth token), and for how long it lasts."""
+    if not url:
+        return ("Ray dashboard: this run joined a Ray it did not start; the dashboard is that cluster's "
+                "(see `ray status`) and lasts as long as the cluster.")
+    if os.environ.get("RAY_AUTH_MODE", "token") != "token":
+        token = "no token needed (RAY_AUTH_MODE is not token)"
+    elif os.environ.get("RAY_AUTH_TOKEN"):
+        token = "it asks for Ray's auth token: the value of $RAY_AUTH_TOKEN"
+    else:
+        path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")
+        token = f"it asks for Ray's auth token: `ray get-auth-token` prints it (it is kept in {path})"
+    if sweep:
+        lasts = "it lasts until the sweep ends (the sweep's Ray cluster serves all its Ray points)"
+    elif kept:
+        lasts = ("it lasts while this kernel keeps Ray (until scoring_lib.engines.ray_engine.release() "
+                 "or the kernel ends)")
+    else:
+        lasts = ("it ends with this run; for one that lasts, run a sweep (one Ray cluster for all its "
+                 "points) or `ray start --head` and pass --ray-address")
+    return f"Ray dashboard: http://{url} - {token}; {lasts}."
 
 
 def _use_local_token() -> None:
@@ -263,3 +428,111 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except OSError as exc:
         raise ClusterConnectError(f"cannot reach Ray cluster at {address}: {exc.strerror or exc}") from None
+
+
+class LocalCluster:
+    """A local single-node Ray cluster on loopback for a sweep: started once (`ray start --head`),
+    joined by every Ray point's kernel, stopped at the end. Its own temp dir and ports, so it never
+    joins (or is joined by) another Ray on the machine; its dashboard lasts as long as it does."""
+
+    def __init__(self, dashboard: bool = False, num_cpus: int | None = None) -> None:
+        self.dashboard = dashboard
+        self.num_cpus = num_cpus or os.cpu_count() or 1
+        self.address: str | None = None
+        self.dashboard_url: str | None = None
+        self.startup_seconds = 0.0
+        self._temp_dir: str | None = None
+        self._env: dict = {}
+
+    def _ray(self, *args: str, timeout: float = 120) -> "subprocess.CompletedProcess":
+        import subprocess
+
+        ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
+        cmd = [ray_bin] if os.path.exists(ray_bin) else [sys.executable, "-m", "ray.scripts.scripts"]
+        return subprocess.run(cmd + list(args), env=self._env, capture_output=True, text=True, timeout=timeout)
+
+    def start(self) -> "LocalCluster":
+        import tempfile
+
+        import_ray()  # a clear error when Ray is missing
+        t0 = time.perf_counter()
+        self._temp_dir = tempfile.mkdtemp(prefix="ray-sweep-", dir="/tmp")  # short: Ray's socket paths
+        self._env = os.environ | {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+        port, client_port, dash_port, agent_port, metrics_port = _free_ports(5)
+        args = ["start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", f"--num-cpus={self.num_cpus}",
+                f"--temp-dir={self._temp_dir}", f"--ray-client-server-port={client_port}",
+                f"--dashboard-agent-listen-port={agent_port}", f"--metrics-export-port={metrics_port}",
+                f"--object-store-memory={LOCAL_OBJECT_STORE_BYTES}", "--disable-usage-stats"]
+        args += ([f"--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash_port}"]
+                 if self.dashboard else ["--include-dashboard=false"])
+        proc = self._ray(*args)
+        if proc.returncode != 0:
+            self.stop()
+            lines = [l for l in (proc.stderr or proc.stdout).strip().splitlines() if l.strip()]
+            raise ClusterConnectError(f"cannot start a local Ray cluster: {lines[-1] if lines else proc.returncode}")
+        self.address = f"127.0.0.1:{port}"
+        self.dashboard_url = f"127.0.0.1:{dash_port}" if self.dashboard else None
+        self.startup_seconds = time.perf_counter() - t0
+        return self
+
+    def env(self) -> dict[str, str]:
+        """What a process that should join this cluster needs in its environment (kernels inherit it)."""
+        assert self.address, "start the cluster first"
+        return {"RAY_ADDRESS": self.address, SWEEP_CLUSTER_ENV: self.address}
+
+    def stop(self) -> None:
+        import shutil
+
+        if self._temp_dir is None:
+            return
+        _stop_session([self._temp_dir] + ([f"={self.address}"] if self.address else []))
+        shutil.rmtree(self._temp_dir, ignore_errors=True)
+        self._temp_dir = None
+        self.address = None
+
+    def __enter__(self) -> "LocalCluster":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _stop_session(marks: list[str], timeout: float = 30.0) -> None:
+    """End the processes of one Ray session (named by its temp dir or address), their children too, and
+    only those: `ray stop` would stop every Ray on the machine, other users' as well."""
+    import psutil
+
+    found: dict[int, psutil.Process] = {}
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            cmd = " ".join(p.info["cmdline"] or [])
+            if any(mark in cmd for mark in marks):
+                found[p.pid] = p
+                found.update((c.pid, c) for c in p.children(recursive=True))
+        except (psutil.Error, TypeError):
+            continue
+    procs = list(found.values())
+    for p in procs:
+        try:
+            p.terminate()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()

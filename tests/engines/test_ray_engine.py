@@ -7,7 +7,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import psutil
 import pytest
@@ -21,6 +20,8 @@ from conftest import REPO, cli, read_rows, run_config
 
 RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # keeps `ray start` on 127.0.0.1
 pytestmark = pytest.mark.ray  # the Ray engine's tests: out of `make test-fast`
+
+pytestmark = pytest.mark.ray
 
 
 def ray_config(path, url, tmp_path, **kw):
@@ -37,7 +38,7 @@ def test_ray_rows_are_identical_to_asyncio_rows(make_input, tmp_path):
         result = score_file(ray_config(path, svc.url, tmp_path, output=tmp_path / "r.jsonl", cache=None))
         assert svc.stats().requests == asyncio_requests == 51
     assert (tmp_path / "a.jsonl").read_text() == (tmp_path / "r.jsonl").read_text()
-    assert result.record["engine"] == "ray" and result.record["engine_info"]["mode"] == "threads"
+    assert result.record["engine"] == "ray" and result.record["engine_info"]["mode"] == "async"
     assert result.record["engine_info"]["startup_seconds"] > 0
 
 
@@ -118,12 +119,13 @@ def test_a_killed_ray_run_resumes_from_the_cache(make_input, tmp_path):
     with ServiceProcess(ServerConfig(latency=0.1, capacity=0)) as svc:
         first = subprocess.Popen(args + ["--url", svc.url], cwd=REPO, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 180  # Ray's start-up on a loaded 2-core machine
         while cached() < 40 and time.monotonic() < deadline:
             time.sleep(0.05)
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
         done_before = cached()
+        assert done_before >= 40, "the first run did not get going within the deadline"
         # Ray ends the dead driver's workers within moments; until then they may send what they held.
         deadline = time.monotonic() + 60
         while (_worker_pids() or svc.stats().in_flight) and time.monotonic() < deadline:
@@ -147,15 +149,12 @@ def _free_port() -> int:
 
 @pytest.fixture
 def ray_cluster():
-    port = _free_port()
-    env = os.environ | RAY_ENV
-    ray_bin = str(Path(sys.executable).parent / "ray")
-    subprocess.run([ray_bin, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
-                    "--disable-usage-stats"], env=env, check=True, capture_output=True, timeout=120)
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
+    """A `ray start --head` cluster of this test's own (temp dir, ports), stopped alone at the end:
+    `ray stop` would stop every Ray on the machine, other people's runs too."""
+    from scoring_lib.engines.ray_engine import LocalCluster
+
+    with LocalCluster(num_cpus=2) as cluster:
+        yield cluster.address
 
 
 def test_joins_an_existing_cluster_by_address_and_leaves_it_running(ray_cluster, make_input, tmp_path):

@@ -1,0 +1,137 @@
+"""Ray's start-up paid once: a kernel keeps its Ray and workers between runs of one shape, a sweep
+runs all its Ray points on one local cluster, and the dashboard says how to get in."""
+
+import os
+import time
+
+import psutil
+import pytest
+
+pytest.importorskip("ray")
+
+from scoring_lib import ServerConfig, SimulatedService, score_file
+from scoring_lib.engines import ray_engine
+from scoring_lib.engines.ray_engine import LocalCluster, dashboard_help
+
+from conftest import read_rows, run_config
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture
+def reuse():
+    ray_engine.set_reuse(True)
+    try:
+        yield
+    finally:
+        ray_engine.set_reuse(None)
+        ray_engine.release()
+
+
+def _workers_alive() -> list[int]:
+    return [p.pid for p in psutil.process_iter(["cmdline"])
+            if any("ScoringWorker" in part for part in (p.info["cmdline"] or []))
+            and p.pid in {c.pid for c in psutil.Process().children(recursive=True)}]
+
+
+def test_a_kernel_reuses_its_workers_for_runs_of_the_same_shape(reuse, make_input, tmp_path):
+    path = make_input([f"reused {i}" for i in range(60)])
+    with SimulatedService(ServerConfig(time_scale=0.005)) as svc:
+        kw = dict(engine="ray", workers=2, threads=4, max_concurrent_tasks=8, cache=None)
+        first = score_file(run_config(path, svc.url, tmp_path, **kw))
+        second = score_file(run_config(path, svc.url, tmp_path, output=tmp_path / "second.jsonl", **kw))
+        third = score_file(run_config(path, svc.url, tmp_path, output=tmp_path / "third.jsonl",
+                                      **(kw | {"threads": 2})))
+    assert not first.record["engine_info"]["reused_workers"]
+    assert second.record["engine_info"]["reused_workers"]
+    assert second.stats.startup_seconds < first.stats.startup_seconds
+    assert not third.record["engine_info"]["reused_workers"]  # another shape: new workers
+    assert read_rows(tmp_path / "out.jsonl") == read_rows(tmp_path / "second.jsonl")
+    assert len(read_rows(tmp_path / "third.jsonl")) == 60
+    assert len(_workers_alive()) == 2  # the third run's workers, kept; the first shape's were ended
+    ray_engine.release()
+    import ray
+
+    assert not ray.is_initialized()
+
+
+def test_outside_a_kernel_nothing_is_kept(make_input, tmp_path):
+    path = make_input([f"not kept {i}" for i in range(20)])
+    with SimulatedService(ServerConfig(time_scale=0.005)) as svc:
+        score_file(run_config(path, svc.url, tmp_path, engine="ray", workers=2, threads=2, cache=None))
+    import ray
+
+    assert not ray.is_initialized() and ray_engine._State.kept is None
+
+
+def test_the_sweep_cluster_is_joined_and_stopped(make_input, tmp_path):
+    path = make_input([f"sweep cluster {i}" for i in range(40)])
+    with SimulatedService(ServerConfig(time_scale=0.005)) as svc:
+        with LocalCluster() as cluster:
+            address, temp = cluster.address, cluster._temp_dir
+            env = cluster.env()
+            old = {k: os.environ.get(k) for k in env}
+            os.environ.update(env)
+            try:
+                for i in range(2):
+                    result = score_file(run_config(path, svc.url, tmp_path, engine="ray", workers=2, threads=2,
+                                                   cache=None, ray_address=address))
+                    assert result.record["engine_info"]["cluster"] == "joined"
+                    assert result.stats.counts["ok"] == 40
+            finally:
+                for k, v in old.items():
+                    os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+            host, port = address.split(":")
+            listening = [c.laddr.ip for c in psutil.net_connections(kind="tcp")
+                         if c.status == psutil.CONN_LISTEN and c.laddr.port == int(port)]
+            assert listening and all(ip in ("127.0.0.1", "::ffff:127.0.0.1") for ip in listening)
+    left = [p.pid for p in psutil.process_iter(["cmdline"]) if temp in " ".join(p.info["cmdline"] or [])]
+    assert left == [] and not os.path.exists(temp)
+
+
+def test_dashboard_help_says_how_to_get_in_and_how_long_it_lasts(monkeypatch):
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", "/somewhere/token")
+    text = dashboard_help("127.0.0.1:8265", kept=False)
+    assert "http://127.0.0.1:8265" in text and "ray get-auth-token" in text and "/somewhere/token" in text
+    assert "ends with this run" in text
+    assert "until the sweep ends" in dashboard_help("127.0.0.1:8265", kept=False, sweep=True)
+    assert "release()" in dashboard_help("127.0.0.1:8265", kept=True)
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "secret-value")
+    assert "secret-value" not in dashboard_help("127.0.0.1:8265", kept=False)  # never the token itself
+
+
+@pytest.mark.slow
+def test_a_sweep_runs_all_its_ray_points_on_one_cluster_and_stops_it(tmp_path):
+    from scoring_lib.records import read_records
+    from scoring_lib.sweep import parse_grid, run_sweep
+
+    from conftest import REPO
+
+    grid = parse_grid({"name": "onecluster", "input": str(REPO / "data/sample.txt"), "lines": 20,
+                       "service": {"latency": 4.15, "capacity": 200, "time_scale": 0.005},
+                       "points": [{"engine": "ray", "workers": [1, 2], "threads": 2, "max_concurrent_tasks": 4}]})
+    before = {p.pid for p in psutil.process_iter()}
+    summary = run_sweep(grid, records_dir=tmp_path / "runs", notebooks_dir=tmp_path / "nb", progress=False)
+    assert summary.exit_code == 0, summary.failed
+    assert summary.ray_startup_seconds and "one Ray cluster for all Ray points" in summary.line()
+    records = read_records(tmp_path / "runs")
+    assert len(records) == 2 and all(r["engine_info"]["cluster"] == "joined" for r in records)
+    assert "RAY_ADDRESS" not in os.environ
+    time.sleep(2)
+    left = [p for p in psutil.process_iter(["cmdline"]) if p.pid not in before
+            and "ray-sweep-" in " ".join(p.info["cmdline"] or [])]
+    assert left == []
+
+
+def test_ray_dashboard_prints_how_to_get_in(make_input, tmp_path):
+    from conftest import cli
+
+    make_input([f"dash {i}" for i in range(10)], "in.txt")
+    proc = cli("score", "in.txt", "--engine", "ray", "--workers", "1", "--threads", "2", "--ray-dashboard",
+               "--server-time-scale", "0.005", "--no-cache", "--no-record", cwd=tmp_path, timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    line = next(l for l in proc.stdout.splitlines() if l.startswith("Ray dashboard:"))
+    assert "http://127.0.0.1:" in line and "ends with this run" in line
+    assert "ray get-auth-token" in line or "no token needed" in line
