@@ -150,9 +150,19 @@ def test_a_point_with_error_rows_is_failed_and_kept_out_of_the_report(tmp_path):
     records = read_records(tmp_path / "runs")
     assert len(records) == 1, "the point stops at its first failed repeat, with one record"
     assert records[0]["status"] == "failed" and records[0]["error"] == errors
+    from scoring_lib.errors import ReportError
+    from scoring_lib.records import save_record
+
+    with pytest.raises(ReportError, match="no measured runs"):  # failed runs alone are nothing to time
+        build_report(tmp_path / "runs", tmp_path / "report")
+    # Beside a measured point of the same sweep, the failed one is listed, and kept out of the timings.
+    good = records[0] | {"run_id": "f" * 32, "status": "ok", "failure": None, "error": 0,
+                         "ok": records[0]["lines"], "extra": records[0]["extra"] | {"point_id": "measured"}}
+    save_record(good, tmp_path / "runs" / "tiny")
     report = build_report(tmp_path / "runs", tmp_path / "report")
     text = (tmp_path / "report" / "report.md").read_text()
     assert "Failed runs" in text and "HTTP 404" in text
+    assert list(report.points["point_id"]) == ["measured"]
 
 
 @pytest.mark.slow
