@@ -74,7 +74,8 @@ class RunStats:
             rest = sum(self.causes.values()) - sum(n for _, n in top)
             errors = " (" + ", ".join(f"{n} {cause}" for cause, n in top) + (f", {rest} other" if rest else "") + ")"
         limits = self.engine_info.get("limits") or {}
-        limit = f", limit now {limits['final_limit']:g}" if limits.get("mode") == "adaptive" else ""
+        limit = (f", limit now {round(limits['final_limit'])}" if limits.get("mode") == "adaptive" and self.requests
+                 else "")
         return (f"{self.lines} lines: {c['ok']} ok, {c['empty']} empty, {c['error']} error{errors}; "
                 f"{self.requests} requests, {self.retries} retries; {self.cache_hits} from cache{limit}; "
                 f"scoring {self.scoring_seconds:.2f} s ({rate:.1f} lines/s), start-up {self.startup_seconds:.2f} s")
