@@ -30,6 +30,15 @@ def test_grid_expands_sub_grids_and_normalises_points():
     assert grid.points[1].connector_limit is None
 
 
+def test_auto_concurrency_is_a_point_of_its_own_and_reaches_the_run_as_auto():
+    grid = parse_grid(TINY | {"points": [{"engine": "asyncio", "threads": 1, "max_concurrent_tasks": [8, "auto"]}]})
+    assert [p.id for p in grid.points] == ["asyncio-t1-c8-poolauto", "asyncio-t1-cauto-poolauto"]
+    assert grid.points[1].max_concurrent_tasks == "auto"
+    assert grid.points[1].parameters()["max_concurrent_tasks"] == "auto"
+    ray = parse_grid(TINY | {"points": [{"engine": "ray", "workers": 2, "threads": 4, "max_concurrent_tasks": "auto"}]})
+    assert [p.id for p in ray.points] == ["ray-w2-t4-cauto-poolauto"]
+
+
 def test_workers_are_ignored_for_asyncio_so_points_are_not_duplicated():
     grid = parse_grid(TINY | {"points": [{"engine": "asyncio", "workers": [1, 2, 3]}]})
     assert len(grid.points) == 1 and grid.points[0].workers is None
@@ -39,7 +48,10 @@ def test_workers_are_ignored_for_asyncio_so_points_are_not_duplicated():
     (TINY | {"colour": "blue"}, "unknown key 'colour'"),
     (TINY | {"points": [{"engine": "asyncio", "thread": 2}]}, "unknown parameter 'thread'"),
     (TINY | {"points": [{"engine": "spark"}]}, "engine must be one of"),
-    (TINY | {"points": [{"max_concurrent_tasks": 0}]}, "at least 1"),
+    (TINY | {"points": [{"max_concurrent_tasks": 0}]}, "'auto' or a whole number of at least 1, got 0"),
+    (TINY | {"points": [{"max_concurrent_tasks": "Auto"}]}, "'auto' or a whole number of at least 1, got 'Auto'"),
+    (TINY | {"points": [{"max_concurrent_tasks": [8, 2.5]}]}, "max_concurrent_tasks must be 'auto' or"),
+    (TINY | {"points": [{"max_concurrent_tasks": True}]}, "max_concurrent_tasks must be 'auto' or"),
     (TINY | {"points": [{"connector_limit": "lots"}]}, "'auto' or a whole number"),
     (TINY | {"points": []}, "non-empty list"),
     (TINY | {"repeats": 0}, "repeats"),
@@ -59,6 +71,12 @@ def test_unparseable_grid_is_one_line_exit_2_before_anything_runs(tmp_path):
     assert not (tmp_path / "runs").exists() and not (tmp_path / "nb").exists()
     proc = cli("sweep", write_grid(tmp_path, TINY | {"points": [{"engine": "asyncio", "thread": 2}]}), cwd=tmp_path)
     assert proc.returncode == 2 and "unknown parameter 'thread'" in proc.stderr
+    bad = TINY | {"points": [{"engine": "asyncio", "max_concurrent_tasks": ["auto", "lots"]}]}
+    proc = cli("sweep", write_grid(tmp_path, bad), "--records-dir", tmp_path / "runs", "--notebooks-dir",
+               tmp_path / "nb", cwd=tmp_path)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "max_concurrent_tasks must be 'auto' or a whole number of at least 1, got 'lots'" in proc.stderr
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "nb").exists()
 
 
 def test_shipped_grids_are_valid():
