@@ -11,6 +11,8 @@ if not matplotlib.get_backend().lower().startswith(("module://", "nbagg", "widge
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from .report import is_auto  # noqa: E402
+
 MEASURED = "scoring_seconds"
 
 
@@ -86,10 +88,6 @@ def wall_vs_concurrency(points: pd.DataFrame, time_scale: float = 1.0) -> plt.Fi
     return fig
 
 
-def _is_auto(pts: pd.DataFrame) -> pd.Series:
-    return pts["concurrency"] == "auto" if "concurrency" in pts else pd.Series(False, index=pts.index)
-
-
 def _auto_x(r) -> float:
     """Where an `auto` setting sits on a C axis: the limit it ended at (its ceiling if not recorded)."""
     limit = r.get("final_limit")
@@ -101,8 +99,8 @@ def _asyncio_panel(ax, asy: pd.DataFrame) -> None:
     if asy.empty:
         ax.text(0.5, 0.5, "no asyncio runs recorded", ha="center", va="center", transform=ax.transAxes)
         return
-    auto = asy[_is_auto(asy)]
-    asy = asy[~_is_auto(asy)].copy()
+    auto = asy[is_auto(asy)]
+    asy = asy[~is_auto(asy)].copy()
     asy["series"] = asy.apply(lambda r: f"{int(r['sessions'] or 1)} session(s), {_pool_label(r)}", axis=1)
     for i, (name, g) in enumerate(sorted(asy.groupby("series"), key=lambda kv: kv[0])):
         g = g.sort_values("max_concurrent_tasks")
@@ -142,7 +140,7 @@ def _ray_panel(ax, ray: pd.DataFrame) -> None:
                 fmt="s", color="C3", capsize=3, label="measured")
     ax.hlines(ray["bound_seconds"], [i - 0.4 for i in x], [i + 0.4 for i in x], colors="k", linestyles="--",
               label=_bound_label(ray))
-    auto = _is_auto(ray)
+    auto = is_auto(ray)
     ax.set_xticks(x, [f"{int(r['workers'])}x{int(r['threads'])}\n"
                       + (f"auto->{_auto_x(r):.0f}" if auto[i] else f"C{int(r['max_concurrent_tasks'])}")
                       + f"\n{r['connector_limit']}" for i, r in ray.iterrows()], fontsize=7)
@@ -160,7 +158,7 @@ def ray_heatmap(points: pd.DataFrame, time_scale: float = 1.0) -> plt.Figure:
         ax.text(0.5, 0.5, "no Ray runs recorded", ha="center", va="center")
         ax.set_axis_off()
         return fig
-    ray = ray.assign(c_label=ray["max_concurrent_tasks"].astype(int).astype(str).where(~_is_auto(ray), "auto"))
+    ray = ray.assign(c_label=ray["max_concurrent_tasks"].astype(int).astype(str).where(~is_auto(ray), "auto"))
     groups = sorted(ray.groupby(["c_label", "connector_limit"]),
                     key=lambda kv: (kv[0][0] == "auto", int(kv[0][0]) if kv[0][0] != "auto" else 0, str(kv[0][1])))
     fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups) + 1.2, 4.5), squeeze=False)
