@@ -226,3 +226,25 @@ def test_a_sweep_killed_mid_point_leaves_no_process_and_resume_completes_it_exac
     assert proc.returncode == 0, proc.stderr
     ok = sorted(r["extra"]["repeat"] for r in read_records(tmp_path / "runs") if r["status"] == "ok")
     assert ok == [0, 1, 2], f"repeats recorded: {ok} (before resume: {partial})"
+
+
+@pytest.mark.slow  # runs notebooks through papermill
+def test_a_sweep_with_an_auto_point_records_it_as_auto_and_the_report_compares_it(tmp_path):
+    from scoring_lib.report import build_report
+
+    data = TINY | {"lines": 200, "service": {"latency": 4.15, "capacity": 50, "time_scale": 0.01},
+                   "points": [{"engine": "asyncio", "threads": 1, "max_concurrent_tasks": [50, "auto"]}]}
+    summary = run_sweep(load_grid(write_grid(tmp_path, data)), records_dir=tmp_path / "runs",
+                        notebooks_dir=tmp_path / "nb", progress=False)
+    assert summary.exit_code == 0 and summary.done == ["asyncio-t1-c50-poolauto", "asyncio-t1-cauto-poolauto"]
+    [auto] = [r for r in read_records(tmp_path / "runs") if r["extra"]["point_id"].endswith("cauto-poolauto")]
+    assert auto["ok"] == 200 and auto["concurrency"] == "auto" and auto["max_concurrent_tasks"] == 2000
+    limits = auto["limits"]
+    assert limits["mode"] == "adaptive" and limits["limit_history"] and 1 <= limits["final_limit"] <= 2000
+    report = build_report(tmp_path / "runs", tmp_path / "report")
+    line = next(v for v in report.verdicts if v.startswith("**`auto` beside the best fixed setting:**"))
+    assert "`asyncio-t1-cauto-poolauto` took" in line and "best fixed asyncio setting `asyncio-t1-c50-poolauto`" in line
+    assert f"its limit ended at {limits['final_limit']:.0f} (ceiling 2000, service capacity 50)" in line
+    pts = report.points.set_index("point_id")
+    # C = the ceiling, above the capacity: both settings share the capacity's bound, ceil(200 / 50) x 41.5 ms.
+    assert pts["bound_seconds"].tolist() == pytest.approx([4 * 4.15 * 0.01] * 2)
