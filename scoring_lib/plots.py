@@ -11,6 +11,8 @@ if not matplotlib.get_backend().lower().startswith(("module://", "nbagg", "widge
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from .report import is_auto  # noqa: E402
+
 MEASURED = "scoring_seconds"
 
 
@@ -86,11 +88,19 @@ def wall_vs_concurrency(points: pd.DataFrame, time_scale: float = 1.0) -> plt.Fi
     return fig
 
 
+def _auto_x(r) -> float:
+    """Where an `auto` setting sits on a C axis: the limit it ended at (its ceiling if not recorded)."""
+    limit = r.get("final_limit")
+    return float(r["max_concurrent_tasks"] if _is_missing(limit) else max(1.0, float(limit)))
+
+
 def _asyncio_panel(ax, asy: pd.DataFrame) -> None:
     ax.set_title("asyncio: wall time vs max_concurrent_tasks")
     if asy.empty:
         ax.text(0.5, 0.5, "no asyncio runs recorded", ha="center", va="center", transform=ax.transAxes)
         return
+    auto = asy[is_auto(asy)]
+    asy = asy[~is_auto(asy)].copy()
     asy["series"] = asy.apply(lambda r: f"{int(r['sessions'] or 1)} session(s), {_pool_label(r)}", axis=1)
     for i, (name, g) in enumerate(sorted(asy.groupby("series"), key=lambda kv: kv[0])):
         g = g.sort_values("max_concurrent_tasks")
@@ -102,9 +112,17 @@ def _asyncio_panel(ax, asy: pd.DataFrame) -> None:
         stairs = _bound_staircase(g, cs)
         if stairs:
             ax.step(*stairs, where="post", ls="--", color=color, alpha=0.8, label=f"{name}: {_bound_label(g)}")
+    for _, r in auto.iterrows():  # no single C: a star at the limit it ended at, beside the fixed settings
+        x = _auto_x(r)
+        spread = [[r["wall_median"] - r["wall_min"]], [r["wall_max"] - r["wall_median"]]]
+        ax.errorbar([x], [r["wall_median"]], yerr=spread,
+                    marker="*", ms=14, ls="none", color="k", mfc="gold", capsize=3,
+                    label=f"auto, {_pool_label(r)}: measured at its final limit {x:.0f} (ceiling "
+                          f"{int(r['max_concurrent_tasks'])})")
     ax.set_xscale("log")
     ticks: list[int] = []
-    for c in sorted(set(int(c) for c in asy["max_concurrent_tasks"])):
+    cs = asy["max_concurrent_tasks"] if not asy.empty else auto.apply(_auto_x, axis=1)
+    for c in sorted(set(int(c) for c in cs)):
         if not ticks or c / ticks[-1] > 1.15:  # neighbours closer than that would overprint
             ticks.append(c)
     ax.set_xticks(ticks, [str(t) for t in ticks])
@@ -122,10 +140,12 @@ def _ray_panel(ax, ray: pd.DataFrame) -> None:
                 fmt="s", color="C3", capsize=3, label="measured")
     ax.hlines(ray["bound_seconds"], [i - 0.4 for i in x], [i + 0.4 for i in x], colors="k", linestyles="--",
               label=_bound_label(ray))
-    ax.set_xticks(x, [f"{int(r['workers'])}x{int(r['threads'])}\nC{int(r['max_concurrent_tasks'])}\n"
-                      f"{r['connector_limit']}" for _, r in ray.iterrows()], fontsize=7)
+    auto = is_auto(ray)
+    ax.set_xticks(x, [f"{int(r['workers'])}x{int(r['threads'])}\n"
+                      + (f"auto->{_auto_x(r):.0f}" if auto[i] else f"C{int(r['max_concurrent_tasks'])}")
+                      + f"\n{r['connector_limit']}" for i, r in ray.iterrows()], fontsize=7)
     ax.set_xlim(-0.6, len(ray) - 0.4)
-    ax.set_xlabel("workers x threads, C, per-session pool (connector_limit)")
+    ax.set_xlabel("workers x threads, C (auto->its final limit), per-session pool")
     ax.legend(fontsize=8, loc="best")
 
 
@@ -138,7 +158,9 @@ def ray_heatmap(points: pd.DataFrame, time_scale: float = 1.0) -> plt.Figure:
         ax.text(0.5, 0.5, "no Ray runs recorded", ha="center", va="center")
         ax.set_axis_off()
         return fig
-    groups = sorted(ray.groupby(["max_concurrent_tasks", "connector_limit"]), key=lambda kv: (kv[0][0], str(kv[0][1])))
+    ray = ray.assign(c_label=ray["max_concurrent_tasks"].astype(int).astype(str).where(~is_auto(ray), "auto"))
+    groups = sorted(ray.groupby(["c_label", "connector_limit"]),
+                    key=lambda kv: (kv[0][0] == "auto", int(kv[0][0]) if kv[0][0] != "auto" else 0, str(kv[0][1])))
     fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups) + 1.2, 4.5), squeeze=False)
     vmax = float(ray["wall_median"].max())
     im = None
@@ -150,7 +172,7 @@ def ray_heatmap(points: pd.DataFrame, time_scale: float = 1.0) -> plt.Figure:
         ax.set_yticks(range(len(wall.index)), [str(int(w)) for w in wall.index])
         ax.set_xlabel("threads per worker")
         ax.set_ylabel("workers")
-        ax.set_title(f"C = {int(c)}, pool {pool}")
+        ax.set_title(f"C = {c}, pool {pool}")
         for i in range(wall.shape[0]):
             for j in range(wall.shape[1]):
                 if not math.isnan(wall.values[i, j]):

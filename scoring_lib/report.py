@@ -16,8 +16,8 @@ from .bounds import bound_seconds
 from .errors import ReportError
 from .records import read_records, select_records, sweeps_in, tidy_frame
 
-POINT_KEYS = ["point_id", "engine", "threads", "workers", "max_concurrent_tasks", "connector_limit", "sessions",
-              "effective_pool", "requested", "service_latency", "service_capacity", "time_scale"]
+POINT_KEYS = ["point_id", "engine", "threads", "workers", "max_concurrent_tasks", "concurrency", "connector_limit",
+              "sessions", "effective_pool", "requested", "service_latency", "service_capacity", "time_scale"]
 BOUND_NOTES = ("bound_source",)  # optional tidy columns that say where a bound came from
 SERVICE_KEYS = ["service_kind", "service_latency", "service_capacity", "latency_dist", "time_scale"]
 SEED = {  # the seed's published figures: 2,000 lines, 4.15 s per line, a 10-core laptop
@@ -38,7 +38,15 @@ def _point_name(r) -> str:
     def whole(v):
         return "default" if v is None or (isinstance(v, float) and math.isnan(v)) else int(v)
     workers = f"-w{whole(r['workers'])}" if r["engine"] == "ray" else ""
-    return f"{r['engine']}{workers}-t{whole(r['threads'])}-c{whole(r['max_concurrent_tasks'])}-pool{r['connector_limit']}"
+    c = "auto" if r.get("concurrency") == "auto" else whole(r["max_concurrent_tasks"])
+    return f"{r['engine']}{workers}-t{whole(r['threads'])}-c{c}-pool{r['connector_limit']}"
+
+
+def is_auto(points: pd.DataFrame) -> pd.Series:
+    """Settings run with `max_concurrent_tasks: auto` (their max_concurrent_tasks is the ceiling)."""
+    if "concurrency" not in points:
+        return pd.Series(False, index=points.index)
+    return points["concurrency"] == "auto"
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
@@ -46,20 +54,25 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
     runs = measured_runs(df)
     if runs.empty:
         return pd.DataFrame(columns=POINT_KEYS + ["runs", "wall_median", "wall_min", "wall_max", "bound_seconds",
-                                                  "efficiency", "startup_median"])
+                                                  "efficiency", "startup_median", "final_limit"])
     runs = runs.copy()
     runs["point_id"] = runs["point_id"].fillna(runs.apply(_point_name, axis=1))
+    runs["concurrency"] = runs["concurrency"].fillna("fixed")
     keys = [k for k in POINT_KEYS if k in runs]
     grouped = runs.groupby(keys, dropna=False)
     out = grouped.agg(runs=("scoring_seconds", "size"), wall_median=("scoring_seconds", "median"),
                       wall_min=("scoring_seconds", "min"), wall_max=("scoring_seconds", "max"),
                       bound_seconds=("bound_seconds", "median"), startup_median=("startup_seconds", "median"),
                       latency_p50=("latency_p50", "median"), latency_p90=("latency_p90", "median"),
-                      latency_p99=("latency_p99", "median"), latency_s=("latency_s", "median")).reset_index()
+                      latency_p99=("latency_p99", "median"), latency_s=("latency_s", "median"),
+                      # where an `auto` run's limit ended (a fixed run's is its C), median over repeats
+                      final_limit=("final_limit", lambda v: pd.to_numeric(v, errors="coerce").median())).reset_index()
     for col in BOUND_NOTES:  # where each bound came from, when the records say (e.g. configured / probed)
         if col in runs:
             out = out.merge(grouped[col].first().reset_index(), on=keys, how="left")
     out["efficiency"] = out["bound_seconds"] / out["wall_median"]
+    fixed = out["concurrency"] != "auto"  # a fixed setting's limit is its C (older records do not say so)
+    out.loc[fixed, "final_limit"] = out.loc[fixed, "final_limit"].fillna(out.loc[fixed, "max_concurrent_tasks"])
     return out.sort_values(["engine", "workers", "threads", "max_concurrent_tasks", "connector_limit"],
                            na_position="first").reset_index(drop=True)
 
@@ -77,7 +90,7 @@ def seed_table(points: pd.DataFrame, cpu_count: int | None = None) -> pd.DataFra
     """The seed's two figures beside the bound's prediction and this workbench's measurements,
     the latter scaled back to full latency (measured / time_scale)."""
     n, lat, cap = SEED["lines"], SEED["latency"], SEED["capacity"]
-    same_shape = (points["requested"] == n) & (points["service_capacity"] == cap)
+    same_shape = (points["requested"] == n) & (points["service_capacity"] == cap) & ~is_auto(points)
     asy_100 = same_shape & (points["engine"] == "asyncio") & (points["effective_pool"] == 100) & \
         (points["max_concurrent_tasks"] >= 100)
     asy_auto = same_shape & (points["engine"] == "asyncio") & points["effective_pool"].map(math.isinf) & \
@@ -119,7 +132,8 @@ def _median_wall(points: pd.DataFrame, mask) -> float | None:
 def verdicts(points: pd.DataFrame) -> list[str]:
     """What the measurements say of each part of the hypothesis, computed, not asserted."""
     out = []
-    asy = points["engine"] == "asyncio"
+    fixed = ~is_auto(points)  # `auto` settings have their own line below; C here is a fixed number
+    asy = (points["engine"] == "asyncio") & fixed
     pool100 = asy & (points["effective_pool"] == 100)
     auto = asy & points["effective_pool"].map(math.isinf)
     w100 = _median_wall(points, pool100 & (points["max_concurrent_tasks"] == 100))
@@ -147,14 +161,50 @@ def verdicts(points: pd.DataFrame) -> list[str]:
                    "capacity 200, so this only shows the workbench sees a capacity limit where there is one. For "
                    "the real service it stays a hypothesis: the seed's 43 s is within 4% of the 41.5 s that "
                    "capacity 200 predicts; `probe` at rising concurrency against the real service would settle it.")
-    wray = _median_wall(points, (points["engine"] == "ray") & (points["max_concurrent_tasks"] >= 200))
+    wray = _median_wall(points, (points["engine"] == "ray") & fixed & (points["max_concurrent_tasks"] >= 200))
     if wray and wauto:
         same = abs(wray / wauto - 1) < 0.15
         out.append(f"**Ray's win was the pool, not Ray: {'supported' if same else 'not supported'}.** Ray runs with "
                    f"C >= 200 took {wray:.2f} s (median), asyncio with the pool lifted {wauto:.2f} s "
                    f"({(wray / wauto - 1) * 100:+.0f}%). Once no pool binds, both meet the same service limit; in the "
                    "seed, Ray escaped the plateau because each of its many sessions had a pool of 100 of its own.")
+    out.append(auto_line(points))
     return out
+
+
+def auto_line(points: pd.DataFrame) -> str:
+    """How close `max_concurrent_tasks: auto` came to the best fixed setting of the same engine:
+    the ratio of median wall times, and the limit it settled at."""
+    autos = points[is_auto(points)].sort_values("wall_median")
+    if autos.empty:
+        return ("**`auto` beside the fixed settings:** no `auto` run in these records (a grid point with "
+                "`max_concurrent_tasks: auto` adds one).")
+    parts = []
+    for _, a in autos.iterrows():
+        fixed = points[~is_auto(points) & (points["engine"] == a["engine"])].sort_values("wall_median")
+        limit = a.get("final_limit")
+        settled = (f"its limit ended at {limit:.0f}" if limit is not None and not pd.isna(limit)
+                   else "its final limit was not recorded")
+        text = f"`{a['point_id']}` took {a['wall_median']:.3g} s (median of {int(a['runs'])})"
+        if fixed.empty:
+            parts.append(f"{text}, {settled} (ceiling {int(a['max_concurrent_tasks'])}); no fixed {a['engine']} "
+                         "setting to compare with")
+            continue
+        best = fixed.iloc[0]
+        ratio = a["wall_median"] / best["wall_median"]
+        how = (f"{(ratio - 1) * 100:.0f}% slower than" if ratio >= 1.005 else
+               f"{(1 - ratio) * 100:.0f}% faster than" if ratio <= 0.995 else "as fast as")
+        parts.append(f"{text}, {ratio:.2f}x the best fixed {a['engine']} setting `{best['point_id']}` "
+                     f"({best['wall_median']:.3g} s): {how} it; {settled} (ceiling "
+                     f"{int(a['max_concurrent_tasks'])}, service capacity "
+                     f"{_whole_or(a.get('service_capacity'), 'unknown')})")
+    return ("**`auto` beside the best fixed setting:** " + "; ".join(parts) + ". An `auto` run's bound takes its "
+            "ceiling as C, the most it may ever have in flight, so it stays a true lower bound; with the ceiling "
+            "above the capacity it is the capacity's bound.")
+
+
+def _whole_or(value, missing: str) -> str:
+    return missing if value is None or pd.isna(value) else f"{float(value):.0f}"
 
 
 def seed_from_profile(profile) -> list[str]:
@@ -264,18 +314,19 @@ def check_one_service(runs: pd.DataFrame) -> None:
 
 
 def _timeline_records(records: list[dict]) -> list[dict]:
-    """Runs to draw in flight over time: asyncio at its highest C with pool 100 (the plateau) and
-    with the pool lifted, and the fastest Ray run."""
+    """Runs to draw in flight over time: asyncio at its highest fixed C with pool 100 (the plateau)
+    and with the pool lifted, the fastest fixed Ray run, and the fastest `auto` run (with its limit)."""
     ok = [r for r in records if r.get("status", "ok") == "ok" and r.get("timeline")
           and not (r.get("extra") or {}).get("warmup")]
+    fixed = [r for r in ok if r.get("concurrency") != "auto"]
     picks = []
     for pooled in (True, False):
-        asy = [r for r in ok if r["engine"] == "asyncio" and (r.get("connector_limit") == 100) == pooled]
+        asy = [r for r in fixed if r["engine"] == "asyncio" and (r.get("connector_limit") == 100) == pooled]
         if asy:
             picks.append(max(asy, key=lambda r: (r["max_concurrent_tasks"], -r["scoring_seconds"])))
-    ray = [r for r in ok if r["engine"] == "ray"]
-    if ray:
-        picks.append(min(ray, key=lambda r: r["scoring_seconds"]))
+    for group in ([r for r in fixed if r["engine"] == "ray"], [r for r in ok if r.get("concurrency") == "auto"]):
+        if group:
+            picks.append(min(group, key=lambda r: r["scoring_seconds"]))
     return picks
 
 
@@ -355,15 +406,16 @@ def build_report(runs_dir: str | os.PathLike | None = None, out_dir: str | os.Pa
 CAPTIONS = {
     "wall_vs_concurrency": "Wall time per setting, one panel per engine, beside its bound (the staircase "
                            "`ceil(N / min(pool, C, capacity)) x latency`). Asyncio: against C, one line per "
-                           "pool; the pool-100 line stays flat above C = 100, the seed's plateau. Ray: one "
-                           "column per workers x threads. Bars span the fastest and slowest repeat.",
+                           "pool; the pool-100 line stays flat above C = 100, the seed's plateau; an `auto` "
+                           "setting is a star at the limit it ended at (it has no single C). Ray: one column per "
+                           "workers x threads. Bars span the fastest and slowest repeat.",
     "ray_heatmap": "Ray: median wall time over workers x threads, one map per (C, pool), colour from zero.",
     "efficiency": "Efficiency (bound / measured) of every setting, fastest setting at the top.",
     "latency_percentiles": "Request latency as the client saw it (service time plus queueing): p50, p90 and "
                            "p99 per setting, fastest setting at the top.",
     "inflight_timeline": "Requests in flight over time, as the client saw them (the service queues what is "
                          "above its capacity): asyncio at its highest C with pool 100 and with the pool lifted, "
-                         "and the fastest Ray run.",
+                         "the fastest Ray run, and the fastest `auto` run with its limit over time (dotted).",
 }
 
 
@@ -372,11 +424,11 @@ def _write_page(r: Report, how: str | None) -> tuple[Path, Path]:
     machines = runs[["hostname", "cpu_count", "os", "python"]].drop_duplicates()
     versions = runs[["scoring_workbench", "aiohttp", "ray", "git_commit"]].drop_duplicates()
     failed = r.runs[r.runs["status"] == "failed"]
-    cols = ["point_id", "runs", "wall_median", "wall_min", "wall_max", "bound_seconds",
+    cols = ["point_id", "final_limit", "runs", "wall_median", "wall_min", "wall_max", "bound_seconds",
             *[c for c in BOUND_NOTES if c in r.points], "efficiency", "startup_median", "latency_p50", "latency_p99"]
     pts = r.points[cols].copy()
     if r.time_scale != 1:
-        pts.insert(3, "wall_full_scale", pts["wall_median"] / r.time_scale)
+        pts.insert(4, "wall_full_scale", pts["wall_median"] / r.time_scale)
     counts = runs["sweep"].fillna("(ad-hoc)").value_counts().to_dict()
     made = "; ".join(f"`{name}` ({n} runs" + (f", `python -m scoring_lib sweep notebooks/grids/{name}.yaml`)"
                                               if name != "(ad-hoc)" else ", plain `score` runs)")
@@ -396,9 +448,10 @@ def _write_page(r: Report, how: str | None) -> tuple[Path, Path]:
         "",
         f"How it was made: records from {made}, then {how or '`python -m scoring_lib report`'}. Every figure "
         "compares the scoring phase's wall time with the physical limit `ceil(N / min(pool, C, capacity)) * "
-        "latency` (N requests, pool = per-session connector limit x sessions, C = max_concurrent_tasks, capacity "
-        "= requests the service serves at once). Engine start-up (Ray's especially) is measured apart and is "
-        "not in the wall times.",
+        "latency` (N requests, pool = per-session connector limit x sessions, C = max_concurrent_tasks (an `auto` "
+        "setting's ceiling), capacity = requests the service serves at once). `final_limit` is where an `auto` "
+        "setting's limit ended (a fixed setting's is its C). Engine start-up (Ray's especially) is measured apart "
+        "and is not in the wall times.",
         "",
         bound_sources_line(r.points),
         "",

@@ -39,7 +39,7 @@ class Point:
     engine: str
     threads: int | None
     workers: int | None
-    max_concurrent_tasks: int
+    max_concurrent_tasks: int | str  # a number (fixed), or "auto" (adaptive, up to its default ceiling)
     connector_limit: int | None  # None = auto
 
     @property
@@ -83,6 +83,14 @@ def _number(where: str, value, minimum: float, strict: bool) -> float:
     return float(value)
 
 
+def _concurrency(where: str, value) -> int | str:
+    if value == "auto":
+        return value
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise GridError(f"{where} must be 'auto' or a whole number of at least 1, got {value!r}")
+    return value
+
+
 def _pool(where: str, value) -> int | None:
     if value == "auto" or value is None:
         return None
@@ -110,7 +118,7 @@ def _points(spec, where: str) -> list[Point]:
             raise GridError(f"{where}: engine must be one of {', '.join(ENGINES)}, got {engine!r}")
         threads = None if threads is None else _positive_int(f"{where}: threads", threads)
         workers = None if (workers is None or engine == "asyncio") else _positive_int(f"{where}: workers", workers)
-        out.append(Point(engine, threads, workers, _positive_int(f"{where}: max_concurrent_tasks", c),
+        out.append(Point(engine, threads, workers, _concurrency(f"{where}: max_concurrent_tasks", c),
                          _pool(f"{where}: connector_limit", pool)))
     return out
 
@@ -196,13 +204,15 @@ def head_file(path: Path, lines: int, directory: Path) -> Path:
 
 
 def run_point(input: str | os.PathLike = "data/sample.txt", engine: str = "asyncio", threads: int | None = None,
-              workers: int | None = None, max_concurrent_tasks: int = 256, connector_limit: int | str = "auto",
+              workers: int | None = None, max_concurrent_tasks: int | str = 256, connector_limit: int | str = "auto",
               repeats: int = 1, warmup: int = 0, lines: int | None = None, url: str | None = None,
               service: dict | None = None, records_dir: str | os.PathLike = paths.RUNS,
               sweep: str | None = None, point_id: str | None = None, api_key_env: str = "SCORING_API_KEY",
               timeout: float = 30.0, max_retries: int = 5, skip_repeats: list | tuple = (),
               profile: str | os.PathLike | None = None, ray_address: str | None = None):
     """Run one configuration `warmup + repeats` times; record each; return the measured runs' rows.
+
+    `max_concurrent_tasks` is a number, or "auto": the adaptive limit up to its default ceiling.
 
     Without `url`, the simulated service described by `service` runs in a child process for the
     duration. `profile` (a service profile path) gives the figures the bounds use. Warm-up runs are

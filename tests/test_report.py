@@ -175,3 +175,83 @@ def test_report_cli_exit_2_with_one_line_when_nothing_to_report(tmp_path):
     assert "no sweep recorded" in proc.stderr and "--adhoc" in proc.stderr and not (tmp_path / "r").exists()
     ok = cli("report", "--runs", tmp_path / "runs", "--adhoc", "--out", tmp_path / "r", cwd=tmp_path)
     assert ok.returncode == 0 and "report.html" in ok.stdout and (tmp_path / "r" / "report.html").exists()
+
+
+def auto_record(i, engine, scoring, final_limit, threads=1, workers=None, sessions=1):
+    """A `max_concurrent_tasks: auto` run as records keep it: C is its ceiling, the limit's end in `limits`."""
+    rec = record(i, engine, scoring, 2000, "auto", sessions, threads=threads, workers=workers)
+    rec["concurrency"] = "auto"
+    rec["limits"] = {"mode": "adaptive", "ceiling": 2000, "final_limit": final_limit, "http_429": 0, "http_503": 0,
+                     "limit_history": [[0.0, 20], [0.5, 160], [1.0, final_limit]]}
+    w = f"-w{workers}" if engine == "ray" else ""
+    rec["extra"]["point_id"] = f"{engine}{w}-t{threads}-cauto-poolauto"
+    return rec
+
+
+def test_without_an_auto_run_the_report_says_so(fixed_records, tmp_path):
+    report = build_report(fixed_records, tmp_path / "report")
+    assert report.verdicts[-2].startswith("**`auto` beside the fixed settings:** no `auto` run")
+    assert "no `auto` run in these records" in report.page.read_text()
+
+
+@pytest.fixture
+def auto_records(fixed_records):
+    save_record(auto_record(50, "asyncio", 2.31, 196.0), fixed_records)
+    save_record(auto_record(51, "asyncio", 2.33, 204.0), fixed_records)
+    save_record(auto_record(52, "ray", 2.60, 188.0, threads=8, workers=4, sessions=32), fixed_records)
+    return fixed_records
+
+
+def test_auto_is_reported_beside_the_best_fixed_setting_of_its_engine(auto_records, tmp_path):
+    report = build_report(auto_records, tmp_path / "report")
+    pts = report.points.set_index("point_id")
+    auto = pts.loc["asyncio-t1-cauto-poolauto"]
+    assert auto["concurrency"] == "auto" and auto["runs"] == 2 and auto["final_limit"] == pytest.approx(200.0)
+    # Its bound takes the ceiling (2000) as C: the capacity's bound, the same as any fixed C >= 200 with no pool.
+    assert auto["bound_seconds"] == pytest.approx(10 * 4.15 * SCALE)
+    assert auto["bound_seconds"] == pytest.approx(pts.loc["asyncio-None-1-400-auto", "bound_seconds"])
+    line = next(v for v in report.verdicts if v.startswith("**`auto` beside the best fixed setting:**"))
+    assert ("`asyncio-t1-cauto-poolauto` took 2.32 s (median of 2), 1.05x the best fixed asyncio setting "
+            "`asyncio-None-1-200-auto` (2.2 s): 5% slower than it; its limit ended at 200 (ceiling 2000, "
+            "service capacity 200)") in line
+    assert ("`ray-w4-t8-cauto-poolauto` took 2.6 s (median of 1), 1.16x the best fixed ray setting "
+            "`ray-32-64-2048-100` (2.25 s): 16% slower than it; its limit ended at 188") in line
+    assert "ceiling as C" in line and line in report.page.read_text()
+    # The fixed settings' verdicts and the seed table are made of fixed settings only, as before.
+    assert "Plateau at 100 comes from aiohttp's pool: supported" in "\n".join(report.verdicts)
+    seed = report.seed.set_index("setting")
+    assert seed.loc["asyncio, pool auto (this workbench's default)", "measured_full_scale_s"] == pytest.approx(44.5)
+    assert seed.loc["Ray 32 workers x 64 threads", "runs"] == 3
+    table = report.page.read_text().split("## Every setting, fastest first")[1].split("##")[0]
+    cells = {row.split("|")[1].strip(): row.split("|")[2].strip() for row in table.strip().splitlines()}
+    assert cells["point_id"] == "final_limit" and cells["asyncio-t1-cauto-poolauto"] == "200"
+    assert cells["asyncio-None-1-400-100"] == "400"  # a fixed setting's limit is its C
+
+
+def test_auto_is_drawn_as_its_own_marker_at_its_final_limit(auto_records, tmp_path):
+    from scoring_lib import plots
+
+    report = build_report(auto_records, tmp_path / "report")
+    for name in report.figures:
+        png = tmp_path / "report" / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    fig = plots.wall_vs_concurrency(report.points, SCALE)
+    asyncio_ax, ray_ax = [ax for ax in fig.axes if ax.get_title()]
+    stars = [line for line in asyncio_ax.get_lines() if line.get_marker() == "*"]
+    assert len(stars) == 1 and list(stars[0].get_xdata()) == [200.0]
+    assert stars[0].get_ydata()[0] == pytest.approx(2.32)
+    assert "final limit 200 (ceiling 2000)" in " ".join(asyncio_ax.get_legend_handles_labels()[1])
+    # The fixed series' staircases still span only fixed C values (the ceiling 2000 is no point on the axis).
+    assert max(asyncio_ax.get_xticks()) == 400
+    assert "auto->188" in " ".join(t.get_text() for t in ray_ax.get_xticklabels())
+    heat = plots.ray_heatmap(report.points, SCALE)
+    assert "C = auto, pool auto" in [ax.get_title() for ax in heat.axes]
+    # The timeline draws the fastest auto run with its limit over time.
+    from scoring_lib.records import read_records
+    from scoring_lib.report import _timeline_records
+
+    picks = _timeline_records(read_records(auto_records))
+    assert [r.get("concurrency", "fixed") for r in picks] == ["fixed", "fixed", "fixed", "auto"]
+    assert picks[-1]["scoring_seconds"] == 2.31 and picks[0]["max_concurrent_tasks"] == 400
+    labels = plots.inflight_timeline(picks, SCALE).axes[0].get_legend_handles_labels()[1]
+    assert "limit (auto)" in labels and any("C=auto" in label for label in labels)

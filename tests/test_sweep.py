@@ -30,6 +30,15 @@ def test_grid_expands_sub_grids_and_normalises_points():
     assert grid.points[1].connector_limit is None
 
 
+def test_auto_concurrency_is_a_point_of_its_own_and_reaches_the_run_as_auto():
+    grid = parse_grid(TINY | {"points": [{"engine": "asyncio", "threads": 1, "max_concurrent_tasks": [8, "auto"]}]})
+    assert [p.id for p in grid.points] == ["asyncio-t1-c8-poolauto", "asyncio-t1-cauto-poolauto"]
+    assert grid.points[1].max_concurrent_tasks == "auto"
+    assert grid.points[1].parameters()["max_concurrent_tasks"] == "auto"
+    ray = parse_grid(TINY | {"points": [{"engine": "ray", "workers": 2, "threads": 4, "max_concurrent_tasks": "auto"}]})
+    assert [p.id for p in ray.points] == ["ray-w2-t4-cauto-poolauto"]
+
+
 def test_workers_are_ignored_for_asyncio_so_points_are_not_duplicated():
     grid = parse_grid(TINY | {"points": [{"engine": "asyncio", "workers": [1, 2, 3]}]})
     assert len(grid.points) == 1 and grid.points[0].workers is None
@@ -39,7 +48,10 @@ def test_workers_are_ignored_for_asyncio_so_points_are_not_duplicated():
     (TINY | {"colour": "blue"}, "unknown key 'colour'"),
     (TINY | {"points": [{"engine": "asyncio", "thread": 2}]}, "unknown parameter 'thread'"),
     (TINY | {"points": [{"engine": "spark"}]}, "engine must be one of"),
-    (TINY | {"points": [{"max_concurrent_tasks": 0}]}, "at least 1"),
+    (TINY | {"points": [{"max_concurrent_tasks": 0}]}, "'auto' or a whole number of at least 1, got 0"),
+    (TINY | {"points": [{"max_concurrent_tasks": "Auto"}]}, "'auto' or a whole number of at least 1, got 'Auto'"),
+    (TINY | {"points": [{"max_concurrent_tasks": [8, 2.5]}]}, "max_concurrent_tasks must be 'auto' or"),
+    (TINY | {"points": [{"max_concurrent_tasks": True}]}, "max_concurrent_tasks must be 'auto' or"),
     (TINY | {"points": [{"connector_limit": "lots"}]}, "'auto' or a whole number"),
     (TINY | {"points": []}, "non-empty list"),
     (TINY | {"repeats": 0}, "repeats"),
@@ -59,6 +71,12 @@ def test_unparseable_grid_is_one_line_exit_2_before_anything_runs(tmp_path):
     assert not (tmp_path / "runs").exists() and not (tmp_path / "nb").exists()
     proc = cli("sweep", write_grid(tmp_path, TINY | {"points": [{"engine": "asyncio", "thread": 2}]}), cwd=tmp_path)
     assert proc.returncode == 2 and "unknown parameter 'thread'" in proc.stderr
+    bad = TINY | {"points": [{"engine": "asyncio", "max_concurrent_tasks": ["auto", "lots"]}]}
+    proc = cli("sweep", write_grid(tmp_path, bad), "--records-dir", tmp_path / "runs", "--notebooks-dir",
+               tmp_path / "nb", cwd=tmp_path)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "max_concurrent_tasks must be 'auto' or a whole number of at least 1, got 'lots'" in proc.stderr
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "nb").exists()
 
 
 def test_shipped_grids_are_valid():
@@ -134,6 +152,7 @@ def test_a_bad_timeout_in_a_grid_is_one_line_exit_2_and_nothing_runs(tmp_path):
 def test_a_point_with_error_rows_is_failed_and_kept_out_of_the_report(tmp_path):
     from hostile import HostileServer, reply
 
+    from scoring_lib.errors import ReportError
     from scoring_lib.report import build_report
 
     # Half the lines get a 404 (a dead service is stopped earlier, by the fail-fast rule): the run
@@ -150,7 +169,6 @@ def test_a_point_with_error_rows_is_failed_and_kept_out_of_the_report(tmp_path):
     records = read_records(tmp_path / "runs")
     assert len(records) == 1, "the point stops at its first failed repeat, with one record"
     assert records[0]["status"] == "failed" and records[0]["error"] == errors
-    from scoring_lib.errors import ReportError
     from scoring_lib.records import save_record
 
     with pytest.raises(ReportError, match="no measured runs"):  # failed runs alone are nothing to time
@@ -218,3 +236,25 @@ def test_a_sweep_killed_mid_point_leaves_no_process_and_resume_completes_it_exac
     assert proc.returncode == 0, proc.stderr
     ok = sorted(r["extra"]["repeat"] for r in read_records(tmp_path / "runs") if r["status"] == "ok")
     assert ok == [0, 1, 2], f"repeats recorded: {ok} (before resume: {partial})"
+
+
+@pytest.mark.slow  # runs notebooks through papermill
+def test_a_sweep_with_an_auto_point_records_it_as_auto_and_the_report_compares_it(tmp_path):
+    from scoring_lib.report import build_report
+
+    data = TINY | {"lines": 200, "service": {"latency": 4.15, "capacity": 50, "time_scale": 0.01},
+                   "points": [{"engine": "asyncio", "threads": 1, "max_concurrent_tasks": [50, "auto"]}]}
+    summary = run_sweep(load_grid(write_grid(tmp_path, data)), records_dir=tmp_path / "runs",
+                        notebooks_dir=tmp_path / "nb", progress=False)
+    assert summary.exit_code == 0 and summary.done == ["asyncio-t1-c50-poolauto", "asyncio-t1-cauto-poolauto"]
+    [auto] = [r for r in read_records(tmp_path / "runs") if r["extra"]["point_id"].endswith("cauto-poolauto")]
+    assert auto["ok"] == 200 and auto["concurrency"] == "auto" and auto["max_concurrent_tasks"] == 2000
+    limits = auto["limits"]
+    assert limits["mode"] == "adaptive" and limits["limit_history"] and 1 <= limits["final_limit"] <= 2000
+    report = build_report(tmp_path / "runs", tmp_path / "report")
+    line = next(v for v in report.verdicts if v.startswith("**`auto` beside the best fixed setting:**"))
+    assert "`asyncio-t1-cauto-poolauto` took" in line and "best fixed asyncio setting `asyncio-t1-c50-poolauto`" in line
+    assert f"its limit ended at {limits['final_limit']:.0f} (ceiling 2000, service capacity 50)" in line
+    pts = report.points.set_index("point_id")
+    # C = the ceiling, above the capacity: both settings share the capacity's bound, ceil(200 / 50) x 41.5 ms.
+    assert pts["bound_seconds"].tolist() == pytest.approx([4 * 4.15 * 0.01] * 2)
