@@ -523,17 +523,11 @@ def run_bench(cases: str = "zdabcrw", time_scale: float = 0.05, b_time_scale: fl
         work = Path(tmp)
         if "a" in cases:
             print(f"(a) 2,000 lines, capacity 200, latency 4.15 s x time scale {time_scale}:", flush=True)
-            a = case_a(work, time_scale, ray)
-            results += a
-            for m in a:
-                print("    " + m.line(), flush=True)
+            results += _printed(case_a(work, time_scale, ray))
         if "b" in cases:
             print(f"(b) 10,000 lines, latency 1 s x time scale {b_time_scale}, C=1000 (target wall/bound <= 1.05):",
                   flush=True)
-            b = case_b(work, b_time_scale)
-            results += b
-            for m in b:
-                print("    " + m.line(), flush=True)
+            results += _printed(case_b(work, b_time_scale))
         if "p" in cases:
             print(f"(p) probe --ramp, capacities {'/'.join(map(str, p_capacities))}, latency 4.15 s x time scale "
                   f"{p_time_scale}; then 2,000 lines at the recommended settings (target measured/predicted within "
@@ -545,10 +539,7 @@ def run_bench(cases: str = "zdabcrw", time_scale: float = 0.05, b_time_scale: fl
         if "s" in cases:
             print(f"(soak) {soak_lines:,} lines, 5% 503 + 2% resets + 1% slow bodies, SIGKILL at 50% then resume "
                   "(target: 0 lost, 0 duplicated, RSS flat):", flush=True)
-            soak = case_soak(work, soak_lines)
-            results += soak
-            for m in soak:
-                print("    " + m.line(), flush=True)
+            results += _printed(case_soak(work, soak_lines))
         if "l" in cases:
             print(f"(l) limits: fixed best / fixed too high / auto (time scale {time_scale}):", flush=True)
             results += case_limits(work, time_scale, ray)
