@@ -47,9 +47,10 @@ class LimitSettings:
     rate: float | None = None  # requests per second, all gates of this limiter together
     probe: int = 16  # attempts allowed before the first success (or the grace period)
     trip: int = 8  # fatal failures before any success that stop the run
-    # seconds without a fatal failure after which the probe gate opens anyway: refused connections and
-    # 401/403/404 answer within it on any sane network, and a healthy run pays it once, unscaled
-    grace: float = 0.05
+    # seconds without a fatal failure after which the probe gate opens anyway: a 401/403/404 must come
+    # back within it even on a loaded machine (0.05 s let 162 requests out before a 401 stopped the run);
+    # a healthy run pays it once, unscaled
+    grace: float = 0.2
     budget: int = 50  # failed attempts in a row that stop the run (at least; 2 x the most in flight if larger)
     stall: float = 5.0  # ... and only once no attempt succeeded for this many seconds
     pause_cap: float = 20.0  # longest run-wide pause a Retry-After may cause
