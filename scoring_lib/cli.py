@@ -164,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("score", help="score every line of INPUT", description="Score every line of INPUT; "
                        f"the API key, if any, comes from ${API_KEY_ENV}.")
-    p.add_argument("input", metavar="INPUT", help="UTF-8 text file, one item per line")
+    p.add_argument("input", metavar="INPUT", help="UTF-8 text file, one item per line; - reads standard input "
+                   "(a pipe is read once, streamed, progress without a total)")
     _add_client_options(p)
     g = p.add_argument_group("engine")
     g.add_argument("--engine", choices=("asyncio", "ray"), default="asyncio", help="default asyncio")
@@ -220,8 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "service's throughput stops rising; report latency, capacity, rate limit, recommended settings")
     g.add_argument("--max-concurrent-tasks", type=_int_at_least(1), default=1024, metavar="N",
                    help="the ramp never has more than N requests in flight (default 1024)")
-    g.add_argument("--input", type=Path, metavar="PATH", help="send real lines from PATH, and predict its wall "
-                   "time at the recommended settings")
+    g.add_argument("--input", type=Path, metavar="PATH", help="send real lines from PATH (- = standard input, "
+                   "read once), and predict its wall time at the recommended settings")
     g.add_argument("--save-profile", metavar="NAME", help="write the probed service profile to "
                    "profiles/NAME.yaml (or to NAME if it is a path ending in .yaml)")
     g.add_argument("--figure", type=Path, metavar="PATH", help="save the ramp's figure (PNG) to PATH")
@@ -341,8 +342,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stdin_hint(path) -> None:
+    """`-` on a terminal waits for typed lines: say so, as the run would otherwise look hung."""
+    from .inputs import is_stdin
+
+    if is_stdin(path) and sys.stdin is not None and sys.stdin.isatty():
+        print("reading lines from the terminal (input -): end with Ctrl-D", file=sys.stderr, flush=True)
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     from .pipeline import score_file
+
+    _stdin_hint(args.input)
 
     with _service_url(args) as (url, server_info):
         config = RunConfig(

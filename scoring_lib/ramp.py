@@ -232,31 +232,30 @@ async def run_step(client: ScoringClient, texts, concurrency: int, seconds: floa
     return step
 
 
-def _texts(input: str | Path | None, limit: int = 10_000):
-    """Real lines from `input` (the first `limit` non-empty ones), cycled; or numbered samples."""
-    lines: list[str] = []
-    if input is not None:
-        from .inputs import read_lines
-
-        for item in read_lines(input, 1 << 20):
-            if item.text is not None:
-                lines.append(item.text)
-                if len(lines) >= limit:
-                    break
+def _texts(input: str | Path | list[str] | None, limit: int = 10_000):
+    """Real lines (a list, or the first `limit` non-empty ones of the file `input`), cycled; or
+    numbered samples."""
+    lines: list[str] = list(input) if isinstance(input, (list, tuple)) else []
+    if isinstance(input, (str, Path)):
+        lines = read_input(input, limit)[0]
     if lines:
         return itertools.cycle(lines)
     return (f"{PROBE_TEXTS[i % len(PROBE_TEXTS)]} (ramp sample {i})" for i in itertools.count())
 
 
-def count_requests(input: str | Path) -> int:
-    """Requests a run of `input` makes: distinct non-empty lines (a run requests each text once)."""
+def read_input(input: str | Path, limit: int = 10_000) -> tuple[list[str], int]:
+    """In one pass (a pipe or `-` can be read only once): the first `limit` non-empty lines, to send,
+    and the requests a run of `input` makes: its distinct non-empty lines (a run requests each text once)."""
     from .inputs import read_lines
 
+    sample: list[str] = []
     seen: set[bytes] = set()
     for item in read_lines(input, 1 << 20):
         if item.text is not None:
+            if len(sample) < limit:
+                sample.append(item.text)
             seen.add(hashlib.blake2b(item.text.encode("utf-8"), digest_size=8).digest())
-    return len(seen)
+    return sample, len(seen)
 
 
 # --- the ramp ---------------------------------------------------------------------------------
@@ -270,10 +269,10 @@ def _saturated(step: Step, prev: Step, base_latency: float, baseline_rejects: fl
     return not rising and (latency_rose or rejects)
 
 
-async def ramp_async(client_config: ClientConfig, *, ceiling: int = 1024, input: str | Path | None = None,
-                     step_seconds: float | None = None, min_step_seconds: float = 2.0, waves: int = 6,
-                     margin: float = 0.25, budget_seconds: float = 600.0, refine: bool = True,
-                     progress=None) -> RampResult:
+async def ramp_async(client_config: ClientConfig, *, ceiling: int = 1024,
+                     input: str | Path | list[str] | None = None, step_seconds: float | None = None,
+                     min_step_seconds: float = 2.0, waves: int = 6, margin: float = 0.25,
+                     budget_seconds: float = 600.0, refine: bool = True, progress=None) -> RampResult:
     """Raise the in-flight count 1, 2, 4, ... up to `ceiling` and read capacity and rate limit off
     the curve. A step lasts `step_seconds`, or `waves` unloaded latencies (at least
     `min_step_seconds`). Raises ProbeError when the very first requests fail for good."""
@@ -422,9 +421,10 @@ def ramp(client_config: ClientConfig, *, input: str | Path | None = None, save_p
          name: str = "", **kw) -> RampResult:
     """Blocking ramp (safe in Jupyter); with `input`, predicts that file's wall time at the
     recommended settings; with `save_profile`, writes the probed profile (profiles/NAME.yaml)."""
-    result = run_sync(ramp_async(client_config, input=input, **kw))
+    sample, requests = read_input(input) if input is not None else (None, 0)
+    result = run_sync(ramp_async(client_config, input=sample, **kw))
     if input is not None and result.recommended and result.latency:
-        result.input_lines = count_requests(input)
+        result.input_lines = requests
         result.predicted_seconds = predict_seconds(result.input_lines, result.latency,
                                                    result.recommended.max_concurrent_tasks, result.capacity,
                                                    result.rate_limit)

@@ -1,6 +1,7 @@
 """The CLI as a user meets it: exit codes, one-line errors, resume, Ctrl-C, secrets."""
 
 import json
+import re
 import signal
 import sqlite3
 import subprocess
@@ -211,3 +212,65 @@ def test_unwritable_output_is_one_line_exit_3(tmp_path, make_input):
     assert "cannot write output" in assert_one_line_error(proc, 3) and "not a folder" in proc.stderr
     proc = cli("score", "in.txt", "--cache", "blocker/c.sqlite", *FAST_SERVER, cwd=tmp_path)
     assert "score cache" in assert_one_line_error(proc, 3)
+
+
+# ------------------------------------------------------------------------------- `-`: standard input
+def sh(script: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", "-c", script], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+PY = f"{sys.executable} -m scoring_lib"
+
+
+def test_dash_reads_a_pipe_to_its_end_and_resumes_from_the_cache(tmp_path, serve):
+    """`score -` reads standard input: a pipe that pauses half-way and ends without a newline is read
+    to its last line, progress has no total, and a second run of the same stream comes from the cache."""
+    svc = serve(latency=0)
+    feed = f"{{ seq 1 1500; sleep 0.5; seq 1501 3000; printf 'last line'; }}"
+    run = f"{feed} | {PY} score - --url {svc.url} --progress --threads 2"
+    first = sh(f"cd {tmp_path} && {run}", REPO)
+    assert first.returncode == 0, first.stderr
+    rows = read_rows(tmp_path / "results/scores/stdin.jsonl")  # `-` is named as /dev/stdin would be
+    assert [r["line"] for r in rows] == list(range(1, 3002)) and all(r["status"] == "ok" for r in rows)
+    assert "3001 lines: 3001 ok" in first.stdout and "0 from cache" in first.stdout
+    assert "/3001" not in first.stderr and re.search(r"\d+line \[", first.stderr)  # progress: a count, no total
+    record = json.loads(next((tmp_path / "results/runs").glob("*.json")).read_text())
+    assert record["input"] == "-"
+    again = sh(f"cd {tmp_path} && {run}", REPO)
+    assert again.returncode == 0, again.stderr
+    assert "0 requests" in again.stdout and "3001 from cache" in again.stdout
+    assert read_rows(tmp_path / "results/scores/stdin.jsonl") == [r | {"attempts": 0} for r in rows]
+
+
+def test_dash_redirected_from_a_file_is_counted_and_read_from_where_it_stands(tmp_path, make_input, serve):
+    """Standard input redirected from a regular file is counted (a total for progress), from the offset
+    the shell left it at: a line read before the run is not scored again."""
+    svc = serve(latency=0)
+    make_input([f"item {i}" for i in range(1, 201)], "in.txt")
+    proc = sh(f"{{ read -r header; {PY} score - --url {svc.url} --progress --output {tmp_path}/o.jsonl "
+              f"--no-cache --no-record; }} < {tmp_path}/in.txt", REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert "/199 [" in proc.stderr and "199 lines: 199 ok" in proc.stdout
+    assert len(read_rows(tmp_path / "o.jsonl")) == 199
+
+
+def test_dash_on_a_closed_stdin_is_one_line_exit_2(tmp_path):
+    proc = sh(f"{PY} score - --server-time-scale 0.01 --output {tmp_path}/o.jsonl <&-", REPO)
+    assert "standard input is closed" in assert_one_line_error(proc)
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_probe_ramp_takes_its_input_from_a_pipe(tmp_path, serve):
+    """`probe --ramp --input -`: the lines sent and the line count come from one read of the pipe."""
+    svc = serve(latency=0.02)
+    proc = sh(f"{{ seq 1 250; seq 1 50; echo; }} | {PY} probe --ramp --json --input - --url {svc.url} "
+              "--max-concurrent-tasks 4 --step-seconds 0.3", REPO)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["input_lines"] == 250 and data["predicted_seconds"] > 0  # distinct non-empty lines
+    assert svc.stats().ok > 0
+
+
+def test_help_says_dash_is_standard_input():
+    assert "- reads standard input" in " ".join(cli("score", "--help").stdout.split())
+    assert "- = standard input" in " ".join(cli("probe", "--help").stdout.split())
