@@ -300,3 +300,24 @@ def test_report_html_is_no_wider_than_the_page_in_chromium(tmp_path):
                 page.close()
         finally:
             browser.close()
+
+
+def test_legends_cover_no_bar_and_no_marker(fixed_records, tmp_path):
+    """efficiency.png and latency_percentiles.png: the legend sits where it hides nothing, whatever the
+    data (here the slowest settings, drawn at the bottom, reach 0.95 of their bound)."""
+    import matplotlib.pyplot as plt
+
+    from scoring_lib import plots
+
+    points = build_report(fixed_records, tmp_path / "report").points
+    assert points["efficiency"].max() > 0.9
+    for fig in (plots.efficiency(points), plots.latency_percentiles(points, SCALE)):
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        legend = ax.get_legend().get_window_extent()
+        bars = [patch.get_window_extent() for patch in ax.patches]
+        markers = [xy for c in ax.collections for xy in c.get_offset_transform().transform(c.get_offsets())]
+        assert bars or markers
+        assert not [b for b in bars if legend.overlaps(b)], fig.axes[0].get_title()
+        assert not [m for m in markers if legend.contains(*m)], fig.axes[0].get_title()
+        plt.close(fig)
