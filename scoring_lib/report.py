@@ -368,12 +368,16 @@ def build_report(runs_dir: str | os.PathLike | None = None, out_dir: str | os.Pa
     report.html into out_dir (default results/report/, which git ignores).
 
     Raises ReportError when there is no measured run to report, or when the runs were measured
-    against different services or time scales. `profile` (a ServiceProfile) tests the seed's hypothesis
-    on its capacity."""
+    against different services or time scales. `profile` (a ServiceProfile, or a profile's name or path,
+    relative to the project root, as notebooks name files) tests the seed's hypothesis on its capacity."""
     import matplotlib.pyplot as plt
 
     from . import plots
 
+    if isinstance(profile, (str, os.PathLike)):
+        from .service import load_profile
+
+        profile = load_profile(profile, base=paths.ROOT)  # before any work: a wrong name is a one-line error
     runs_dir = paths.resolve(runs_dir) if runs_dir is not None else paths.RUNS
     out = paths.resolve(out_dir) if out_dir is not None else paths.REPORT
     records = read_records(runs_dir) if Path(runs_dir).is_dir() else []

@@ -174,9 +174,13 @@ def profile_path(path_or_name: str | os.PathLike, directory: Path = PROFILES_DIR
     return directory / f"{p.name}.yaml"
 
 
-def load_profile(path_or_name: str | os.PathLike) -> ServiceProfile:
-    """Read a profile written by `probe --ramp --save-profile` or by hand; one-line errors."""
+def load_profile(path_or_name: str | os.PathLike, base: str | os.PathLike | None = None) -> ServiceProfile:
+    """Read a profile written by `probe --ramp --save-profile` or by hand; one-line errors. A relative
+    path (`profiles/NAME.yaml` for a bare name) is taken from `base` when given (notebooks pass the
+    project root), else from the current folder (the CLI: the shell's meaning)."""
     path = profile_path(path_or_name)
+    if base is not None and not path.expanduser().is_absolute():
+        path = Path(base) / path
     data = read_yaml(path, ConfigError, "service profile not found: {path}", "cannot read service profile {path}: {first}")
     return ServiceProfile.from_dict(data, source=str(path))
 
