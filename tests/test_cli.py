@@ -274,3 +274,49 @@ def test_probe_ramp_takes_its_input_from_a_pipe(tmp_path, serve):
 def test_help_says_dash_is_standard_input():
     assert "- reads standard input" in " ".join(cli("score", "--help").stdout.split())
     assert "- = standard input" in " ".join(cli("probe", "--help").stdout.split())
+
+
+# ------------------------------------------------------------------------------- a profile's api_key_env
+def _profile_yaml(path: Path, url: str, api_key_env: str) -> Path:
+    from scoring_lib.service import ServiceProfile
+
+    return ServiceProfile(url=url, name="prod", api_key_env=api_key_env).save(path)
+
+
+def test_score_with_a_profile_reads_the_key_from_the_variable_it_names(tmp_path, make_input, serve, monkeypatch):
+    """`score --profile` sends the key held by the profile's api_key_env ($SCORING_API_KEY is another
+    service's here); the key is in no file, record, output or message, even from a service that echoes
+    it; --api-key-env says otherwise; a named variable that is unset is one warning, and no key is sent."""
+    monkeypatch.delenv("SCORING_API_KEY", raising=False)
+    key = "prod-key-5e4d3c2b1a"
+    make_input([f"line {i}" for i in range(30)], "in.txt")
+    svc = serve(latency=0, require_api_key=key)
+    prof = _profile_yaml(tmp_path / "prod.yaml", svc.url, "PROD_SCORING_KEY")
+    env = {"PROD_SCORING_KEY": key, "SCORING_API_KEY": "another-services-key"}
+    proc = cli("score", "in.txt", "--profile", prof, "--no-progress", cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "30 ok" in proc.stdout and svc.stats().ok == 30 and proc.stderr == ""
+    record = json.loads(next((tmp_path / "results/runs").glob("*.json")).read_text())
+    assert record["service"]["profile"]["api_key_env"] == "PROD_SCORING_KEY"  # the name, never the key
+    # --api-key-env names another variable: the profile's is not used (here: a wrong key, 401, fail fast)
+    other = cli("score", "in.txt", "--profile", prof, "--api-key-env", "SCORING_API_KEY", "--no-cache",
+                "--output", "other.jsonl", cwd=tmp_path, env=env)
+    assert other.returncode == 1 and "HTTP 401" in other.stderr
+    # the profile's variable unset: one warning, no key sent (not $SCORING_API_KEY in its place)
+    unset = cli("score", "in.txt", "--profile", prof, "--no-cache", "--output", "unset.jsonl", cwd=tmp_path,
+                env={"SCORING_API_KEY": key})
+    assert unset.returncode == 1 and "HTTP 401" in unset.stderr
+    assert unset.stderr.count("warning: $PROD_SCORING_KEY") == 1 and "profile prod" in unset.stderr
+    # a careless service echoes the Authorization header in its error bodies: masked in rows and messages
+    from hostile import HostileServer, echo
+
+    with HostileServer(lambda r: echo(400)) as bad:
+        echoed = _profile_yaml(tmp_path / "echo.yaml", bad.url, "PROD_SCORING_KEY")
+        leak = cli("score", "in.txt", "--profile", echoed, "--no-cache", "--output", "echo.jsonl", "--no-progress",
+                   cwd=tmp_path, env=env)
+        assert any(key in json.dumps(r.headers) for r in bad.requests)  # the key was sent, and echoed back
+    assert leak.returncode == 1 and "request was" in (tmp_path / "echo.jsonl").read_text()
+    for out in (proc, other, unset, leak):
+        assert key not in out.stdout + out.stderr
+    for p in files_under(tmp_path):
+        assert key.encode() not in p.read_bytes(), p
