@@ -453,8 +453,10 @@ def _probe_ramp(args: argparse.Namespace) -> int:
     # The embedded service runs in a child process so the probe does not measure its own interpreter.
     with ServiceProcess(_server_config(args, "server-")) if not args.url else _nullcontext() as svc:
         url = args.url or svc.url
+        # Its pid lets the ramp watch its CPU: a simulator short of CPU bends the curve as a capacity would.
         result = ramp(_client_config(args, url), input=args.input, save_profile=args.save_profile,
-                      ceiling=args.max_concurrent_tasks, step_seconds=args.step_seconds, progress=show)
+                      ceiling=args.max_concurrent_tasks, step_seconds=args.step_seconds, progress=show,
+                      service_pid=svc.proc.pid if svc is not None else None)
     if args.figure:
         args.figure.parent.mkdir(parents=True, exist_ok=True)
         result.figure().savefig(args.figure, dpi=110)

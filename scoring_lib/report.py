@@ -220,8 +220,10 @@ def seed_from_profile(profile) -> list[str]:
         return [f"**The capacity part, tested:** the profile of {where} has no capacity "
                 f"({profile.capacity.source}); the lifted time cannot be predicted, so the 43 s stays unexplained "
                 "by this profile."]
+    from .service import whole_capacity
+
     cap = profile.capacity.value
-    width = max(1, math.floor(cap))
+    width = whole_capacity(cap)  # rounded as the ramp's recommendation and prediction round it
     pool100 = math.ceil(n / min(100, width)) * lat
     lifted = math.ceil(n / width) * lat
     fits = [abs(SEED["asyncio"] / pool100 - 1) <= 0.10, abs(SEED["ray_32x64"] / lifted - 1) <= 0.10]
