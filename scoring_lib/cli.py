@@ -443,6 +443,7 @@ def _probe_ramp(args: argparse.Namespace) -> int:
         from .inputs import open_input
 
         open_input(args.input).close()  # a missing input is a usage error before any request
+        _stdin_hint(args.input)
 
     def show(step) -> None:
         p50 = f"{step.p50:.3f} s" if step.p50 is not None else "-"
