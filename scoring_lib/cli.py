@@ -108,7 +108,10 @@ def _add_client_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--score-field", default="score", help="path to the score in the reply: score, "
                    "result.score, 0.score for a list reply (default score)")
     g.add_argument("--profile", metavar="NAME", help="service profile (profiles/NAME.yaml or a .yaml path): "
-                   "url, fields and the known latency/capacity/rate limit the bounds use")
+                   "url, fields, the variable holding the API key, and the known latency/capacity/rate limit "
+                   "the bounds use")
+    g.add_argument("--api-key-env", metavar="VAR", help=f"the NAME of the environment variable holding the API "
+                   f"key, never the key itself (default: the profile's api_key_env, else {API_KEY_ENV})")
     g.add_argument("--timeout", type=_float_at_least(0, strict=True), default=30.0, metavar="S",
                    help="per-request timeout in seconds (default 30)")
     g.add_argument("--max-retries", type=_int_at_least(0), default=5, metavar="N",
@@ -125,7 +128,26 @@ def _add_client_options(p: argparse.ArgumentParser) -> None:
 def _client_config(args: argparse.Namespace, url: str) -> ClientConfig:
     return ClientConfig(url=url, request_field=args.request_field, score_field=args.score_field,
                         timeout=args.timeout, max_retries=args.max_retries, backoff_base=args.backoff_base,
-                        backoff_cap=args.backoff_cap, connector_limit=getattr(args, "connector_limit", None))
+                        backoff_cap=args.backoff_cap, connector_limit=getattr(args, "connector_limit", None),
+                        api_key_env=_api_key_env(args))
+
+
+def _api_key_env(args: argparse.Namespace) -> str:
+    """Which variable holds the API key: --api-key-env, else the profile's api_key_env (set on args by
+    _profile), else $SCORING_API_KEY. A variable named on purpose but unset is said once on stderr:
+    no key is sent, and $SCORING_API_KEY is not used in its place (it may belong to another service)."""
+    name = getattr(args, "api_key_env", None) or API_KEY_ENV
+    if name != API_KEY_ENV and not os.environ.get(name) and not getattr(args, "_key_warned", False):
+        args._key_warned = True
+        print(f"warning: ${name} (the API key's variable, from {getattr(args, '_key_from', '--api-key-env')}) is "
+              "not set: requests carry no key", file=sys.stderr, flush=True)
+    return name
+
+
+def _secrets(args: argparse.Namespace | None) -> tuple[str | None, ...]:
+    """The run's API key when it lives in a variable other than $SCORING_API_KEY, for redact()."""
+    name = getattr(args, "api_key_env", None)
+    return (os.environ.get(name),) if name else ()
 
 
 @contextmanager
@@ -150,6 +172,8 @@ def _profile(args: argparse.Namespace):
 
     profile = load_profile(args.profile)
     args.url = args.url or profile.url
+    if not getattr(args, "api_key_env", None):  # --api-key-env, when given, says otherwise
+        args.api_key_env, args._key_from = profile.api_key_env, f"profile {profile.name or args.profile}"
     if args.request_field == "text":
         args.request_field = profile.request_field
     if args.score_field == "score":
@@ -163,8 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("score", help="score every line of INPUT", description="Score every line of INPUT; "
-                       f"the API key, if any, comes from ${API_KEY_ENV}.")
-    p.add_argument("input", metavar="INPUT", help="UTF-8 text file, one item per line")
+                       f"the API key, if any, comes from ${API_KEY_ENV} (or the variable --api-key-env or the "
+                       "profile names).")
+    p.add_argument("input", metavar="INPUT", help="UTF-8 text file, one item per line; - reads standard input "
+                   "(a pipe is read once, streamed, progress without a total)")
     _add_client_options(p)
     g = p.add_argument_group("engine")
     g.add_argument("--engine", choices=("asyncio", "ray"), default="asyncio", help="default asyncio")
@@ -220,8 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "service's throughput stops rising; report latency, capacity, rate limit, recommended settings")
     g.add_argument("--max-concurrent-tasks", type=_int_at_least(1), default=1024, metavar="N",
                    help="the ramp never has more than N requests in flight (default 1024)")
-    g.add_argument("--input", type=Path, metavar="PATH", help="send real lines from PATH, and predict its wall "
-                   "time at the recommended settings")
+    g.add_argument("--input", type=Path, metavar="PATH", help="send real lines from PATH (- = standard input, "
+                   "read once), and predict its wall time at the recommended settings")
     g.add_argument("--save-profile", metavar="NAME", help="write the probed service profile to "
                    "profiles/NAME.yaml (or to NAME if it is a path ending in .yaml)")
     g.add_argument("--figure", type=Path, metavar="PATH", help="save the ramp's figure (PNG) to PATH")
@@ -341,8 +367,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stdin_hint(path) -> None:
+    """`-` on a terminal waits for typed lines: say so, as the run would otherwise look hung."""
+    from .inputs import is_stdin
+
+    if is_stdin(path) and sys.stdin is not None and sys.stdin.isatty():
+        print("reading lines from the terminal (input -): end with Ctrl-D", file=sys.stderr, flush=True)
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     from .pipeline import score_file
+
+    _stdin_hint(args.input)
 
     with _service_url(args) as (url, server_info):
         config = RunConfig(
@@ -393,9 +429,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
         report = probe(_client_config(args, url), samples=args.samples)
     # Everything in the report may have come from the service: masked before it is shown.
     if args.json:
-        print(redact(json.dumps(report.to_dict(), indent=1)))
+        print(redact(json.dumps(report.to_dict(), indent=1), _secrets(args)))
     else:
-        print(redact("\n".join(report.lines())))
+        print(redact("\n".join(report.lines()), _secrets(args)))
     return 0 if report.deterministic and report.latencies else 1
 
 
@@ -407,6 +443,7 @@ def _probe_ramp(args: argparse.Namespace) -> int:
         from .inputs import open_input
 
         open_input(args.input).close()  # a missing input is a usage error before any request
+        _stdin_hint(args.input)
 
     def show(step) -> None:
         p50 = f"{step.p50:.3f} s" if step.p50 is not None else "-"
@@ -417,8 +454,10 @@ def _probe_ramp(args: argparse.Namespace) -> int:
     # The embedded service runs in a child process so the probe does not measure its own interpreter.
     with ServiceProcess(_server_config(args, "server-")) if not args.url else _nullcontext() as svc:
         url = args.url or svc.url
+        # Its pid lets the ramp watch its CPU: a simulator short of CPU bends the curve as a capacity would.
         result = ramp(_client_config(args, url), input=args.input, save_profile=args.save_profile,
-                      ceiling=args.max_concurrent_tasks, step_seconds=args.step_seconds, progress=show)
+                      ceiling=args.max_concurrent_tasks, step_seconds=args.step_seconds, progress=show,
+                      service_pid=svc.proc.pid if svc is not None else None)
     if args.figure:
         args.figure.parent.mkdir(parents=True, exist_ok=True)
         result.figure().savefig(args.figure, dpi=110)
@@ -456,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handler(args)
     except ScoringError as exc:
-        print(f"error: {redact(str(exc))}", file=sys.stderr)
+        print(f"error: {redact(str(exc), _secrets(args))}", file=sys.stderr)
         return exc.exit_code
     except Terminated:
         print("terminated", file=sys.stderr)

@@ -167,7 +167,8 @@ class RunConfig:
 
     @property
     def resolved_output(self) -> Path:
-        return self.output or Path("results/scores") / f"{Path(self.input).stem}.jsonl"
+        stem = "stdin" if os.fspath(self.input) == "-" else Path(self.input).stem  # `-`: as /dev/stdin
+        return self.output or Path("results/scores") / f"{stem}.jsonl"
 
     @property
     def namespace(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import BinaryIO
 from .errors import InputFileError
 
 _BLOCK = 1 << 20
+STDIN = "-"  # the input path that means standard input (Unix convention: `score -`)
 
 
 @dataclass(slots=True)
@@ -24,11 +26,20 @@ class InputLine:
     error: str | None = None
 
 
+def is_stdin(path: str | os.PathLike | None) -> bool:
+    """True when `path` is `-`: the input is read from standard input."""
+    return isinstance(path, (str, os.PathLike)) and os.fspath(path) == STDIN
+
+
 def open_input(path: str | os.PathLike) -> BinaryIO:
     """Open the input for reading, or raise InputFileError with a message a user can act on.
 
     The input is opened once per run: a pipe, FIFO or process substitution (`<(...)`) can only be
-    read once, so the same handle serves the line count (regular files only) and the reader."""
+    read once, so the same handle serves the line count (regular files only) and the reader.
+    `-` is standard input: a duplicate of its descriptor, so closing it leaves sys.stdin open, and
+    nothing read before it (Python reads nothing from stdin at start-up) is lost."""
+    if is_stdin(path):
+        return _open_stdin()
     p = Path(path)
     if not p.exists():
         raise InputFileError(f"input file not found: {p}")
@@ -40,6 +51,19 @@ def open_input(path: str | os.PathLike) -> BinaryIO:
         raise InputFileError(f"cannot read input file {p}: {exc.strerror or exc}") from None
 
 
+def _open_stdin() -> BinaryIO:
+    # A process started with its stdin closed has sys.stdin None: descriptor 0 may then be any file
+    # opened since, never to be read as the input.
+    if sys.stdin is None:
+        raise InputFileError("input is - but standard input is closed")
+    try:
+        fd = os.dup(sys.stdin.fileno())
+    except (OSError, ValueError) as exc:
+        raise InputFileError(f"input is - but standard input cannot be read: {getattr(exc, 'strerror', None) or exc}"
+                             ) from None
+    return os.fdopen(fd, "rb")
+
+
 def is_regular(f: BinaryIO) -> bool:
     """True for a regular file (it can be read twice); False for a pipe, FIFO, socket or terminal."""
     return stat.S_ISREG(os.fstat(f.fileno()).st_mode)
@@ -48,8 +72,9 @@ def is_regular(f: BinaryIO) -> bool:
 def count_lines(source: str | os.PathLike | BinaryIO) -> int | None:
     """Lines the reader will yield, counted fast in binary, so progress can show an ETA.
 
-    Given an open file, it counts from the start and rewinds; a stream (pipe, FIFO) cannot be
-    rewound, so its count is None (unknown) and nothing is consumed."""
+    Given an open file, it counts from where the file stands (the start, unless it is standard input
+    redirected from a file some of which was already read) and goes back there; a stream (pipe, FIFO)
+    cannot be rewound, so its count is None (unknown) and nothing is consumed."""
     if isinstance(source, (str, os.PathLike)):
         with open_input(source) as f:
             return count_lines(f)
@@ -57,11 +82,11 @@ def count_lines(source: str | os.PathLike | BinaryIO) -> int | None:
         return None
     count = 0
     last = b"\n"
-    source.seek(0)
+    start = source.tell()
     while block := source.read(_BLOCK):
         count += block.count(b"\n")
         last = block[-1:]
-    source.seek(0)
+    source.seek(start)
     return count + (last != b"\n")
 
 

@@ -186,6 +186,12 @@ def ray_heatmap(points: pd.DataFrame, time_scale: float = 1.0) -> plt.Figure:
     return fig
 
 
+def _legend_outside(ax, **kw) -> None:
+    """The legend to the right of the axes, where it covers no bar or marker whatever the data
+    (inside, a corner holds the slowest setting's bar or its p99); tight_layout makes room for it."""
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, **kw)
+
+
 def _fastest_first(points: pd.DataFrame) -> pd.DataFrame:
     """Settings ordered for a horizontal chart: fastest at the top."""
     return points.sort_values("wall_median", ascending=False)
@@ -206,8 +212,7 @@ def efficiency(points: pd.DataFrame) -> plt.Figure:
     ax.set_xlabel("efficiency = bound / measured wall time (1 = at the physical limit)")
     ax.set_xlim(0, 1.1)
     ax.tick_params(axis="y", labelsize=7)
-    ax.legend(handles=[Patch(color=c, label=e) for e, c in colors.items() if (pts["engine"] == e).any()],
-              fontsize=8, loc="lower right")
+    _legend_outside(ax, handles=[Patch(color=c, label=e) for e, c in colors.items() if (pts["engine"] == e).any()])
     ax.set_title("How close each setting gets to its physical limit (fastest at the top)")
     fig.tight_layout()
     return fig
@@ -226,7 +231,7 @@ def latency_percentiles(points: pd.DataFrame, time_scale: float = 1.0) -> plt.Fi
     time_axis(ax, time_scale, "request latency", axis="x")
     ax.set_xlim(left=0)
     ax.tick_params(axis="y", labelsize=7)
-    ax.legend(fontsize=8, loc="lower right")
+    _legend_outside(ax)
     ax.set_title("Latency percentiles per setting (fastest at the top)", pad=28 if time_scale != 1 else None)
     fig.tight_layout()
     return fig

@@ -18,11 +18,15 @@ import asyncio
 import hashlib
 import itertools
 import math
+import os
 import re
 import statistics
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from urllib.parse import urlsplit
+
+import psutil
 
 from .aio import run_sync
 from .client import ScoringClient
@@ -30,10 +34,13 @@ from .config import ClientConfig
 from .errors import ScoringError
 from .probe import PROBE_TEXTS
 from .records import percentiles
-from .service import Known, ServiceProfile, now_stamp
+from .service import Known, ServiceProfile, now_stamp, whole_capacity
 
 _STATUS = re.compile(r"^HTTP (\d{3})")
 RAY_ABOVE = 4096  # in-flight requests beyond which one asyncio process is not the recommendation
+CPU_BUSY = 0.8  # a process using more of a core than this at the knee may be what bent the curve
+MACHINE_BUSY = 0.9  # likewise the whole machine's CPUs
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 class ProbeError(ScoringError):
@@ -82,6 +89,8 @@ class Step:
     occupancy: float = 0.0  # ok requests in flight, averaged over the time the load was held
     steady_latency: float | None = None  # mean latency of ok requests after each worker's first (no start-up wave)
     client_cpu: float = 0.0  # CPU seconds this process used per wall second (1.0 = one core busy)
+    service_cpu: float | None = None  # the same for the service's process, when it runs on this machine
+    machine_cpu: float | None = None  # share of all this machine's CPUs busy (1.0 = every core)
 
     @property
     def rejected_share(self) -> float:
@@ -115,6 +124,7 @@ class RampResult:
     input_lines: int | None = None
     predicted_seconds: float | None = None
     profile: ServiceProfile | None = None
+    service_pid: int | None = None  # the service's process, when it runs on this machine (its CPU is watched)
 
     def to_dict(self) -> dict:
         """The `--json` object: latency, capacity, rate_limit, recommended, predicted_seconds, and the curve."""
@@ -123,7 +133,7 @@ class RampResult:
             "recommended": asdict(self.recommended) if self.recommended else None,
             "predicted_seconds": self.predicted_seconds, "input_lines": self.input_lines,
             "ceiling": self.ceiling, "probing_seconds": round(self.probing_seconds, 2), "stopped": self.stopped,
-            "warning": self.client_bound(),
+            "warning": self.client_bound(), "service_pid": self.service_pid,
             "steps": [asdict(s) | {"rejected_share": s.rejected_share} for s in self.steps],
         }
 
@@ -144,8 +154,9 @@ class RampResult:
             cap = f"not seen: the rate limit binds first (at about {self.rate_limit * self.latency:.0f} in flight)"
         else:
             cap = f"not reached up to {tried} in flight"
-        out.append("capacity: " + cap)
-        if warning := self.client_bound():
+        warning = self.client_bound()
+        out.append("capacity: " + cap + (" (CPU-bound: see the warning)" if warning and self.capacity else ""))
+        if warning:
             out.append("warning: " + warning)
         out.append("rate limit: " + (f"about {self.rate_limit:.1f} requests/s" if self.rate_limit else
                                      "none seen (no 429s)"))
@@ -159,28 +170,51 @@ class RampResult:
         return out
 
     def client_bound(self) -> str | None:
-        """A warning when the knee may be this machine's, not the service's: the probing process
-        kept most of a core busy at the saturated steps."""
+        """A warning when the knee may be this machine's CPU, not the service: at the saturated steps this
+        process, or the service's own process when it runs here (the simulator: one event loop, at most
+        one core), kept most of a core busy, or every core of the machine was busy. Then throughput stopped
+        rising because requests waited for a CPU, and the capacity read off the curve is too low."""
         sat = [s for s in self.steps if s.saturated]
-        if sat and max(s.client_cpu for s in sat) > 0.8:
-            return (f"this process used {max(s.client_cpu for s in sat):.0%} of a core at the knee: the limit "
-                    "may be the client machine's, not the service's (probe from a less loaded machine)")
-        return None
+        if not sat:
+            return None
+        busy = []
+        client = max(s.client_cpu for s in sat)
+        service = max((s.service_cpu for s in sat if s.service_cpu is not None), default=None)
+        machine = max((s.machine_cpu for s in sat if s.machine_cpu is not None), default=None)
+        served = f"the service's process (pid {self.service_pid}, on this machine) used {service or 0:.0%} of a core"
+        if service is not None and service > CPU_BUSY:
+            busy.append(served)
+        if client > CPU_BUSY:
+            busy.append(f"this process used {client:.0%} of a core")
+        if machine is not None and machine > MACHINE_BUSY:
+            # A service short of CPU on a busy machine uses less than a core, yet its CPU is the limit.
+            with_service = f" ({served})" if service is not None and served not in busy else ""
+            busy.append(f"this machine's {psutil.cpu_count() or 1} CPUs were {machine:.0%} busy{with_service}")
+        if not busy:
+            return None
+        return ("CPU-bound at the knee: " + "; ".join(busy) + ": the limit found may be this machine's CPU, not "
+                "the service's capacity" + (f" (about {self.capacity:.0f} is then a lower bound of it)"
+                                            if self.capacity else "") +
+                "; slow a simulated service down (a larger time scale) or probe from a less loaded machine")
 
     def figure(self):
         return plot_ramp(self)
 
 
 # --- one step -----------------------------------------------------------------------------------
-async def run_step(client: ScoringClient, texts, concurrency: int, seconds: float, rounds: int = 3) -> Step:
+async def run_step(client: ScoringClient, texts, concurrency: int, seconds: float, rounds: int = 3,
+                   service: psutil.Process | None = None) -> Step:
     """Keep `concurrency` requests in flight for `seconds`, and until every worker has had `rounds`
     answers (a queue's latency can exceed the step); then let the last ones finish (each bounded by
-    the client's timeout). A rejected request's worker waits the client's backoff, Retry-After first."""
+    the client's timeout). A rejected request's worker waits the client's backoff, Retry-After first.
+    The CPU this process, the `service`'s process (when it runs here) and the machine used is measured."""
     outcomes: list = []
     steady: list[float] = []  # latencies of ok requests that were not their worker's first
     waits: list[float] = []
     start = time.time()
     cpu = time.process_time()
+    service_cpu = _cpu_seconds(service)
+    psutil.cpu_percent()  # starts the machine-wide measurement; the next call reads it
     stop_at = start + seconds
 
     async def worker() -> None:
@@ -202,7 +236,11 @@ async def run_step(client: ScoringClient, texts, concurrency: int, seconds: floa
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     step = Step(concurrency=concurrency, sent=len(outcomes))
-    step.client_cpu = (time.process_time() - cpu) / max(1e-9, time.time() - start)
+    wall = max(1e-9, time.time() - start)
+    step.client_cpu = (time.process_time() - cpu) / wall
+    step.machine_cpu = psutil.cpu_percent() / 100
+    if service_cpu is not None and (now := _cpu_seconds(service)) is not None:
+        step.service_cpu = (now - service_cpu) / wall
     ok = [o for o in outcomes if o.ok]
     step.ok = len(ok)
     for o in outcomes:
@@ -232,31 +270,66 @@ async def run_step(client: ScoringClient, texts, concurrency: int, seconds: floa
     return step
 
 
-def _texts(input: str | Path | None, limit: int = 10_000):
-    """Real lines from `input` (the first `limit` non-empty ones), cycled; or numbered samples."""
-    lines: list[str] = []
-    if input is not None:
-        from .inputs import read_lines
+def _cpu_seconds(proc: psutil.Process | None) -> float | None:
+    if proc is None:
+        return None
+    try:
+        t = proc.cpu_times()
+    except psutil.Error:
+        return None
+    return t.user + t.system
 
-        for item in read_lines(input, 1 << 20):
-            if item.text is not None:
-                lines.append(item.text)
-                if len(lines) >= limit:
-                    break
+
+def service_process(url: str, pid: int | None = None) -> psutil.Process | None:
+    """The service's process when it runs on this machine, to watch its CPU: `pid` when known (a
+    ServiceProcess), else the process listening on the url's port when the url is on loopback. None
+    for a remote service, for one this process serves itself (its CPU is this process's), and when the
+    listener cannot be seen (another user's process)."""
+    if pid is None:
+        parts = urlsplit(url)
+        if parts.hostname not in LOOPBACK:
+            return None
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            conns = psutil.net_connections(kind="tcp")
+        except (psutil.Error, OSError):
+            return None
+        pid = next((c.pid for c in conns if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+                    and c.pid), None)
+    if pid is None or pid == os.getpid():
+        return None
+    try:
+        proc = psutil.Process(pid)
+        proc.cpu_times()
+        return proc
+    except psutil.Error:
+        return None
+
+
+def _texts(input: str | Path | list[str] | None, limit: int = 10_000):
+    """Real lines (a list, or the first `limit` non-empty ones of the file `input`), cycled; or
+    numbered samples."""
+    lines: list[str] = list(input) if isinstance(input, (list, tuple)) else []
+    if isinstance(input, (str, Path)):
+        lines = read_input(input, limit)[0]
     if lines:
         return itertools.cycle(lines)
     return (f"{PROBE_TEXTS[i % len(PROBE_TEXTS)]} (ramp sample {i})" for i in itertools.count())
 
 
-def count_requests(input: str | Path) -> int:
-    """Requests a run of `input` makes: distinct non-empty lines (a run requests each text once)."""
+def read_input(input: str | Path, limit: int = 10_000) -> tuple[list[str], int]:
+    """In one pass (a pipe or `-` can be read only once): the first `limit` non-empty lines, to send,
+    and the requests a run of `input` makes: its distinct non-empty lines (a run requests each text once)."""
     from .inputs import read_lines
 
+    sample: list[str] = []
     seen: set[bytes] = set()
     for item in read_lines(input, 1 << 20):
         if item.text is not None:
+            if len(sample) < limit:
+                sample.append(item.text)
             seen.add(hashlib.blake2b(item.text.encode("utf-8"), digest_size=8).digest())
-    return len(seen)
+    return sample, len(seen)
 
 
 # --- the ramp ---------------------------------------------------------------------------------
@@ -270,17 +343,21 @@ def _saturated(step: Step, prev: Step, base_latency: float, baseline_rejects: fl
     return not rising and (latency_rose or rejects)
 
 
-async def ramp_async(client_config: ClientConfig, *, ceiling: int = 1024, input: str | Path | None = None,
-                     step_seconds: float | None = None, min_step_seconds: float = 2.0, waves: int = 6,
-                     margin: float = 0.25, budget_seconds: float = 600.0, refine: bool = True,
-                     progress=None) -> RampResult:
+async def ramp_async(client_config: ClientConfig, *, ceiling: int = 1024,
+                     input: str | Path | list[str] | None = None, step_seconds: float | None = None,
+                     min_step_seconds: float = 2.0, waves: int = 6, margin: float = 0.25,
+                     budget_seconds: float = 600.0, refine: bool = True, progress=None,
+                     service_pid: int | None = None) -> RampResult:
     """Raise the in-flight count 1, 2, 4, ... up to `ceiling` and read capacity and rate limit off
     the curve. A step lasts `step_seconds`, or `waves` unloaded latencies (at least
-    `min_step_seconds`). Raises ProbeError when the very first requests fail for good."""
+    `min_step_seconds`). Raises ProbeError when the very first requests fail for good.
+    `service_pid`: the service's process on this machine, if known (else found from a loopback url),
+    whose CPU each step measures: a CPU-bound simulator bends the curve as a capacity would."""
     if ceiling < 1:
         raise ScoringError("the ramp's ceiling must be at least 1")
     cfg = replace(client_config, max_retries=0)  # every rejection is seen and counted, never retried
     texts = _texts(input)
+    service = service_process(client_config.url, service_pid)
     t0 = time.monotonic()
     steps: list[Step] = []
     stopped = ""
@@ -293,7 +370,7 @@ async def ramp_async(client_config: ClientConfig, *, ceiling: int = 1024, input:
         base_rejects = 0.0
         while True:
             seconds = step_seconds or max(min_step_seconds, waves * (base or 0.2))
-            step = await run_step(client, texts, c, seconds)
+            step = await run_step(client, texts, c, seconds, service=service)
             steps.append(step)
             if progress:
                 progress(step)
@@ -329,19 +406,35 @@ async def ramp_async(client_config: ClientConfig, *, ceiling: int = 1024, input:
                 break
             c = min(ceiling, c * 2)
         if refine and base:
-            est = _capacity(steps, base)
+            est = _capacity(steps, service_mean(steps, base) or base)
             lo = max((s.concurrency for s in steps if not s.saturated), default=0)
             hi = min((s.concurrency for s in steps if s.saturated), default=0)
             if est and lo < round(est) < hi and time.monotonic() - t0 <= budget_seconds:
                 seconds = step_seconds or max(min_step_seconds, waves * base)
-                step = await run_step(client, texts, round(est), seconds)
+                step = await run_step(client, texts, round(est), seconds, service=service)
                 step.refinement = True
                 prev = max((s for s in steps if s.concurrency == lo), key=lambda s: s.concurrency)
                 step.saturated = _saturated(step, prev, base, base_rejects, margin)
                 steps.append(step)
                 if progress:
                     progress(step)
-    return _conclude(client_config.url, steps, base, ceiling, time.monotonic() - t0, stopped or "done", margin)
+    result = _conclude(client_config.url, steps, base, ceiling, time.monotonic() - t0, stopped or "done", margin)
+    result.service_pid = service.pid if service is not None else None
+    return result
+
+
+def service_mean(steps: list[Step], base: float) -> float | None:
+    """The unloaded mean service time: the mean latency of ok requests (each worker's first left out)
+    over the steps before the knee whose median stayed within 10% of the unloaded one (no queue yet),
+    weighted by their requests. Little's law and the waves of a run need the mean: the median `base`
+    the knee is found with falls short of it whenever latency is skewed (lognormal, sigma 0.5: the
+    median is 0.88 x the mean, and a capacity read with it comes out 12% low)."""
+    knee = next((i for i, s in enumerate(steps) if s.saturated), len(steps))
+    calm = [s for s in steps[:knee] if not s.refinement and s.ok and s.steady_latency and s.p50 is not None
+            and s.p50 <= base * 1.1]
+    if not calm:
+        return None
+    return sum(s.steady_latency * s.ok for s in calm) / sum(s.ok for s in calm)
 
 
 def served_at_once(step: Step, base: float) -> float:
@@ -379,6 +472,9 @@ def _rate_limit(steps: list[Step]) -> float | None:
 
 def _conclude(url: str, steps: list[Step], base: float | None, ceiling: int, seconds: float, stopped: str,
               margin: float) -> RampResult:
+    # The unloaded latency reported, recommended with and predicted with is the mean service time (as a
+    # simulator's configured latency is); the median only found the knee.
+    base = (service_mean(steps, base) or base) if base else None
     capacity = _capacity(steps, base) if base else None
     rate = _rate_limit(steps)
     base = round(base, 4) if base else None
@@ -393,13 +489,14 @@ def _conclude(url: str, steps: list[Step], base: float | None, ceiling: int, sec
 
 def recommend(latency: float, capacity: float | None, rate_limit: float | None, ceiling: int) -> Recommendation:
     """Concurrency that fills the service and no more: its capacity, or rate x latency (plus a
-    little headroom) when the rate limit binds first, or the ceiling when neither was seen."""
+    little headroom) when the rate limit binds first, or the ceiling when neither was seen.
+    Rounded up (whole_capacity): one request too many costs next to nothing, one too few a wave."""
     c = float(ceiling)
     if capacity:
         c = min(c, capacity)
     if rate_limit:
         c = min(c, rate_limit * latency * 1.1)
-    c = max(1, int(round(c)))
+    c = whole_capacity(c)
     engine = "asyncio" if c <= RAY_ABOVE else "ray"
     binds = rate_limit if rate_limit and rate_limit * latency <= (capacity or math.inf) else None
     return Recommendation(max_concurrent_tasks=c, connector_limit=c, engine=engine, rate_limit=binds)
@@ -408,11 +505,12 @@ def recommend(latency: float, capacity: float | None, rate_limit: float | None, 
 def predict_seconds(requests: int, latency: float, concurrency: int, capacity: float | None,
                     rate_limit: float | None) -> float:
     """Wall time of `requests` requests: ceil(N / min(C, capacity)) x latency, or N / rate when the
-    rate limit binds (whichever is longer)."""
+    rate limit binds (whichever is longer). The capacity counts as the whole number recommend() fills
+    (whole_capacity, rounded up), so the prediction is for the recommended run as it will go."""
     if requests <= 0:
         return 0.0
-    width = min(concurrency, capacity or math.inf)
-    out = math.ceil(requests / max(1, math.floor(width))) * latency
+    width = min(concurrency, whole_capacity(capacity) if capacity else math.inf)
+    out = math.ceil(requests / max(1, width)) * latency
     if rate_limit:
         out = max(out, requests / rate_limit)
     return out
@@ -422,9 +520,10 @@ def ramp(client_config: ClientConfig, *, input: str | Path | None = None, save_p
          name: str = "", **kw) -> RampResult:
     """Blocking ramp (safe in Jupyter); with `input`, predicts that file's wall time at the
     recommended settings; with `save_profile`, writes the probed profile (profiles/NAME.yaml)."""
-    result = run_sync(ramp_async(client_config, input=input, **kw))
+    sample, requests = read_input(input) if input is not None else (None, 0)
+    result = run_sync(ramp_async(client_config, input=sample, **kw))
     if input is not None and result.recommended and result.latency:
-        result.input_lines = count_requests(input)
+        result.input_lines = requests
         result.predicted_seconds = predict_seconds(result.input_lines, result.latency,
                                                    result.recommended.max_concurrent_tasks, result.capacity,
                                                    result.rate_limit)
@@ -444,7 +543,8 @@ def profile_from(result: RampResult, client_config: ClientConfig, name: str = ""
                           api_key_env=client_config.api_key_env, latency=known(result.latency),
                           capacity=known(result.capacity), rate_limit=known(result.rate_limit),
                           probed_at=now_stamp(),
-                          notes=f"probe --ramp up to {result.ceiling} in flight: {result.stopped}")
+                          notes=f"probe --ramp up to {result.ceiling} in flight: {result.stopped}" +
+                          (f"; warning: {w}" if (w := result.client_bound()) else ""))
 
 
 # --- figure -------------------------------------------------------------------------------------

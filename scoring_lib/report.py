@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -219,8 +220,10 @@ def seed_from_profile(profile) -> list[str]:
         return [f"**The capacity part, tested:** the profile of {where} has no capacity "
                 f"({profile.capacity.source}); the lifted time cannot be predicted, so the 43 s stays unexplained "
                 "by this profile."]
+    from .service import whole_capacity
+
     cap = profile.capacity.value
-    width = max(1, math.floor(cap))
+    width = whole_capacity(cap)  # rounded as the ramp's recommendation and prediction round it
     pool100 = math.ceil(n / min(100, width)) * lat
     lifted = math.ceil(n / width) * lat
     fits = [abs(SEED["asyncio"] / pool100 - 1) <= 0.10, abs(SEED["ray_32x64"] / lifted - 1) <= 0.10]
@@ -298,7 +301,7 @@ def _service_text(row) -> str:
         return f"external service {row.get('service_url') or '(url not recorded)'}"
     kind = "simulated" if row["service_kind"] == "simulated" else f"{row['service_kind']} simulated"
     return (f"{kind} service (latency {row['service_latency']} s "
-            f"{row['latency_dist'] or ''}, capacity {row['service_capacity']}) at time scale "
+            f"{row['latency_dist'] or ''}, capacity {_whole_or(row['service_capacity'], 'unknown')}) at time scale "
             f"{row['time_scale'] if not pd.isna(row['time_scale']) else 1:g}")
 
 
@@ -330,8 +333,17 @@ def _timeline_records(records: list[dict]) -> list[dict]:
     return picks
 
 
+MISSING = "\u2014"  # an em dash: what every table of the report prints where a figure does not exist
+WHOLE = ("final_limit", "max_concurrent_tasks", "service_capacity", "runs", "cpu_count")  # counts, never 2e+03
+
+
 def _md_table(df: pd.DataFrame, floatfmt: str = ".3g") -> str:
-    return df.to_markdown(index=False, floatfmt=floatfmt) if not df.empty else "_(none)_"
+    """A Markdown table; a missing figure (None, NaN) is an em dash, never `nan`."""
+    if df.empty:
+        return "_(none)_"
+    formats = [".0f" if col in WHOLE else floatfmt for col in df.columns]
+    cells = df.astype(object).where(df.notna(), None)
+    return cells.to_markdown(index=False, floatfmt=formats, missingval=MISSING)
 
 
 def choose_sweeps(records: list[dict], sweeps, adhoc: bool, where: Path) -> list[str]:
@@ -358,12 +370,16 @@ def build_report(runs_dir: str | os.PathLike | None = None, out_dir: str | os.Pa
     report.html into out_dir (default results/report/, which git ignores).
 
     Raises ReportError when there is no measured run to report, or when the runs were measured
-    against different services or time scales. `profile` (a ServiceProfile) tests the seed's hypothesis
-    on its capacity."""
+    against different services or time scales. `profile` (a ServiceProfile, or a profile's name or path,
+    relative to the project root, as notebooks name files) tests the seed's hypothesis on its capacity."""
     import matplotlib.pyplot as plt
 
     from . import plots
 
+    if isinstance(profile, (str, os.PathLike)):
+        from .service import load_profile
+
+        profile = load_profile(profile, base=paths.ROOT)  # before any work: a wrong name is a one-line error
     runs_dir = paths.resolve(runs_dir) if runs_dir is not None else paths.RUNS
     out = paths.resolve(out_dir) if out_dir is not None else paths.REPORT
     records = read_records(runs_dir) if Path(runs_dir).is_dir() else []
@@ -487,9 +503,12 @@ def _write_page(r: Report, how: str | None) -> tuple[Path, Path]:
     return page, html
 
 
+# Tables sit in a box that scrolls sideways when a table is wider than the page (the page itself never
+# does); a first column (a setting's id) never breaks inside, headers break after their underscores.
 HTML_STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;line-height:1.45}
-table{border-collapse:collapse;font-size:13px;margin:1em 0}th,td{border:1px solid #ccc;padding:3px 6px}
-th{background:#f3f3f3}img{max-width:100%}code{background:#f5f5f5;padding:0 3px}"""
+.table{overflow-x:auto;margin:1em 0}table{border-collapse:collapse;font-size:12px}
+th,td{border:1px solid #ccc;padding:3px 5px}th{background:#f3f3f3;vertical-align:bottom}
+td:first-child{white-space:nowrap}img{max-width:100%}code{background:#f5f5f5;padding:0 3px}"""
 
 
 def _html(markdown_text: str, figures: dict) -> str:
@@ -499,6 +518,8 @@ def _html(markdown_text: str, figures: dict) -> str:
     import markdown
 
     body = markdown.markdown(markdown_text, extensions=["tables"])
+    body = body.replace("<table>", '<div class="table"><table>').replace("</table>", "</table></div>")
+    body = re.sub(r"(<th[^>]*>)(.*?)(</th>)", lambda m: m[1] + m[2].replace("_", "_<wbr>") + m[3], body)
     for path in figures.values():
         data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
         body = body.replace(f'src="{Path(path).name}"', f'src="data:image/png;base64,{data}"')

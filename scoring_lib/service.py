@@ -174,11 +174,27 @@ def profile_path(path_or_name: str | os.PathLike, directory: Path = PROFILES_DIR
     return directory / f"{p.name}.yaml"
 
 
-def load_profile(path_or_name: str | os.PathLike) -> ServiceProfile:
-    """Read a profile written by `probe --ramp --save-profile` or by hand; one-line errors."""
+def load_profile(path_or_name: str | os.PathLike, base: str | os.PathLike | None = None) -> ServiceProfile:
+    """Read a profile written by `probe --ramp --save-profile` or by hand; one-line errors. A relative
+    path (`profiles/NAME.yaml` for a bare name) is taken from `base` when given (notebooks pass the
+    project root), else from the current folder (the CLI: the shell's meaning)."""
     path = profile_path(path_or_name)
+    if base is not None and not path.expanduser().is_absolute():
+        path = Path(base) / path
     data = read_yaml(path, ConfigError, "service profile not found: {path}", "cannot read service profile {path}: {first}")
     return ServiceProfile.from_dict(data, source=str(path))
+
+
+def whole_capacity(capacity: float) -> int:
+    """A capacity figure (a probed one is a Little's-law estimate such as 199.4) as the whole number of
+    requests served at once that the recommendation, the prediction and the report all assume: rounded
+    up, never down. A service's capacity K is whole, so a run of N requests takes ceil(N / min(C, K))
+    waves: a C one below K adds a wave (2,000 lines at K = 200: 11 waves instead of 10, +10%), while
+    one above costs nothing against a queueing service (that request waits its turn) and one 503 and
+    a backoff per wave against one that sheds. Rounded up, C >= K whenever the estimate is less than
+    one request low, so the run's waves are not increased; rounded to nearest, not when it is
+    between K - 1 and K - 0.5."""
+    return max(1, math.ceil(capacity - 1e-6))  # 1e-6: 11.000000000000002 (float noise) is 11
 
 
 def now_stamp() -> str:

@@ -1,6 +1,7 @@
 """The CLI as a user meets it: exit codes, one-line errors, resume, Ctrl-C, secrets."""
 
 import json
+import re
 import signal
 import sqlite3
 import subprocess
@@ -211,3 +212,111 @@ def test_unwritable_output_is_one_line_exit_3(tmp_path, make_input):
     assert "cannot write output" in assert_one_line_error(proc, 3) and "not a folder" in proc.stderr
     proc = cli("score", "in.txt", "--cache", "blocker/c.sqlite", *FAST_SERVER, cwd=tmp_path)
     assert "score cache" in assert_one_line_error(proc, 3)
+
+
+# ------------------------------------------------------------------------------- `-`: standard input
+def sh(script: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", "-c", script], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+PY = f"{sys.executable} -m scoring_lib"
+
+
+def test_dash_reads_a_pipe_to_its_end_and_resumes_from_the_cache(tmp_path, serve):
+    """`score -` reads standard input: a pipe that pauses half-way and ends without a newline is read
+    to its last line, progress has no total, and a second run of the same stream comes from the cache."""
+    svc = serve(latency=0)
+    feed = f"{{ seq 1 1500; sleep 0.5; seq 1501 3000; printf 'last line'; }}"
+    run = f"{feed} | {PY} score - --url {svc.url} --progress --threads 2"
+    first = sh(f"cd {tmp_path} && {run}", REPO)
+    assert first.returncode == 0, first.stderr
+    rows = read_rows(tmp_path / "results/scores/stdin.jsonl")  # `-` is named as /dev/stdin would be
+    assert [r["line"] for r in rows] == list(range(1, 3002)) and all(r["status"] == "ok" for r in rows)
+    assert "3001 lines: 3001 ok" in first.stdout and "0 from cache" in first.stdout
+    assert "/3001" not in first.stderr and re.search(r"\d+line \[", first.stderr)  # progress: a count, no total
+    record = json.loads(next((tmp_path / "results/runs").glob("*.json")).read_text())
+    assert record["input"] == "-"
+    again = sh(f"cd {tmp_path} && {run}", REPO)
+    assert again.returncode == 0, again.stderr
+    assert "0 requests" in again.stdout and "3001 from cache" in again.stdout
+    assert read_rows(tmp_path / "results/scores/stdin.jsonl") == [r | {"attempts": 0} for r in rows]
+
+
+def test_dash_redirected_from_a_file_is_counted_and_read_from_where_it_stands(tmp_path, make_input, serve):
+    """Standard input redirected from a regular file is counted (a total for progress), from the offset
+    the shell left it at: a line read before the run is not scored again."""
+    svc = serve(latency=0)
+    make_input([f"item {i}" for i in range(1, 201)], "in.txt")
+    proc = sh(f"{{ read -r header; {PY} score - --url {svc.url} --progress --output {tmp_path}/o.jsonl "
+              f"--no-cache --no-record; }} < {tmp_path}/in.txt", REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert "/199 [" in proc.stderr and "199 lines: 199 ok" in proc.stdout
+    assert len(read_rows(tmp_path / "o.jsonl")) == 199
+
+
+def test_dash_on_a_closed_stdin_is_one_line_exit_2(tmp_path):
+    proc = sh(f"{PY} score - --server-time-scale 0.01 --output {tmp_path}/o.jsonl <&-", REPO)
+    assert "standard input is closed" in assert_one_line_error(proc)
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_probe_ramp_takes_its_input_from_a_pipe(tmp_path, serve):
+    """`probe --ramp --input -`: the lines sent and the line count come from one read of the pipe."""
+    svc = serve(latency=0.02)
+    proc = sh(f"{{ seq 1 250; seq 1 50; echo; }} | {PY} probe --ramp --json --input - --url {svc.url} "
+              "--max-concurrent-tasks 4 --step-seconds 0.3", REPO)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["input_lines"] == 250 and data["predicted_seconds"] > 0  # distinct non-empty lines
+    assert svc.stats().ok > 0
+
+
+def test_help_says_dash_is_standard_input():
+    assert "- reads standard input" in " ".join(cli("score", "--help").stdout.split())
+    assert "- = standard input" in " ".join(cli("probe", "--help").stdout.split())
+
+
+# ------------------------------------------------------------------------------- a profile's api_key_env
+def _profile_yaml(path: Path, url: str, api_key_env: str) -> Path:
+    from scoring_lib.service import ServiceProfile
+
+    return ServiceProfile(url=url, name="prod", api_key_env=api_key_env).save(path)
+
+
+def test_score_with_a_profile_reads_the_key_from_the_variable_it_names(tmp_path, make_input, serve, monkeypatch):
+    """`score --profile` sends the key held by the profile's api_key_env ($SCORING_API_KEY is another
+    service's here); the key is in no file, record, output or message, even from a service that echoes
+    it; --api-key-env says otherwise; a named variable that is unset is one warning, and no key is sent."""
+    monkeypatch.delenv("SCORING_API_KEY", raising=False)
+    key = "prod-key-5e4d3c2b1a"
+    make_input([f"line {i}" for i in range(30)], "in.txt")
+    svc = serve(latency=0, require_api_key=key)
+    prof = _profile_yaml(tmp_path / "prod.yaml", svc.url, "PROD_SCORING_KEY")
+    env = {"PROD_SCORING_KEY": key, "SCORING_API_KEY": "another-services-key"}
+    proc = cli("score", "in.txt", "--profile", prof, "--no-progress", cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "30 ok" in proc.stdout and svc.stats().ok == 30 and proc.stderr == ""
+    record = json.loads(next((tmp_path / "results/runs").glob("*.json")).read_text())
+    assert record["service"]["profile"]["api_key_env"] == "PROD_SCORING_KEY"  # the name, never the key
+    # --api-key-env names another variable: the profile's is not used (here: a wrong key, 401, fail fast)
+    other = cli("score", "in.txt", "--profile", prof, "--api-key-env", "SCORING_API_KEY", "--no-cache",
+                "--output", "other.jsonl", cwd=tmp_path, env=env)
+    assert other.returncode == 1 and "HTTP 401" in other.stderr
+    # the profile's variable unset: one warning, no key sent (not $SCORING_API_KEY in its place)
+    unset = cli("score", "in.txt", "--profile", prof, "--no-cache", "--output", "unset.jsonl", cwd=tmp_path,
+                env={"SCORING_API_KEY": key})
+    assert unset.returncode == 1 and "HTTP 401" in unset.stderr
+    assert unset.stderr.count("warning: $PROD_SCORING_KEY") == 1 and "profile prod" in unset.stderr
+    # a careless service echoes the Authorization header in its error bodies: masked in rows and messages
+    from hostile import HostileServer, echo
+
+    with HostileServer(lambda r: echo(400)) as bad:
+        echoed = _profile_yaml(tmp_path / "echo.yaml", bad.url, "PROD_SCORING_KEY")
+        leak = cli("score", "in.txt", "--profile", echoed, "--no-cache", "--output", "echo.jsonl", "--no-progress",
+                   cwd=tmp_path, env=env)
+        assert any(key in json.dumps(r.headers) for r in bad.requests)  # the key was sent, and echoed back
+    assert leak.returncode == 1 and "request was" in (tmp_path / "echo.jsonl").read_text()
+    for out in (proc, other, unset, leak):
+        assert key not in out.stdout + out.stderr
+    for p in files_under(tmp_path):
+        assert key.encode() not in p.read_bytes(), p

@@ -194,3 +194,23 @@ def test_git_status_stays_clean_after_make_run_and_every_notebook_run_and_saved(
     assert "outputs\": [\n" in (clone / "notebooks" / "explore.ipynb").read_text()
     git("add", "-A", cwd=clone)
     assert git("status", "--porcelain", cwd=clone) == ""
+
+
+@pytest.mark.slow
+def test_report_notebook_takes_a_profile_by_name_from_the_project_root(tmp_path, monkeypatch):
+    """`profile` as `report --profile` has it: the profile's capacity tests the seed's hypothesis. A bare
+    name is profiles/NAME.yaml under the project root, whatever folder the kernel runs in."""
+    from scoring_lib.service import Known, ServiceProfile
+
+    root = tmp_path / "root"
+    ServiceProfile(name="seedcap", latency=Known(4.15, "configured"), capacity=Known(200, "probed")).save(
+        root / "profiles" / "seedcap.yaml")
+    monkeypatch.setenv("SCORING_WORKBENCH_ROOT", str(root))  # the kernel's project root
+    nb = execute("report", NOTEBOOKS, tmp_path, runs_dir=str(REPO / "results/reference/runs"),
+                 sweeps=["quick", "seed"], out_dir=str(tmp_path / "report"), profile="seedcap")
+    text = json.dumps(nb)
+    assert "The capacity part, tested on a profile:** seedcap has a probed capacity of 200" in text
+    built = next(c for c in nb.cells if "build_report(" in c.source)
+    seed = [o["data"]["text/html"] for o in built.outputs if "text/html" in o.get("data", {})]
+    assert len(seed) == 1 and "\u2014" in seed[0]  # the seed table: a dash where a figure does not exist
+    assert not re.search(r">\s*(nan|NaN|None)\s*<", seed[0])

@@ -3,6 +3,8 @@ one that queues above its capacity, one that sheds load (503), one with a rate l
 Retry-After); and services that make more load pointless."""
 
 import json
+import math
+import os
 
 import pytest
 
@@ -111,3 +113,108 @@ def test_recommendation_and_prediction():
     assert predict_seconds(2000, 4.15, 100, 200, None) == pytest.approx(83.0)
     assert predict_seconds(2000, 0.2, 11, None, 50) == pytest.approx(40.0)  # N / rate binds
     assert recommend(0.2, None, None, 64).max_concurrent_tasks == 64
+
+
+# A service that spends CPU on every request (one event loop: at most one core, about 1/BURN requests/s),
+# in its own process on loopback, as the simulator does when its time scale leaves it short of CPU.
+CPU_SERVICE = r"""
+import asyncio, sys, time
+BURN = float(sys.argv[1])
+
+async def handle(reader, writer):
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next((int(l.split(b":")[1]) for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")), 0)
+            await reader.readexactly(length)
+            end = time.process_time() + BURN
+            while time.process_time() < end:
+                pass
+            body = b'{"score": 0.5}'
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        writer.close()
+
+async def main():
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, sys.stdin.read)  # ends with the test (its pipe closes)
+
+asyncio.run(main())
+"""
+
+
+@pytest.fixture
+def cpu_bound_service():
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", CPU_SERVICE, "0.02"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    port = int(proc.stdout.readline())
+    yield proc, f"http://127.0.0.1:{port}/score"
+    proc.stdin.close()
+    proc.wait(10)
+
+
+def test_a_cpu_bound_service_on_this_machine_is_named_in_the_warning(cpu_bound_service):
+    """The knee of a service short of CPU is not its capacity: the ramp finds the listening process from
+    the loopback url, measures its CPU per step, and says the measurement is CPU-bound, naming the
+    service's process (this process, the client, stays far below a core at some 50 requests/s)."""
+    proc, url = cpu_bound_service
+    result = ramp(ClientConfig(url=url, timeout=30), ceiling=16, step_seconds=1.0)
+    assert result.service_pid == proc.pid
+    saturated = [s for s in result.steps if s.saturated]
+    assert saturated and all(s.service_cpu is not None for s in result.steps), "\n".join(result.lines())
+    # The service burns the CPU (all of a core, or what a busy machine leaves it); this process does not.
+    assert max(s.service_cpu for s in saturated) > 0.3 and max(s.client_cpu for s in saturated) < 0.3
+    warning = result.client_bound()
+    assert warning and f"the service's process (pid {proc.pid}, on this machine) used" in warning
+    text = "\n".join(result.lines())
+    assert "(CPU-bound: see the warning)" in text and "warning: CPU-bound at the knee" in text
+    assert result.to_dict()["warning"] == warning and "CPU-bound" in result.profile.notes
+
+
+def test_probe_ramp_watches_its_embedded_simulators_cpu(tmp_path):
+    """The CLI's simulator is a child process whose pid the ramp is given: every step has its CPU."""
+    out = cli("probe", "--ramp", "--json", "--server-time-scale", "0.01", "--max-concurrent-tasks", "2",
+              "--step-seconds", "0.3", timeout=120)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert isinstance(data["service_pid"], int) and data["service_pid"] != os.getpid()
+    assert all(s["service_cpu"] is not None and s["machine_cpu"] is not None for s in data["steps"])
+
+
+def test_a_remote_or_in_process_service_has_no_process_to_watch():
+    from scoring_lib.ramp import service_process
+
+    assert service_process("http://10.1.2.3:8000/score") is None  # not looked up, never contacted
+    with SimulatedService(ServerConfig(latency=0)) as svc:  # served by this very process
+        assert service_process(svc.url) is None
+
+
+def test_recommendation_rounds_up_so_no_wave_is_added():
+    """A probed capacity just under the service's whole capacity (199.4 for 200): C = 200, so 2,000 lines
+    take the 10 waves capacity 200 allows (rounded to nearest, C = 199 took 11); the prediction counts
+    the waves the recommended run makes."""
+    rec = recommend(latency=4.15, capacity=199.4, rate_limit=None, ceiling=1024)
+    assert rec.max_concurrent_tasks == rec.connector_limit == 200
+    assert predict_seconds(2000, 4.15, rec.max_concurrent_tasks, 199.4, None) == pytest.approx(41.5)
+    for capacity in (40.2, 99.5, 150.01, 199.4, 200.0):
+        c = recommend(1.0, capacity, None, 4096).max_concurrent_tasks
+        for n in (100, 1000, 2000, 12345):  # never more waves than the estimated capacity allows
+            assert math.ceil(n / c) <= math.ceil(n / capacity)
+    assert recommend(0.2, None, 50.0, 1024).max_concurrent_tasks == 11  # 50/s x 0.2 s x 1.1, float noise aside
+
+
+@pytest.mark.slow
+def test_ramp_reads_capacity_and_latency_with_the_mean_when_latency_is_skewed():
+    """Lognormal service times (the explore notebook's service): their median is 0.88 x their mean, and
+    Little's law needs the mean; read with the median, capacity 40 came out 30-34 and the latency
+    0.15-0.17 s (three seeds), and the notebook's capacity 200 came out 148-161."""
+    result = _ramp(ServerConfig(latency=LATENCY, capacity=40, latency_dist="lognormal"))
+    assert result.latency == pytest.approx(LATENCY, rel=0.10), "\n".join(result.lines())
+    assert result.capacity == pytest.approx(40, rel=0.12), "\n".join(result.lines())
+    assert result.recommended.max_concurrent_tasks >= result.capacity

@@ -1,6 +1,8 @@
 """The report on a fixed set of records gives the expected table values and figures."""
 
 import math
+import re
+from pathlib import Path
 
 import pytest
 
@@ -255,3 +257,67 @@ def test_auto_is_drawn_as_its_own_marker_at_its_final_limit(auto_records, tmp_pa
     assert picks[-1]["scoring_seconds"] == 2.31 and picks[0]["max_concurrent_tasks"] == 400
     labels = plots.inflight_timeline(picks, SCALE).axes[0].get_legend_handles_labels()[1]
     assert "limit (auto)" in labels and any("C=auto" in label for label in labels)
+
+
+def test_no_table_prints_nan_where_a_figure_does_not_exist(fixed_records, tmp_path):
+    """The seed table has no seed figure for the pool-auto row: an em dash, as every table prints."""
+    report = build_report(fixed_records, tmp_path / "report")
+    assert math.isnan(report.seed.set_index("setting").loc["asyncio, pool auto (this workbench's default)", "seed_s"])
+    page = report.page.read_text()
+    seed_rows = [line for line in page.splitlines() if line.startswith("| asyncio, pool auto")]
+    assert len(seed_rows) == 1 and seed_rows[0].count("\u2014") == 2  # seed_s and seed_over_predicted
+    html = re.sub(r"data:image/png;base64,[^\"]+", "", report.html.read_text())
+    assert not re.search(r"\bnan\b", page, re.I) and not re.search(r"\bnan\b", html, re.I)
+    assert "2e+03" not in page and "2.05e+03" not in page  # counts are whole numbers
+
+
+REFERENCE_RUNS = Path(__file__).resolve().parents[1] / "results/reference/runs"
+
+
+@pytest.mark.browser
+def test_report_html_is_no_wider_than_the_page_in_chromium(tmp_path):
+    """The committed reference records (its settings table has 13 columns and 28 rows), rendered by
+    headless Chromium: at 1280 px every table fits the page's 1100 px column; at 800 px the page
+    itself still does not scroll sideways (a wide table scrolls inside its own box)."""
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.is_file():
+        pytest.skip("browser test skipped: no Chromium at /usr/bin/chromium (apt-get install chromium)")
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    report = build_report(REFERENCE_RUNS, tmp_path / "report", sweeps=["quick", "seed"])
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(chromium), args=["--no-sandbox"])
+        try:
+            for width, tables_fit in ((1280, True), (800, False)):
+                page = browser.new_page(viewport={"width": width, "height": 900})
+                page.goto(report.html.as_uri())
+                doc = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+                assert doc[0] <= doc[1], f"the page scrolls sideways at {width} px: {doc}"
+                boxes = page.evaluate("[...document.querySelectorAll('table')].map(t => [t.getBoundingClientRect()"
+                                      ".right, document.body.getBoundingClientRect().right])")
+                assert len(boxes) == 5
+                if tables_fit:
+                    assert all(right <= body + 1 for right, body in boxes), boxes
+                page.close()
+        finally:
+            browser.close()
+
+
+def test_legends_cover_no_bar_and_no_marker(fixed_records, tmp_path):
+    """efficiency.png and latency_percentiles.png: the legend sits where it hides nothing, whatever the
+    data (here the slowest settings, drawn at the bottom, reach 0.95 of their bound)."""
+    import matplotlib.pyplot as plt
+
+    from scoring_lib import plots
+
+    points = build_report(fixed_records, tmp_path / "report").points
+    assert points["efficiency"].max() > 0.9
+    for fig in (plots.efficiency(points), plots.latency_percentiles(points, SCALE)):
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        legend = ax.get_legend().get_window_extent()
+        bars = [patch.get_window_extent() for patch in ax.patches]
+        markers = [xy for c in ax.collections for xy in c.get_offset_transform().transform(c.get_offsets())]
+        assert bars or markers
+        assert not [b for b in bars if legend.overlaps(b)], fig.axes[0].get_title()
+        assert not [m for m in markers if legend.contains(*m)], fig.axes[0].get_title()
+        plt.close(fig)

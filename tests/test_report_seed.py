@@ -13,6 +13,13 @@ def test_a_capacity_of_200_explains_both_seed_figures():
     assert "**fit**" in line and "45.7 s" in line  # 11 waves of 198, still within 10% of 43 s
 
 
+def test_a_probed_capacity_just_under_200_counts_as_200_as_the_ramp_recommends():
+    """A Little's-law estimate of 199.4 for a service of 200: rounded up, as the ramp's recommendation
+    and prediction round it, so the lifted time is 10 waves (41.5 s), not 11 (45.7 s, 6% off the seed)."""
+    [line] = seed_from_profile(ServiceProfile(latency=Known(4.15, "probed"), capacity=Known(199.4, "probed")))
+    assert "ceil(2000 / 200) x 4.15 = 41.5 s" in line and "45.7 s" not in line
+
+
 def test_a_capacity_of_50_does_not():
     [line] = seed_from_profile(ServiceProfile(latency=Known(1.0, "probed"), capacity=Known(50, "probed")))
     assert "do not fit" in line or "partly fit" in line
