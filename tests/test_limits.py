@@ -286,8 +286,12 @@ def test_e_nothing_listening_exits_1_fast_with_the_cause(make_input, tmp_path):
     assert proc.returncode == 1 and wall < 5
     [line] = proc.stderr.strip().splitlines()
     assert "connection refused" in line
-    sent = int(re.search(r"\((\d+) requests sent\)", line).group(1))
-    assert sent <= 20
+    # The counts read plainly: how many finished (all with this cause here) and how many were sent.
+    found = re.search(r"connection refused on every request that finished \((\d+) of (\d+); (\d+) sent, "
+                      r"none succeeded\), so the run stopped early", line)
+    assert found, line
+    finished, of, sent = map(int, found.groups())
+    assert finished == of >= 1 and of <= sent <= 20
     assert not (tmp_path / "o.jsonl").exists()
 
 
@@ -296,8 +300,14 @@ def test_e_401_for_every_line_exits_1_after_few_requests(make_input, tmp_path):
     with SimulatedService(ServerConfig(latency=0.05, time_scale=1, require_api_key="right")) as svc:
         with pytest.raises(ServiceUnusable, match="HTTP 401") as err:
             score_file(run_config(path, svc.url, tmp_path, max_concurrent_tasks=256))
-        assert svc.stats().requests <= 20
+        requests = svc.stats().requests
+        assert requests <= 20
     assert err.value.exit_code == 1
+    found = re.search(r"^service unusable: HTTP 401 on every request that finished \((\d+) of \1; (\d+) sent, "
+                      r"none succeeded\)", str(err.value))
+    assert found, str(err.value)
+    finished, sent = int(found.group(1)), int(found.group(2))
+    assert finished <= sent <= 20 and requests <= sent  # every request the service saw was counted as sent
     assert not (tmp_path / "out.jsonl").exists()
 
 
