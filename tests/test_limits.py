@@ -161,6 +161,39 @@ def test_retry_after_pauses_every_thread():
     assert limiter.stats()["http_429"] == 1 and limiter.stats()["retry_after_pauses"] == 1
 
 
+def test_a_pause_is_told_to_other_processes_once_and_applied_there():
+    """The seam a Ray worker uses (on_pause out, pause_from_peer in): a Retry-After that extends the
+    known pause is told once in wall-clock time; one that barely extends it is not; the other process
+    converts it to its own clock and waits it out."""
+    told: list[float] = []
+    here = RunLimiter(LimitSettings(limit=10, probe=1000, pause_cap=5))
+    here.on_pause = told.append
+
+    async def refused(gate):
+        tickets = [await gate.acquire() for _ in range(3)]  # all sent before the first answer
+        for t, retry_after in zip(tickets, (0.5, 0.5, 0.02)):  # the 2nd and 3rd extend the pause by < a quarter
+            gate.release(t, Attempt("HTTP 429", 429, 0.001, retry_after=retry_after))
+
+    t_told = time.time()
+    run_loops(here, 1, refused)
+    assert len(told) == 1 and abs(told[0] - (t_told + 0.5)) < 0.2
+    assert here.stats()["retry_after_pauses"] >= 1 and here.stats()["retry_after_pauses_from_peers"] == 0
+
+    there = RunLimiter(LimitSettings(limit=10, probe=1000, pause_cap=5))
+    there.pause_from_peer(time.time() + 0.4)
+    there.pause_from_peer(time.time() + 0.1)  # ends sooner than the known pause: changes nothing
+    t0 = time.monotonic()
+
+    async def later(gate):
+        t = await gate.acquire()
+        gate.release(t, Attempt("ok", 200, 0.001))
+        return time.monotonic() - t0
+
+    [waited] = run_loops(there, 1, later)
+    assert waited >= 0.3
+    assert there.stats()["retry_after_pauses_from_peers"] == 1 and there.stats()["retry_after_pauses"] == 0
+
+
 def test_rate_is_shared_by_the_threads():
     limiter = RunLimiter(LimitSettings(limit=100, rate=50.0, probe=1000))
 
