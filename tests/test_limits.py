@@ -194,6 +194,16 @@ def test_a_pause_is_told_to_other_processes_once_and_applied_there():
     assert there.stats()["retry_after_pauses_from_peers"] == 1 and there.stats()["retry_after_pauses"] == 0
 
 
+def test_a_share_of_the_limit_rounds_so_the_run_total_is_right_on_average():
+    whole = RunLimiter(LimitSettings(limit=10, adaptive=True))
+    share = RunLimiter(LimitSettings(limit=10, adaptive=True).share(0, 4))
+    whole.limit = share.limit = 1.7
+    assert {whole._slots() for _ in range(100)} == {1}  # one process: the whole number
+    drawn = [share._slots() for _ in range(4000)]
+    assert set(drawn) == {1, 2} and abs(sum(drawn) / len(drawn) - 1.7) < 0.05  # 4 workers at 1.7: ~7, not 4
+    assert share.current_limit() == 2 and whole.current_limit() == 1
+
+
 def test_rate_is_shared_by_the_threads():
     limiter = RunLimiter(LimitSettings(limit=100, rate=50.0, probe=1000))
 

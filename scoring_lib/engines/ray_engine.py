@@ -10,6 +10,12 @@ The seed gave each Ray worker 64 OS threads, each sending one request at a time:
 min(threads, share) requests in flight: the total in flight never exceeds max_concurrent_tasks nor
 workers x threads.
 
+Limits (limits.py): each worker adapts its own share of the run's limit and rate, so no remote call
+sits between a request and its slot, rather than one actor handing out shares (a round trip per
+request, or shares that lag the service). Only a Retry-After crosses workers: a worker told to wait
+passes the pause on to every other worker of the run (`join`, `pause`; one hop of about a millisecond,
+no extra process to start), so a 429 slows the whole run as it does in one process.
+
 The driver streams chunks to workers and gets results back per chunk; the shared pipeline caches and
 writes them. A chunk whose worker died (or whose node left the cluster) is given to another worker,
 so no line is lost. Workers are spread over the cluster's nodes.
