@@ -165,6 +165,8 @@ def _limit_run(case: str, setting: str, service: ServiceProcess, path: Path, lin
     limits = result.record.get("limits") or {}
     if limits.get("mode") == "adaptive":
         extra["final_limit"] = limits.get("final_limit")
+    if limits.get("retry_after_pauses_from_peers"):  # Ray: pauses a worker took from another's Retry-After
+        extra["pauses_from_peers"] = limits["retry_after_pauses_from_peers"]
     if limits.get("stopped"):
         extra["stopped"] = limits["stopped"]
     return Measurement(case, setting, lines, result.stats.scoring_seconds, bound, result.stats.startup_seconds,
@@ -194,12 +196,17 @@ def case_limits(work: Path, time_scale: float = 0.05, ray: bool = False) -> list
     rate, n_rate = 100.0, 1000
     path = write_unique_lines(work / "l-rate.txt", n_rate)
     print(f"    rate limit {rate:g}/s with 429 + Retry-After, {n_rate} lines, latency 0.05 s (bound N/rate):", flush=True)
-    engines = [("asyncio", {})] + ([("ray 4 workers", {"engine": "ray", "workers": 4, "threads": 4})] if ray else [])
+    settings = (("fixed best --rate-limit 95, C=32", {"max_concurrent_tasks": 32, "rate_limit": 95.0}),
+                ("fixed too high C=256", {"max_concurrent_tasks": 256}), ("auto", {"max_concurrent_tasks": "auto"}))
+    engines = [("asyncio", {}, settings)]
+    if ray:
+        # 4 slots per worker caps each worker's share; without --threads a worker may use its whole share of
+        # the ceiling (500), so only the limiter (and a Retry-After passed on to every worker) holds it back.
+        engines += [("ray 4 workers", {"engine": "ray", "workers": 4, "threads": 4}, settings),
+                    ("ray 4 workers, default threads", {"engine": "ray", "workers": 4}, settings[2:])]
     with ServiceProcess(ServerConfig(latency=0.05, capacity=0, rate_limit=rate, time_scale=1.0)) as svc:
-        for label, engine in engines:
-            for setting, run in (("fixed best --rate-limit 95, C=32", {"max_concurrent_tasks": 32, "rate_limit": 95.0}),
-                                 ("fixed too high C=256", {"max_concurrent_tasks": 256}),
-                                 ("auto", {"max_concurrent_tasks": "auto"})):
+        for label, engine, runs in engines:
+            for setting, run in runs:
                 out.append(_limit_run("l", f"rate {label}: {setting}", svc, path, n_rate, n_rate / rate, None,
                                       **run, **engine))
                 print("    " + out[-1].line(), flush=True)

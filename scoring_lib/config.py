@@ -158,7 +158,7 @@ class RunConfig:
         if self.threads is not None:
             return self.threads
         if self.engine == "ray":  # request slots per worker: by default its whole share of C
-            return -(-self.max_concurrent_tasks // self.resolved_workers)
+            return -(-self.concurrency_ceiling // self.resolved_workers)
         return os.cpu_count() or 1
 
     @property

@@ -161,6 +161,49 @@ def test_retry_after_pauses_every_thread():
     assert limiter.stats()["http_429"] == 1 and limiter.stats()["retry_after_pauses"] == 1
 
 
+def test_a_pause_is_told_to_other_processes_once_and_applied_there():
+    """The seam a Ray worker uses (on_pause out, pause_from_peer in): a Retry-After that extends the
+    known pause is told once in wall-clock time; one that barely extends it is not; the other process
+    converts it to its own clock and waits it out."""
+    told: list[float] = []
+    here = RunLimiter(LimitSettings(limit=10, probe=1000, pause_cap=5))
+    here.on_pause = told.append
+
+    async def refused(gate):
+        tickets = [await gate.acquire() for _ in range(3)]  # all sent before the first answer
+        for t, retry_after in zip(tickets, (0.5, 0.5, 0.02)):  # the 2nd and 3rd extend the pause by < a quarter
+            gate.release(t, Attempt("HTTP 429", 429, 0.001, retry_after=retry_after))
+
+    t_told = time.time()
+    run_loops(here, 1, refused)
+    assert len(told) == 1 and abs(told[0] - (t_told + 0.5)) < 0.2
+    assert here.stats()["retry_after_pauses"] >= 1 and here.stats()["retry_after_pauses_from_peers"] == 0
+
+    there = RunLimiter(LimitSettings(limit=10, probe=1000, pause_cap=5))
+    there.pause_from_peer(time.time() + 0.4)
+    there.pause_from_peer(time.time() + 0.1)  # ends sooner than the known pause: changes nothing
+    t0 = time.monotonic()
+
+    async def later(gate):
+        t = await gate.acquire()
+        gate.release(t, Attempt("ok", 200, 0.001))
+        return time.monotonic() - t0
+
+    [waited] = run_loops(there, 1, later)
+    assert waited >= 0.3
+    assert there.stats()["retry_after_pauses_from_peers"] == 1 and there.stats()["retry_after_pauses"] == 0
+
+
+def test_a_share_of_the_limit_rounds_so_the_run_total_is_right_on_average():
+    whole = RunLimiter(LimitSettings(limit=10, adaptive=True))
+    share = RunLimiter(LimitSettings(limit=10, adaptive=True).share(0, 4))
+    whole.limit = share.limit = 1.7
+    assert {whole._slots() for _ in range(100)} == {1}  # one process: the whole number
+    drawn = [share._slots() for _ in range(4000)]
+    assert set(drawn) == {1, 2} and abs(sum(drawn) / len(drawn) - 1.7) < 0.05  # 4 workers at 1.7: ~7, not 4
+    assert share.current_limit() == 2 and whole.current_limit() == 1
+
+
 def test_rate_is_shared_by_the_threads():
     limiter = RunLimiter(LimitSettings(limit=100, rate=50.0, probe=1000))
 
@@ -286,8 +329,12 @@ def test_e_nothing_listening_exits_1_fast_with_the_cause(make_input, tmp_path):
     assert proc.returncode == 1 and wall < 5
     [line] = proc.stderr.strip().splitlines()
     assert "connection refused" in line
-    sent = int(re.search(r"\((\d+) requests sent\)", line).group(1))
-    assert sent <= 20
+    # The counts read plainly: how many finished (all with this cause here) and how many were sent.
+    found = re.search(r"connection refused on every request that finished \((\d+) of (\d+); (\d+) sent, "
+                      r"none succeeded\), so the run stopped early", line)
+    assert found, line
+    finished, of, sent = map(int, found.groups())
+    assert finished == of >= 1 and of <= sent <= 20
     assert not (tmp_path / "o.jsonl").exists()
 
 
@@ -296,8 +343,14 @@ def test_e_401_for_every_line_exits_1_after_few_requests(make_input, tmp_path):
     with SimulatedService(ServerConfig(latency=0.05, time_scale=1, require_api_key="right")) as svc:
         with pytest.raises(ServiceUnusable, match="HTTP 401") as err:
             score_file(run_config(path, svc.url, tmp_path, max_concurrent_tasks=256))
-        assert svc.stats().requests <= 20
+        requests = svc.stats().requests
+        assert requests <= 20
     assert err.value.exit_code == 1
+    found = re.search(r"^service unusable: HTTP 401 on every request that finished \((\d+) of \1; (\d+) sent, "
+                      r"none succeeded\)", str(err.value))
+    assert found, str(err.value)
+    finished, sent = int(found.group(1)), int(found.group(2))
+    assert finished <= sent <= 20 and requests <= sent  # every request the service saw was counted as sent
     assert not (tmp_path / "out.jsonl").exists()
 
 

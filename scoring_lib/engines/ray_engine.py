@@ -10,6 +10,12 @@ The seed gave each Ray worker 64 OS threads, each sending one request at a time:
 min(threads, share) requests in flight: the total in flight never exceeds max_concurrent_tasks nor
 workers x threads.
 
+Limits (limits.py): each worker adapts its own share of the run's limit and rate, so no remote call
+sits between a request and its slot, rather than one actor handing out shares (a round trip per
+request, or shares that lag the service). Only a Retry-After crosses workers: a worker told to wait
+passes the pause on to every other worker of the run (`join`, `pause`; one hop of about a millisecond,
+no extra process to start), so a 429 slows the whole run as it does in one process.
+
 The driver streams chunks to workers and gets results back per chunk; the shared pipeline caches and
 writes them. A chunk whose worker died (or whose node left the cluster) is given to another worker,
 so no line is lost. Workers are spread over the cluster's nodes.
@@ -76,9 +82,36 @@ class ScoringWorker:
         self.slots = slots
         self.pool = LoopPool(client, slots, 1, api_key=api_key, limits=limits)
         self.pool.start()
+        self._peers: list = []
+        self._actor_loop = None
 
     async def limit_stats(self) -> dict:
         return self.pool.limit_stats()
+
+    # A Retry-After slows the whole run (limits.py): a worker passes the pauses its own requests were told
+    # straight to the run's other workers (one hop, about 1 ms on loopback), sent from the actor's loop so
+    # the loop thread that scores never makes a remote call.
+    async def join(self, workers: list, index: int) -> None:
+        """The run's workers (this one is `index`): each pause this worker is told is passed on to them."""
+        import asyncio
+
+        self._actor_loop = asyncio.get_running_loop()
+        self._peers = [w for i, w in enumerate(workers) if i != index]
+        self.pool.limiter.on_pause = self._on_pause if self._peers else None
+
+    async def pause(self, until: float) -> None:
+        """Another worker of the run was told to wait until `until` (wall clock): so does this one."""
+        self.pool.limiter.pause_from_peer(until)
+
+    def _on_pause(self, until: float) -> None:  # on the pool's loop thread
+        try:
+            self._actor_loop.call_soon_threadsafe(self._tell_peers, until)
+        except RuntimeError:  # the actor is shutting down
+            pass
+
+    def _tell_peers(self, until: float) -> None:
+        for peer in self._peers:
+            peer.pause.remote(until)  # fire and forget: a peer that is gone just misses it
 
     async def new_run(self) -> None:
         """A kept worker starts another run: its limiter forgets what the last run learned."""
@@ -255,7 +288,8 @@ class RayEngine:
         actor = ray.remote(ScoringWorker)
         api_key = self.config.client.api_key()
         # Each worker adapts its own share of the limit, rate and probe (limits.py): no coordinator on the
-        # hot path; a worker never has more in flight than its slots.
+        # hot path; a worker never has more in flight than its slots. Only Retry-After pauses cross workers
+        # (`join`: each worker passes its pauses on to the others).
         limits = settings_for(self.config)
         parts = len(self._shares)
         for index, (share, slots) in enumerate(zip(self._shares, self._slots_per_worker)):
@@ -266,7 +300,13 @@ class RayEngine:
             handle = actor.options(num_cpus=0, max_restarts=-1, max_task_retries=0,
                                    scheduling_strategy="SPREAD").remote(self.config.client, slots, api_key, mine)
             self.slots.append(_Slot(handle, share, 2 * slots))
+        self._join(range(len(self.slots)))  # before `ready` (calls to an actor run in order): no extra round trip
         self.worker_info = ray.get([s.handle.ready.remote() for s in self.slots], timeout=120)
+
+    def _join(self, indexes) -> None:
+        handles = [s.handle for s in self.slots]
+        for i in indexes:
+            self.slots[i].handle.join.remote(handles, i)
 
     def __enter__(self) -> "RayEngine":
         t0 = time.perf_counter()
@@ -326,6 +366,7 @@ class RayEngine:
                     raise RuntimeError(f"a chunk's worker died {failures + 1} times: {exc}") from None
                 self.rescored_chunks += 1
                 self._failed_at[index] = time.monotonic()
+                self._join([index])  # a restarted worker starts without its peers
                 self._send(chunk, failures + 1)
         return out
 
