@@ -13,10 +13,11 @@ API safe to call from a notebook without nest_asyncio.
 from __future__ import annotations
 
 import asyncio
-import queue
+import collections
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Protocol
 
 from ..client import ScoringClient
 from ..config import ClientConfig, RunConfig, split_evenly
@@ -24,6 +25,12 @@ from ..limits import LimitSettings, RunLimiter, settings_for
 from . import Result, WorkItem
 
 _STOP = None
+
+
+class ResultSink(Protocol):
+    """Where a LoopPool puts finished results, from its loop threads (an Inbox, a Ray actor's reply)."""
+
+    def put(self, results: list) -> None: ...
 
 
 class _LoopThread:
@@ -36,7 +43,7 @@ class _LoopThread:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.queue: asyncio.Queue | None = None
         self.tasks: list[asyncio.Task] = []
-        self.done: dict[int, tuple[queue.Queue, list]] = {}  # finished results not yet handed over
+        self.done: dict[int, tuple[ResultSink, list]] = {}  # finished results not yet handed over
 
 
 class LoopPool:
@@ -123,7 +130,7 @@ class LoopPool:
     def limit_stats(self) -> dict:
         return self.limiter.stats()
 
-    def submit(self, items: list[WorkItem], reply: queue.Queue) -> None:
+    def submit(self, items: list[WorkItem], reply: "ResultSink") -> None:
         """Give each item to the least-loaded thread; results go to `reply` as lists of (key, Outcome)."""
         batches: list[list] = [[] for _ in self.threads]
         with self._lock:
@@ -172,7 +179,7 @@ def _cancel_all(tasks: list[asyncio.Task]) -> None:
 
 
 class AsyncioEngine:
-    """The asyncio engine as a Dispatcher: a LoopPool feeding one results queue."""
+    """The asyncio engine as a Dispatcher: a LoopPool feeding one Inbox."""
 
     name = "asyncio"
 
@@ -180,7 +187,7 @@ class AsyncioEngine:
         self.config = config
         self.pool = LoopPool(config.client, config.concurrency_ceiling, config.resolved_threads,
                              limits=settings_for(config))
-        self._results: queue.Queue[Result] = queue.Queue()
+        self._results = Inbox()
         self.startup_seconds = 0.0
 
     def __enter__(self) -> "AsyncioEngine":
@@ -199,7 +206,7 @@ class AsyncioEngine:
         self.pool.submit(items, self._results)
 
     def poll(self, timeout: float) -> list[Result]:
-        return [r for batch in drain(self._results, timeout) for r in batch]
+        return [r for batch in self._results.drain(timeout) for r in batch]
 
     def info(self) -> dict:
         return {
@@ -214,14 +221,26 @@ class AsyncioEngine:
         self.pool.close(cancel=cancel)
 
 
-def drain(q: queue.Queue, timeout: float) -> list:
-    """Everything in `q`, waiting up to `timeout` for the first item."""
-    try:
-        out = [q.get(timeout=timeout)]
-    except queue.Empty:
-        return []
-    while True:
-        try:
-            out.append(q.get_nowait())
-        except queue.Empty:
-            return out
+class Inbox:
+    """Results from the loop threads to the reading thread. A lock-free deque plus an event that is set
+    only when it is not already: a queue.Queue takes a lock and notifies a condition on every put, and at
+    zero latency those cross-thread wake-ups cost more than the requests."""
+
+    def __init__(self) -> None:
+        self._items: collections.deque = collections.deque()
+        self._ready = threading.Event()
+
+    def put(self, item) -> None:
+        self._items.append(item)
+        if not self._ready.is_set():
+            self._ready.set()
+
+    def drain(self, timeout: float) -> list:
+        """Everything put so far, waiting up to `timeout` for the first item."""
+        if not self._items and not self._ready.wait(timeout):
+            return []
+        self._ready.clear()  # before taking: an item put after this sets it again
+        out = []
+        while self._items:
+            out.append(self._items.popleft())
+        return out
