@@ -57,13 +57,79 @@ async def _mark_sent(_session, ctx, _params) -> None:
 # connection: that wait is the client's own limit, not the service's slowness.
 async def _pause_deadline(_session, ctx, _params) -> None:
     if (deadline := ctx.trace_request_ctx.get("deadline")) is not None:
-        deadline.reschedule(None)
+        deadline.pause()
 
 
 async def _restart_deadline(_session, ctx, _params) -> None:
-    mark = ctx.trace_request_ctx
-    if (deadline := mark.get("deadline")) is not None:
-        deadline.reschedule(asyncio.get_running_loop().time() + mark["timeout"])
+    if (deadline := ctx.trace_request_ctx.get("deadline")) is not None:
+        deadline.restart()
+
+
+class Deadlines:
+    """The per-request deadlines of one event loop, without a timer per request.
+
+    Each request runs inside an asyncio.timeout(None), which arms no timer; a watcher task looks every
+    `tick` seconds (a twentieth of the timeout, between 5 ms and 0.5 s) for requests past their deadline
+    and expires them (Timeout.reschedule: the request's task gets asyncio's own TimeoutError, as if its
+    timer had fired). A request ends at most one tick after its deadline. Measured: a timer per request
+    (call_at on the loop's heap, then cancelled) cost some 4% of the CPU per line at zero latency."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.tick = min(0.5, max(0.005, timeout / 20))
+        self._live: dict = {}  # asyncio.Timeout -> loop time of its deadline (inf while paused)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._watcher: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._watcher = self._loop.create_task(self._watch())
+
+    async def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+            self._watcher = None
+
+    def request(self) -> "_Deadline":
+        return _Deadline(self)
+
+    async def _watch(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        while True:
+            await asyncio.sleep(self.tick)
+            now = loop.time()
+            for cm in [cm for cm, when in self._live.items() if when <= now]:
+                del self._live[cm]
+                cm.reschedule(now)
+
+
+class _Deadline:
+    """One request's deadline (an async context manager): started on entry, paused while the request
+    waits for a pooled connection, forgotten on exit."""
+
+    __slots__ = ("_owner", "_cm")
+
+    def __init__(self, owner: Deadlines) -> None:
+        self._owner = owner
+        self._cm = _deadline(None)
+
+    async def __aenter__(self) -> "_Deadline":
+        await self._cm.__aenter__()
+        self.restart()
+        return self
+
+    async def __aexit__(self, *exc):
+        self._owner._live.pop(self._cm, None)
+        return await self._cm.__aexit__(*exc)
+
+    def pause(self) -> None:
+        self._owner._live[self._cm] = math.inf
+
+    def restart(self) -> None:
+        owner = self._owner
+        owner._live[self._cm] = owner._loop.time() + owner.timeout  # type: ignore[union-attr]
 
 
 def _outcome(score: float | None, error: str | None, attempts: int, started: float, sent: float,
@@ -165,6 +231,7 @@ class ScoringClient:
         self.concurrency = concurrency
         self._rng = rng or random.Random()
         self._session: aiohttp.ClientSession | None = None
+        self._deadlines = Deadlines(config.timeout)
         self._headers = {"Content-Type": "application/json"}
         self._body_prefix = ("{" + json.dumps(config.request_field) + ": ").encode("ascii")
         key = api_key or config.api_key()
@@ -194,9 +261,11 @@ class ScoringClient:
             traces.append(trace)
         self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, headers=self._headers,
                                               trace_configs=traces)
+        self._deadlines.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        await self._deadlines.stop()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -264,9 +333,8 @@ class ScoringClient:
         # The bytes json.dumps({field: text}) gives, from the C string encoder alone (a dict through
         # JSONEncoder costs several times more, once per request).
         payload = b"".join((self._body_prefix, _encode_string(text).encode("ascii"), b"}"))
-        mark["timeout"] = cfg.timeout
         # --timeout is the whole request (connect, headers, body), not each socket read.
-        async with _deadline(cfg.timeout) as mark["deadline"]:
+        async with self._deadlines.request() as mark["deadline"]:
             async with self._session.post(cfg.url, data=payload, trace_request_ctx=mark) as resp:
                 if 200 <= resp.status < 300:
                     return parse_score(await self._read_capped(resp), cfg.score_field, self._secrets)
