@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .bounds import bound_seconds, effective_pool, sessions_of
 from .config import ClientConfig, RunConfig, ServerConfig
+from .engines.asyncio_engine import EVENT_LOOP_ENV, event_loop_name
 from .pipeline import score_file
 from .records import git_commit, machine_info, package_versions
 from .server import ServiceProcess
@@ -362,28 +363,33 @@ def case_zero(work: Path, n: int = 50_000, concurrency: int = 100, repeats: int 
     """The client's own cost: zero latency, whole processes in turn against one server, `score` beside
     the bare aiohttp baseline (baseline_client.py). Best of `repeats` for each (the machine is shared)."""
     path = write_unique_lines(work / "zero.txt", n)
-    settings: list[tuple[str, list[str] | None]] = [
-        ("bare aiohttp baseline", None),
-        ("score asyncio 1 thread", ["--threads", "1"]),
-        ("score asyncio 2 threads", ["--threads", "2"]),
+    loop = event_loop_name()
+    # (name, score's extra arguments or None for the bare client, extra environment)
+    settings: list[tuple[str, list[str] | None, dict | None]] = [
+        ("bare aiohttp baseline", None, None),
+        (f"score asyncio 1 thread ({loop})", ["--threads", "1"], None),
+        ("score asyncio 2 threads", ["--threads", "2"], None),
     ]
+    if loop != "asyncio":  # what uvloop buys: the same run on the standard library's loop
+        settings.insert(2, ("score asyncio 1 thread (asyncio loop)", ["--threads", "1"], {EVENT_LOOP_ENV: "asyncio"}))
     if ray:
-        settings.append(("score ray 2 workers", ["--engine", "ray", "--workers", "2", "--threads", str(concurrency)]))
+        settings.append(("score ray 2 workers", ["--engine", "ray", "--workers", "2", "--threads", str(concurrency)],
+                         None))
     best: dict[str, ProcessRun] = {}
     with ServiceProcess(ServerConfig(latency=0, capacity=0)) as svc:
         for _ in range(repeats):
-            for name, extra in settings:
+            for name, extra, env in settings:
                 if extra is None:
                     args = [sys.executable, str(BASELINE), str(path), svc.url, str(concurrency),
                             str(work / "zero.bare.jsonl")]
                 else:
                     args = score_args(path, svc.url, "--max-concurrent-tasks", str(concurrency), *extra)
-                run = run_process(args)
+                run = run_process(args, env)
                 if name not in best or run.wall < best[name].wall:
                     best[name] = run
     bare = best["bare aiohttp baseline"]
     out = []
-    for name, _ in settings:
+    for name, _, _ in settings:
         r = best[name]
         extra = {"lines_per_s": round(n / r.wall), "cpu_us_per_line": round(r.cpu / n * 1e6),
                  "speed_vs_bare": round(bare.wall / r.wall, 2), "cpu_vs_bare": round(r.cpu / bare.cpu, 2)}
