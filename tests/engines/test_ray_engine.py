@@ -55,12 +55,17 @@ def test_oversubscribed_workers_and_the_total_in_flight_bound(make_input, tmp_pa
     assert sum(info["share_per_worker"]) == 10
 
 
-def _worker_pids(since: float = 0.0) -> list[int]:
-    """Ray worker processes of ours started after `since` (an earlier test's may still be exiting)."""
+def _worker_pids(since: float = 0.0, mine: bool = True) -> list[int]:
+    """Ray worker processes started after `since` (an earlier test's may still be exiting). `mine`: only
+    descendants of this process (its local Ray), never another run's workers on the same machine."""
     pids = []
-    for p in psutil.process_iter(["cmdline", "create_time"]):
-        if any("ScoringWorker" in part for part in (p.info["cmdline"] or [])) and p.info["create_time"] >= since:
-            pids.append(p.pid)
+    procs = psutil.Process().children(recursive=True) if mine else psutil.process_iter()
+    for p in procs:
+        try:
+            if any("ScoringWorker" in part for part in p.cmdline()) and p.create_time() >= since:
+                pids.append(p.pid)
+        except psutil.Error:
+            continue
     return pids
 
 
@@ -128,7 +133,7 @@ def test_a_killed_ray_run_resumes_from_the_cache(make_input, tmp_path):
         assert done_before >= 40, "the first run did not get going within the deadline"
         # Ray ends the dead driver's workers within moments; until then they may send what they held.
         deadline = time.monotonic() + 60
-        while (_worker_pids() or svc.stats().in_flight) and time.monotonic() < deadline:
+        while (_worker_pids(mine=False) or svc.stats().in_flight) and time.monotonic() < deadline:
             time.sleep(0.1)
         requests_before = svc.stats().requests
         assert 40 <= done_before < lines

@@ -135,3 +135,20 @@ def test_ray_dashboard_prints_how_to_get_in(make_input, tmp_path):
     line = next(l for l in proc.stdout.splitlines() if l.startswith("Ray dashboard:"))
     assert "http://127.0.0.1:" in line and "ends with this run" in line
     assert "ray get-auth-token" in line or "no token needed" in line
+
+
+def test_scoring_starts_before_every_worker_is_up_and_the_late_ones_join(monkeypatch, make_input, tmp_path):
+    # 8 workers boot a few at a time on 2 cores: with no wait beyond the first, scoring starts at once,
+    # the others take chunks as they come up, and every line still gets exactly one row.
+    monkeypatch.setattr(ray_engine, "ALL_READY_WAIT", 0.0)
+    lines = 400
+    path = make_input([f"early start {i}" for i in range(lines)])
+    with SimulatedService(ServerConfig(latency=0.1, capacity=0)) as svc:
+        result = score_file(run_config(path, svc.url, tmp_path, engine="ray", workers=8, threads=2,
+                                       max_concurrent_tasks=16, chunk_size=2, cache=None))
+    info = result.record["engine_info"]
+    rows = read_rows(tmp_path / "out.jsonl")
+    assert [r["line"] for r in rows] == list(range(1, lines + 1)) and all(r["status"] == "ok" for r in rows)
+    assert info["all_ready_seconds"] is not None, "the late workers never joined (8 x 2 slots, 400 lines)"
+    assert info["startup_seconds"] < info["all_ready_seconds"]
+    assert info["workers_ready"] == 8 and len(info["slots_per_worker"]) == 8
