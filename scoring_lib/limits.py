@@ -171,6 +171,12 @@ class RunLimiter:
         self.__init__(self.settings)
         self._gates = gates
 
+    def open_gate(self) -> None:
+        """The service answered already (a Ray run's first contact, made by the driver while its workers
+        booted): no probing, the first requests go out at once."""
+        with self._lock:
+            self._opened = True
+
     # -- gates -------------------------------------------------------------------------------------
     def gate(self, rate_share: float | None = None) -> "LoopGate":
         """The gate for the calling event loop, with `rate_share` requests per second of the rate."""

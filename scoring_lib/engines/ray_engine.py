@@ -34,8 +34,8 @@ import time
 from dataclasses import dataclass, field
 
 from ..config import ClientConfig, RunConfig, split_evenly
-from ..errors import ClusterConnectError, MissingDependencyError
-from ..limits import merge_stats, settings_for
+from ..errors import ClusterConnectError, MissingDependencyError, ServiceUnusable
+from ..limits import FATAL_KINDS, merge_stats, settings_for
 from . import Result, WorkItem
 
 MAX_CHUNK = 64
@@ -94,6 +94,10 @@ class ScoringWorker:
     async def new_run(self) -> None:
         """A kept worker starts another run: its limiter forgets what the last run learned."""
         self.pool.limiter.reset()
+
+    async def open_gate(self) -> None:
+        """The driver's first contact succeeded: send at once, no probing (limits.RunLimiter.open_gate)."""
+        self.pool.limiter.open_gate()
 
     async def ready(self) -> dict:
         import ray
@@ -324,9 +328,12 @@ class RayEngine:
 
     def __enter__(self) -> "RayEngine":
         t0 = self._t0 = time.perf_counter()
+        contact = FirstContact(self.config.client)
+        contact.start()  # while Ray and its workers start
         self._init_ray()
         try:
             self._start_workers()
+            self._after_first_contact(contact)
         except BaseException:
             self.close(cancel=True)
             raise
@@ -338,6 +345,18 @@ class RayEngine:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.close(cancel=exc_type is not None)
+
+    def _after_first_contact(self, contact: "FirstContact") -> None:
+        """A service that refused the driver's first request in a way more requests will not change stops the
+        run before any worker sends; one that answered lets every worker send at once (no probe gate: on a
+        time-scaled run the gate's wait was a tenth of the scoring). Not answered yet: workers probe."""
+        kind = contact.result(wait=0.0)
+        if kind == "ok":
+            for slot in self.slots:
+                slot.handle.open_gate.remote()  # an actor runs its calls in order: before any chunk
+        elif kind in FATAL_KINDS:
+            raise ServiceUnusable(f"service unusable: {kind} on the first request, sent while Ray started "
+                                  f"({contact.error}); nothing written")
 
     # -- Dispatcher ---------------------------------------------------------------------------------
     def room(self) -> int:
@@ -425,6 +444,47 @@ class RayEngine:
         if not reusing() and _State.connected_here and ray.is_initialized():
             # A local Ray started here stops; a joined cluster keeps running, only this driver leaves.
             release()
+
+
+class FirstContact:
+    """One request to the service from the driver, in a thread, while Ray and its workers start: a dead or
+    misconfigured service is found before any worker sends, and a live one needs no probing later.
+    It costs one request per Ray run (a probe text, not a line of the input)."""
+
+    def __init__(self, client: ClientConfig) -> None:
+        import threading
+
+        self.client = dataclasses.replace(client, max_retries=0)
+        self.kind: str | None = None  # None until answered: "ok" or a limits.attempt_kind
+        self.error: str | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="scoring-first-contact", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def result(self, wait: float) -> str | None:
+        self._done.wait(wait)
+        return self.kind
+
+    def _run(self) -> None:
+        import asyncio
+
+        from ..client import ScoringClient
+        from ..probe import PROBE_TEXTS
+
+        async def contact() -> None:
+            async with ScoringClient(self.client, 1) as client:
+                outcome = await client.score(PROBE_TEXTS[0])
+            self.error = outcome.error
+            self.kind = "ok" if outcome.ok else (outcome.cause or "other")
+
+        try:
+            asyncio.run(contact())
+        except Exception as exc:  # never the run's failure: the workers probe as usual
+            self.error, self.kind = str(exc), None
+        finally:
+            self._done.set()
 
 
 def dashboard_help(url: str | None, kept: bool, sweep: bool = False) -> str:
