@@ -24,6 +24,7 @@ try:  # Python 3.11+
 except ImportError:  # pragma: no cover - Python 3.10: aiohttp's own dependency has the same API
     from async_timeout import timeout as _deadline
 
+_encode_string = json.encoder.encode_basestring_ascii  # what json.dumps uses for a str (ensure_ascii)
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 RETRY_AFTER_STATUSES = frozenset({429, 503})
 
@@ -56,13 +57,79 @@ async def _mark_sent(_session, ctx, _params) -> None:
 # connection: that wait is the client's own limit, not the service's slowness.
 async def _pause_deadline(_session, ctx, _params) -> None:
     if (deadline := ctx.trace_request_ctx.get("deadline")) is not None:
-        deadline.reschedule(None)
+        deadline.pause()
 
 
 async def _restart_deadline(_session, ctx, _params) -> None:
-    mark = ctx.trace_request_ctx
-    if (deadline := mark.get("deadline")) is not None:
-        deadline.reschedule(asyncio.get_running_loop().time() + mark["timeout"])
+    if (deadline := ctx.trace_request_ctx.get("deadline")) is not None:
+        deadline.restart()
+
+
+class Deadlines:
+    """The per-request deadlines of one event loop, without a timer per request.
+
+    Each request runs inside an asyncio.timeout(None), which arms no timer; a watcher task looks every
+    `tick` seconds (a twentieth of the timeout, between 5 ms and 0.5 s) for requests past their deadline
+    and expires them (Timeout.reschedule: the request's task gets asyncio's own TimeoutError, as if its
+    timer had fired). A request ends at most one tick after its deadline. Measured: a timer per request
+    (call_at on the loop's heap, then cancelled) cost some 4% of the CPU per line at zero latency."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.tick = min(0.5, max(0.005, timeout / 20))
+        self._live: dict = {}  # asyncio.Timeout -> loop time of its deadline (inf while paused)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._watcher: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._watcher = self._loop.create_task(self._watch())
+
+    async def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+            self._watcher = None
+
+    def request(self) -> "_Deadline":
+        return _Deadline(self)
+
+    async def _watch(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        while True:
+            await asyncio.sleep(self.tick)
+            now = loop.time()
+            for cm in [cm for cm, when in self._live.items() if when <= now]:
+                del self._live[cm]
+                cm.reschedule(now)
+
+
+class _Deadline:
+    """One request's deadline (an async context manager): started on entry, paused while the request
+    waits for a pooled connection, forgotten on exit."""
+
+    __slots__ = ("_owner", "_cm")
+
+    def __init__(self, owner: Deadlines) -> None:
+        self._owner = owner
+        self._cm = _deadline(None)
+
+    async def __aenter__(self) -> "_Deadline":
+        await self._cm.__aenter__()
+        self.restart()
+        return self
+
+    async def __aexit__(self, *exc):
+        self._owner._live.pop(self._cm, None)
+        return await self._cm.__aexit__(*exc)
+
+    def pause(self) -> None:
+        self._owner._live[self._cm] = math.inf
+
+    def restart(self) -> None:
+        owner = self._owner
+        owner._live[self._cm] = owner._loop.time() + owner.timeout  # type: ignore[union-attr]
 
 
 def _outcome(score: float | None, error: str | None, attempts: int, started: float, sent: float,
@@ -164,7 +231,9 @@ class ScoringClient:
         self.concurrency = concurrency
         self._rng = rng or random.Random()
         self._session: aiohttp.ClientSession | None = None
+        self._deadlines = Deadlines(config.timeout)
         self._headers = {"Content-Type": "application/json"}
+        self._body_prefix = ("{" + json.dumps(config.request_field) + ": ").encode("ascii")
         key = api_key or config.api_key()
         self._secrets = (key,) if key else ()
         if key:
@@ -174,8 +243,10 @@ class ScoringClient:
         cfg = self.config
         connector = aiohttp.TCPConnector(limit=cfg.pool_size(self.concurrency), limit_per_host=0)
         # Waiting for a pooled connection is not the service's fault, so it does not count
-        # toward the per-request timeout (aiohttp's `connect` would include it).
-        timeout = aiohttp.ClientTimeout(total=None, connect=None, sock_connect=cfg.timeout, sock_read=cfg.timeout)
+        # toward the per-request timeout (aiohttp's `connect` would include it). No sock_read either: the
+        # request's own deadline (_attempt) already bounds the body, and aiohttp re-arms a sock_read timer
+        # on every chunk received (some 6% of the CPU per line at zero latency).
+        timeout = aiohttp.ClientTimeout(total=None, connect=None, sock_connect=cfg.timeout, sock_read=None)
         # When a request really leaves (not when it starts waiting for a pooled connection) is what
         # the in-flight timeline and latency percentiles need; the per-request deadline pauses while a
         # request waits for a pooled connection. Only a pool smaller than the concurrency makes requests
@@ -190,9 +261,11 @@ class ScoringClient:
             traces.append(trace)
         self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, headers=self._headers,
                                               trace_configs=traces)
+        self._deadlines.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        await self._deadlines.stop()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -257,10 +330,11 @@ class ScoringClient:
     async def _attempt(self, text: str, mark: dict) -> float:
         assert self._session is not None, "use ScoringClient as an async context manager"
         cfg = self.config
-        payload = json.dumps({cfg.request_field: text}).encode("utf-8")
-        mark["timeout"] = cfg.timeout
+        # The bytes json.dumps({field: text}) gives, from the C string encoder alone (a dict through
+        # JSONEncoder costs several times more, once per request).
+        payload = b"".join((self._body_prefix, _encode_string(text).encode("ascii"), b"}"))
         # --timeout is the whole request (connect, headers, body), not each socket read.
-        async with _deadline(cfg.timeout) as mark["deadline"]:
+        async with self._deadlines.request() as mark["deadline"]:
             async with self._session.post(cfg.url, data=payload, trace_request_ctx=mark) as resp:
                 if 200 <= resp.status < 300:
                     return parse_score(await self._read_capped(resp), cfg.score_field, self._secrets)

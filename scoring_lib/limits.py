@@ -186,6 +186,12 @@ class RunLimiter:
         self._gates = gates
         self.on_pause = on_pause
 
+    def open_gate(self) -> None:
+        """The service answered already (a Ray run's first contact, made by the driver while its workers
+        booted): no probing, the first requests go out at once."""
+        with self._lock:
+            self._opened = True
+
     # -- gates -------------------------------------------------------------------------------------
     def gate(self, rate_share: float | None = None) -> "LoopGate":
         """The gate for the calling event loop, with `rate_share` requests per second of the rate."""
@@ -244,6 +250,8 @@ class RunLimiter:
     def _wake(self, prefer: "LoopGate | None") -> list[tuple["LoopGate", asyncio.Future]]:
         """Waiters to wake for the slots now free (all of them once stopped)."""
         free = math.inf if self.stopped is not None else self._slots() - self.in_flight
+        if free <= 0 or not any(g.waiters for g in self._gates):
+            return []  # the usual case: nobody waits (a fixed limit runs as many workers as slots)
         out = []
         gates = ([prefer] if prefer is not None else []) + [g for g in self._gates if g is not prefer]
         for g in gates:
@@ -433,7 +441,10 @@ class LoopGate:
         run = self.run
         while True:
             with run._lock:
-                got = run._try_take(time.monotonic())
+                now = time.monotonic()
+                got = run._try_take(now)
+                if got is True and self.bucket is None and run.pause_until <= now:
+                    return _Ticket(now, run.in_flight)  # no pause, no rate: nothing to wait for
                 if got is not True:
                     fut = self.loop.create_future()
                     self.waiters.append(fut)

@@ -4,6 +4,7 @@ cache, dispatch, collect, write in order, record. Engines only keep requests in 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import random
 import time
@@ -28,22 +29,37 @@ SAMPLE_SIZE = 20_000  # requests kept for latency percentiles and the in-flight 
 
 
 class Reservoir:
-    """A uniform sample of at most `size` items, so a million-line run keeps a fixed-size summary."""
+    """A uniform sample of at most `size` items, so a million-line run keeps a fixed-size summary.
+
+    Li's Algorithm L: once full, it draws how many items to skip before the next one is kept, so an
+    item that is not kept costs a comparison, not a random number (this runs once per request)."""
 
     def __init__(self, size: int, seed: int = 0) -> None:
         self.size = size
         self.seen = 0
         self.items: list = []
         self._rng = random.Random(seed)
+        self._w = 1.0
+        self._next = size  # the index (0-based, in arrival order) of the next item kept once full
+
+    def _uniform(self) -> float:
+        return self._rng.random() or 1e-12  # in (0, 1): both logarithms below stay finite
+
+    def _skip(self) -> None:
+        self._w *= math.exp(math.log(self._uniform()) / self.size)
+        self._next += int(math.log(self._uniform()) / math.log1p(-self._w)) + 1
 
     def add(self, item) -> None:
-        self.seen += 1
-        if len(self.items) < self.size:
+        index = self.seen
+        self.seen = index + 1
+        if index < self.size:
             self.items.append(item)
-        else:
-            j = self._rng.randrange(self.seen)
-            if j < self.size:
-                self.items[j] = item
+            if self.seen == self.size:
+                self._next = index
+                self._skip()
+        elif index == self._next:
+            self.items[self._rng.randrange(self.size)] = item
+            self._skip()
 
 
 @dataclass

@@ -39,7 +39,7 @@ def machine_info() -> dict:
 
 def package_versions() -> dict:
     out = {}
-    for name in ("scoring-workbench", "aiohttp", "ray", "pandas", "papermill"):
+    for name in ("scoring-workbench", "aiohttp", "uvloop", "ray", "pandas", "papermill"):
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

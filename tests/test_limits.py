@@ -312,12 +312,13 @@ def test_c_d_rate_limit_keeps_429s_rare_and_auto_finds_the_rate(make_input, tmp_
         auto = score_file(run_config(path, svc.url, tmp_path, max_concurrent_tasks="auto", cache=None,
                                      max_retries=20, output=tmp_path / "auto.jsonl", **extra))
         s2 = svc.stats()
-    assert limited.exit_code == 0 and s1.ok == n
+    first_contact = 1 if engine == "ray" else 0  # Ray's driver sends one request while its workers start
+    assert limited.exit_code == 0 and s1.ok == n + first_contact
     assert s1.rate_limited <= 0.01 * s1.requests
     assert limited.stats.scoring_seconds >= (n - rate) / 95.0 * 0.8  # the bucket really held it back
-    assert auto.exit_code == 0 and s2.ok == n, (auto.stats.summary(), auto.record["limits"])
+    assert auto.exit_code == 0 and s2.ok == n + first_contact, (auto.stats.summary(), auto.record["limits"])
     assert auto.stats.scoring_seconds <= 3 * n / rate  # target 1.25 (bench)
-    assert auto.record["limits"]["http_429"] == s2.rate_limited
+    assert s2.rate_limited - first_contact <= auto.record["limits"]["http_429"] <= s2.rate_limited
 
 
 def test_e_nothing_listening_exits_1_fast_with_the_cause(make_input, tmp_path):

@@ -1,6 +1,8 @@
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from scoring_lib.outputs import OrderedRowWriter, Row
 
@@ -51,3 +53,21 @@ def test_stale_temporaries_of_dead_runs_are_removed_and_live_ones_kept(tmp_path)
     w.add(Row(1, 0.5, "ok", None, 1))
     w.commit()
     assert not dead_tmp.exists() and live_tmp.exists() and other.exists()
+
+
+@given(line=st.integers(1, 10**9),
+       score=st.one_of(st.none(), st.floats(allow_nan=False, allow_infinity=False), st.integers(-10**6, 10**6)),
+       status=st.sampled_from(["ok", "empty", "error"]), error=st.one_of(st.none(), st.text()),
+       attempts=st.integers(0, 100))
+@settings(max_examples=300, deadline=None)
+def test_a_row_is_the_text_json_dumps_gives(line, score, status, error, attempts):
+    row = Row(line, score, status, error, attempts)
+    expected = json.dumps({"line": line, "score": score, "status": status, "error": error, "attempts": attempts},
+                          ensure_ascii=False, allow_nan=False)
+    assert row.to_json() == expected
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_a_row_with_a_non_finite_score_is_refused(bad):
+    with pytest.raises(ValueError):
+        Row(1, bad, "ok", None, 1).to_json()

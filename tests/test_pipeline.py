@@ -113,3 +113,18 @@ def test_timeline_and_latency_count_only_requests_on_the_wire(make_input, tmp_pa
     assert max(n for _, n in rec["timeline"]) == 3  # 12 coroutines, but only 3 connections
     assert rec["latency"]["p50"] < 0.1  # the service's 50 ms, not the wait for a connection
     assert result.stats.scoring_seconds >= 10 * 0.05
+
+
+def test_the_request_sample_is_uniform_and_bounded():
+    from scoring_lib.pipeline import Reservoir
+
+    buckets = [0] * 10
+    for seed in range(200):
+        sample = Reservoir(100, seed)
+        for i in range(10_000):
+            sample.add(i)
+        assert sample.seen == 10_000 and len(sample.items) == 100 == len(set(sample.items))
+        for x in sample.items:
+            buckets[x // 1000] += 1
+    # 20,000 draws over 10 equal buckets: each near 2,000 (a biased sample, e.g. first or last items kept, is far off)
+    assert all(1700 < b < 2300 for b in buckets), buckets

@@ -135,3 +135,49 @@ def test_ray_dashboard_prints_how_to_get_in(make_input, tmp_path):
     line = next(l for l in proc.stdout.splitlines() if l.startswith("Ray dashboard:"))
     assert "http://127.0.0.1:" in line and "ends with this run" in line
     assert "ray get-auth-token" in line or "no token needed" in line
+
+
+def test_scoring_starts_before_every_worker_is_up_and_the_late_ones_join(monkeypatch, make_input, tmp_path):
+    # 8 workers boot a few at a time on 2 cores: with no wait beyond the first, scoring starts at once,
+    # the others take chunks as they come up, and every line still gets exactly one row.
+    monkeypatch.setattr(ray_engine, "ALL_READY_WAIT", 0.0)
+    lines = 400
+    path = make_input([f"early start {i}" for i in range(lines)])
+    with SimulatedService(ServerConfig(latency=0.1, capacity=0)) as svc:
+        result = score_file(run_config(path, svc.url, tmp_path, engine="ray", workers=8, threads=2,
+                                       max_concurrent_tasks=16, chunk_size=2, cache=None))
+    info = result.record["engine_info"]
+    rows = read_rows(tmp_path / "out.jsonl")
+    assert [r["line"] for r in rows] == list(range(1, lines + 1)) and all(r["status"] == "ok" for r in rows)
+    assert info["all_ready_seconds"] is not None, "the late workers never joined (8 x 2 slots, 400 lines)"
+    assert info["startup_seconds"] < info["all_ready_seconds"]
+    assert info["workers_ready"] == 8 and len(info["slots_per_worker"]) == 8
+
+
+def test_a_dead_service_stops_a_ray_run_at_the_first_contact(make_input, tmp_path):
+    from scoring_lib.errors import ServiceUnusable
+
+    path = make_input([f"nobody home {i}" for i in range(100)])
+    with SimulatedService(ServerConfig(latency=0.05, time_scale=1, require_api_key="right")) as svc:
+        with pytest.raises(ServiceUnusable, match="HTTP 401 on the first request"):
+            score_file(run_config(path, svc.url, tmp_path, engine="ray", workers=4, threads=4, cache=None))
+        assert svc.stats().requests == 1  # the driver's one request; no worker sent anything
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_a_live_service_lets_ray_workers_send_at_once(monkeypatch, make_input, tmp_path):
+    # 16 workers x 2 slots, one wave of 32 lines at 1 s. Each worker's probe share is one request, and with
+    # a long grace a probing worker sends its second only after its first succeeded (a second wave). The
+    # driver's first contact succeeded while the workers booted, so every worker sends both at once.
+    import dataclasses
+
+    real = ray_engine.settings_for
+    monkeypatch.setattr(ray_engine, "settings_for", lambda config: dataclasses.replace(real(config), grace=5.0))
+    path = make_input([f"at once {i}" for i in range(32)])
+    with SimulatedService(ServerConfig(latency=1.0, capacity=0, time_scale=1)) as svc:
+        result = score_file(run_config(path, svc.url, tmp_path, engine="ray", workers=16, threads=2,
+                                       max_concurrent_tasks=32, chunk_size=1, cache=None))
+        stats = svc.stats()
+    assert result.exit_code == 0 and stats.requests == 32 + 1
+    assert stats.peak_in_flight >= 24
+    assert result.stats.scoring_seconds < 1.8  # one wave (1 s) and dispatch; probing would take two (2 s)
