@@ -58,7 +58,11 @@ def honest_bound(requests: int, pool: float, concurrency: int, latency: float | 
     if latency is None or latency_source == "unknown":
         return None, "unknown"
     known_cap = capacity if capacity_source != "unknown" else None
-    seconds = bound_seconds(requests, latency, pool, concurrency, math.floor(known_cap) if known_cap else None)
+    # A probed capacity is an estimate (199.4): rounded up, as the recommendation does, so the bound stays
+    # a lower bound (rounded down, 199 would add a wave the service does not impose).
+    from .service import whole_capacity
+
+    seconds = bound_seconds(requests, latency, pool, concurrency, whole_capacity(known_cap) if known_cap else None)
     used = [latency_source]
     if rate_limit and rate_source != "unknown" and requests > 0:
         seconds = max(seconds, requests / rate_limit)

@@ -239,7 +239,8 @@ def run_point(input: str | os.PathLike = "data/sample.txt", engine: str = "async
         if profile is not None:
             from .service import load_profile
 
-            prof = load_profile(profile)
+            # From the project root, as every other path of a point: run.ipynb's kernel runs in notebooks/.
+            prof = load_profile(profile, base=paths.ROOT)
         server_info = service_info(url, kind, ServerConfig(**service) if kind != "external" else None, profile=prof)
         path = paths.resolve(input)
         records_dir = paths.resolve(records_dir)

@@ -70,3 +70,12 @@ def test_queueing_run_with_unknown_capacity_shows_its_true_efficiency(tmp_path, 
     row = tidy_row(honest)
     assert row["bound_source"] == "pool/C only" and row["bound_seconds"] == pytest.approx(4 * 0.5)
     assert row["efficiency"] < 0.65  # about 0.5: half the time was queueing, and the table says so
+
+
+def test_a_probed_fractional_capacity_is_rounded_up_so_the_bound_stays_a_lower_bound():
+    from scoring_lib.bounds import honest_bound
+
+    # 2,000 requests at a probed 199.4: a service of 200 does it in 10 waves; rounded down to 199, 11
+    seconds, source = honest_bound(2000, math.inf, 500, 1.0, 199.4, latency_source="configured",
+                                   capacity_source="probed")
+    assert (seconds, source) == (10.0, "probed")
