@@ -443,7 +443,13 @@ def case_ray(work: Path, time_scale: float, whole_latency: float = 0.5) -> list[
         m = measure_run("r", "ray 32 workers x 64 threads, C=2048", svc, path, n, 4.15 * time_scale, capacity,
                         engine="ray", workers=32, threads=64, max_concurrent_tasks=2048, connector_limit=100)
         m.extra["efficiency"] = round(m.bound_seconds / m.wall_seconds, 2)
-        out.append(m)
+        # What this machine allows at this shape: the bare aiohttp client, 2,048 in flight, same service
+        # (a whole process, so its few tenths of a second of start-up count against it).
+        bare = run_process([sys.executable, str(BASELINE), str(path), svc.url, "2048", str(work / "ray.bare.jsonl")])
+        b = Measurement("r", "bare aiohttp baseline, C=2048 (whole process)", n, bare.wall, m.bound_seconds,
+                        extra={"efficiency": round(m.bound_seconds / bare.wall, 2)})
+        m.extra["efficiency_vs_bare"] = round(b.wall_seconds / m.wall_seconds, 2)
+        out += [b, m]
     with ServiceProcess(ServerConfig(latency=whole_latency, capacity=capacity)) as svc:
         run = run_process(score_args(path, svc.url, "--engine", "ray", "--workers", "32", "--threads", "64",
                                      "--max-concurrent-tasks", "2048", "--connector-limit", "100"))
