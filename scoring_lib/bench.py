@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .bounds import bound_seconds, effective_pool, sessions_of
 from .config import ClientConfig, RunConfig, ServerConfig
-from .engines.asyncio_engine import EVENT_LOOP_ENV, event_loop_name
+from .loops import EVENT_LOOP_ENV, event_loop_name
 from .pipeline import score_file
 from .records import git_commit, machine_info, package_versions
 from .server import ServiceProcess

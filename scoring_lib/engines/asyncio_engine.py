@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import os
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,33 +22,10 @@ from typing import Protocol
 from ..client import ScoringClient
 from ..config import ClientConfig, RunConfig, split_evenly
 from ..limits import LimitSettings, RunLimiter, settings_for
+from ..loops import EVENT_LOOP_ENV, event_loop_name, new_event_loop  # noqa: F401 (EVENT_LOOP_ENV: re-exported)
 from . import Result, WorkItem
 
 _STOP = None
-
-
-EVENT_LOOP_ENV = "SCORING_EVENT_LOOP"  # "asyncio" forces the standard library's loop
-
-
-def event_loop_name() -> str:
-    """The loop the scoring threads run: uvloop where it is installed (a dependency except on Windows),
-    unless $SCORING_EVENT_LOOP=asyncio. Measured (`bench --cases z`): uvloop takes some 10% less CPU per
-    request at zero latency; against a slow service it makes no difference."""
-    if os.environ.get(EVENT_LOOP_ENV, "").strip().lower() == "asyncio":
-        return "asyncio"
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return "asyncio"
-    return "uvloop"
-
-
-def new_event_loop() -> asyncio.AbstractEventLoop:
-    if event_loop_name() == "uvloop":
-        import uvloop
-
-        return uvloop.new_event_loop()
-    return asyncio.new_event_loop()
 
 
 class ResultSink(Protocol):
