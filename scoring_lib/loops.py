@@ -1,6 +1,7 @@
 """Which event loop the project's loops run: uvloop where it is installed, else asyncio's own.
 
-One place for the choice, used by the scoring threads (engines) and the simulated service alike.
+One place for the choice (the scoring threads of both engines; the bench). The simulated service keeps
+asyncio's loop: it is what a time-scaled run measures against, and uvloop there bought nothing measurable.
 """
 
 from __future__ import annotations
@@ -17,11 +18,22 @@ def event_loop_name() -> str:
     request at zero latency; against a slow service it makes no difference."""
     if os.environ.get(EVENT_LOOP_ENV, "").strip().lower() == "asyncio":
         return "asyncio"
+    if not _standard_fds_open():
+        return "asyncio"  # libuv aborts the process when it closes a socket that got fd 0, 1 or 2
     try:
         import uvloop  # noqa: F401
     except ImportError:
         return "asyncio"
     return "uvloop"
+
+
+def _standard_fds_open() -> bool:
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            return False
+    return True
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:

@@ -247,9 +247,7 @@ class SimulatedService:
         errors: list[BaseException] = []
 
         def run() -> None:
-            from .loops import new_event_loop
-
-            loop = new_event_loop()
+            loop = asyncio.new_event_loop()
             self._loop = loop
             asyncio.set_event_loop(loop)
             try:
@@ -330,11 +328,9 @@ def serve_forever(config: ServerConfig, announce=print, exit_with_stdin: bool = 
         finally:
             await runner.cleanup()
 
-    from .loops import run
-
     try:
-        run(main())  # uvloop where installed: the simulator's own cost per request is what a time-scaled
-    except KeyboardInterrupt:  # benchmark's bare client measures too
+        asyncio.run(main())
+    except KeyboardInterrupt:
         pass
 
 

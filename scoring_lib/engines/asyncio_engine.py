@@ -70,6 +70,7 @@ class LoopPool:
         return len(self.threads)
 
     def start(self) -> None:
+        self.event_loop = event_loop_name()  # what the threads run (they say so once their loops exist)
         ready = threading.Barrier(len(self.threads) + 1)
         self._executor = ThreadPoolExecutor(max_workers=len(self.threads), thread_name_prefix="scoring-loop")
         self._futures = [self._executor.submit(self._run_thread, t, ready) for t in self.threads]
@@ -83,6 +84,7 @@ class LoopPool:
 
     def _run_thread(self, state: _LoopThread, ready: threading.Barrier) -> None:
         loop = new_event_loop()
+        self.event_loop = "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
         asyncio.set_event_loop(loop)
         try:
             loop.run_until_complete(self._thread_main(state, ready))
@@ -212,7 +214,7 @@ class AsyncioEngine:
     def info(self) -> dict:
         return {
             "threads_used": self.pool.thread_count,
-            "event_loop": event_loop_name(),
+            "event_loop": self.pool.event_loop,
             "sessions": self.pool.thread_count,
             "pool_per_session": [self.config.client.pool_size(t.share) for t in self.pool.threads],
             "startup_seconds": self.startup_seconds,

@@ -46,3 +46,21 @@ def test_the_event_loop_is_uvloop_unless_asked_for_asyncio(monkeypatch, make_inp
                 assert isinstance(pool.threads[0].loop, uvloop.Loop) == (wanted == "uvloop")
             finally:
                 pool.close()
+
+
+def test_a_closed_standard_descriptor_falls_back_to_asyncio_loop(monkeypatch):
+    # libuv aborts the whole process when it closes a socket that got fd 0, 1 or 2 (seen with `score - 0>&-`)
+    import os
+
+    from scoring_lib import loops
+
+    real = os.fstat
+
+    def fstat(fd):
+        if fd == 0:
+            raise OSError(9, "Bad file descriptor")
+        return real(fd)
+
+    assert loops.event_loop_name() == "uvloop"
+    monkeypatch.setattr(loops.os, "fstat", fstat)
+    assert loops.event_loop_name() == "asyncio"
