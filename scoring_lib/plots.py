@@ -74,8 +74,12 @@ def wall_vs_concurrency(points: pd.DataFrame, time_scale: float = 1.0) -> plt.Fi
             _asyncio_panel(ax, pts)
         else:
             _ray_panel(ax, pts)
-        ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
+    # The panels share one y axis: its range is set once every panel is drawn (set per panel, the first
+    # one's range froze it, and slower Ray settings fell off the top unseen).
+    top = max([float(v) for col in ("wall_max", "wall_median", "bound_seconds") if col in points
+               for v in pd.to_numeric(points[col], errors="coerce").dropna()] or [1.0])
+    axes[0][0].set_ylim(0, top * 1.08)
     time_axis(axes[0][0], time_scale)
     if time_scale not in (None, 1, 1.0):
         time_axis(axes[0][-1], time_scale)

@@ -321,3 +321,35 @@ def test_legends_cover_no_bar_and_no_marker(fixed_records, tmp_path):
         assert not [b for b in bars if legend.overlaps(b)], fig.axes[0].get_title()
         assert not [m for m in markers if legend.contains(*m)], fig.axes[0].get_title()
         plt.close(fig)
+
+
+def test_every_setting_is_inside_the_shared_wall_time_axis():
+    import pandas as pd
+
+    from scoring_lib.plots import wall_vs_concurrency
+
+    rows = [dict(engine="asyncio", workers=None, threads=1, max_concurrent_tasks=c, connector_limit="auto",
+                 sessions=1, effective_pool=float("inf"), wall_median=2.0, wall_min=1.9, wall_max=2.1,
+                 bound_seconds=2.0, concurrency="fixed", final_limit=c, point_id=f"a{c}") for c in (200, 400)]
+    rows += [dict(engine="ray", workers=w, threads=t, max_concurrent_tasks=256, connector_limit="auto",
+                  sessions=w * t, effective_pool=float("inf"), wall_median=wall, wall_min=wall, wall_max=wall * 1.01,
+                  bound_seconds=wall / 1.1, concurrency="fixed", final_limit=w * t, point_id=f"r{w}x{t}")
+             for w, t, wall in ((2, 8, 26.3), (4, 64, 2.4))]
+    fig = wall_vs_concurrency(pd.DataFrame(rows))
+    for ax in fig.axes[:2]:
+        assert ax.get_ylim()[0] == 0 and ax.get_ylim()[1] >= 26.3 * 1.01  # the slowest Ray setting is on the figure
+
+
+def test_rays_verdict_counts_only_settings_with_200_in_flight():
+    # 2 workers x 8 threads at C=256 keeps 16 in flight: it says nothing about Ray against the pool
+    import pandas as pd
+
+    from scoring_lib.report import verdicts
+
+    base = dict(connector_limit="auto", effective_pool=float("inf"), concurrency="fixed", bound_seconds=2.0)
+    rows = [dict(base, engine="asyncio", workers=None, threads=1, max_concurrent_tasks=400, final_limit=400,
+                 wall_median=2.44)]
+    rows += [dict(base, engine="ray", workers=w, threads=t, max_concurrent_tasks=256, final_limit=w * t,
+                  wall_median=wall) for w, t, wall in ((2, 8, 26.3), (4, 8, 13.3), (4, 64, 2.42))]
+    [line] = [v for v in verdicts(pd.DataFrame(rows)) if "Ray's win" in v]
+    assert "supported" in line and "not supported" not in line and "2.42 s" in line
