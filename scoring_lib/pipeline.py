@@ -167,7 +167,7 @@ class _Run:
                 # No request succeeded and more will not help: stop, and write nothing that looks like a result.
                 where = urlsplit(self.config.client.url)
                 raise ServiceUnusable(f"{outcome.error} ({where.scheme}://{where.hostname}:{where.port or ''}"
-                                      f"{where.path}); nothing written")
+                                      f"{where.path}){key_hint(outcome.cause, self.config.client)}; nothing written")
             self.outstanding -= 1
             self.stats.requests += outcome.attempts
             self.stats.retries += outcome.attempts - 1
@@ -200,6 +200,14 @@ class _Run:
                 return
             if self.outstanding:
                 self.collect(self.engine.poll(timeout=0.05))
+
+
+def key_hint(cause: str | None, client) -> str:
+    """What to check when the service refused the key (never the key itself)."""
+    if cause not in ("HTTP 401", "HTTP 403"):
+        return ""
+    sent = "a key from" if client.api_key() else "no key: nothing in"
+    return f"; the service refused the API key (this run sent {sent} ${client.api_key_env}; see --api-key-env)"
 
 
 def score_file(config: RunConfig, *, server_info: dict | None = None, write_record: bool = True,

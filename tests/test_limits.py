@@ -339,7 +339,8 @@ def test_e_nothing_listening_exits_1_fast_with_the_cause(make_input, tmp_path):
     assert not (tmp_path / "o.jsonl").exists()
 
 
-def test_e_401_for_every_line_exits_1_after_few_requests(make_input, tmp_path):
+def test_e_401_for_every_line_exits_1_after_few_requests(make_input, tmp_path, monkeypatch):
+    monkeypatch.delenv("SCORING_API_KEY", raising=False)
     path = lines(make_input, 300)
     with SimulatedService(ServerConfig(latency=0.05, time_scale=1, require_api_key="right")) as svc:
         with pytest.raises(ServiceUnusable, match="HTTP 401") as err:
@@ -350,6 +351,8 @@ def test_e_401_for_every_line_exits_1_after_few_requests(make_input, tmp_path):
     found = re.search(r"^service unusable: HTTP 401 on every request that finished \((\d+) of \1; (\d+) sent, "
                       r"none succeeded\)", str(err.value))
     assert found, str(err.value)
+    # what to check, and where the key came from (never the key itself)
+    assert "refused the API key (this run sent no key: nothing in $SCORING_API_KEY; see --api-key-env)" in str(err.value)
     finished, sent = int(found.group(1)), int(found.group(2))
     assert finished <= sent <= 20 and requests <= sent  # every request the service saw was counted as sent
     assert not (tmp_path / "out.jsonl").exists()

@@ -396,8 +396,10 @@ class RayEngine:
             for slot in self.slots:
                 slot.handle.open_gate.remote()  # an actor runs its calls in order: before any chunk
         elif kind in FATAL_KINDS:
+            from ..pipeline import key_hint
+
             raise ServiceUnusable(f"service unusable: {kind} on the first request, sent while Ray started "
-                                  f"({contact.error}); nothing written")
+                                  f"({contact.error}){key_hint(kind, self.config.client)}; nothing written")
 
     # -- Dispatcher ---------------------------------------------------------------------------------
     def room(self) -> int:
