@@ -43,10 +43,3 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
         return uvloop.new_event_loop()
     return asyncio.new_event_loop()
 
-
-def run(main) -> object:
-    """asyncio.run(main) on the chosen loop."""
-    if hasattr(asyncio, "Runner"):  # Python 3.11+
-        with asyncio.Runner(loop_factory=new_event_loop) as runner:
-            return runner.run(main)
-    return asyncio.run(main)  # pragma: no cover - Python 3.10

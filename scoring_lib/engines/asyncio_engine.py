@@ -22,7 +22,7 @@ from typing import Protocol
 from ..client import ScoringClient
 from ..config import ClientConfig, RunConfig, split_evenly
 from ..limits import LimitSettings, RunLimiter, settings_for
-from ..loops import EVENT_LOOP_ENV, event_loop_name, new_event_loop  # noqa: F401 (EVENT_LOOP_ENV: re-exported)
+from ..loops import new_event_loop
 from . import Result, WorkItem
 
 _STOP = None
@@ -64,13 +64,13 @@ class LoopPool:
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
         self._futures: list[Future] = []
+        self.event_loop: str | None = None  # "uvloop" or "asyncio": what the loop threads really run
 
     @property
     def thread_count(self) -> int:
         return len(self.threads)
 
     def start(self) -> None:
-        self.event_loop = event_loop_name()  # what the threads run (they say so once their loops exist)
         ready = threading.Barrier(len(self.threads) + 1)
         self._executor = ThreadPoolExecutor(max_workers=len(self.threads), thread_name_prefix="scoring-loop")
         self._futures = [self._executor.submit(self._run_thread, t, ready) for t in self.threads]

@@ -28,7 +28,8 @@ def test_the_event_loop_is_uvloop_unless_asked_for_asyncio(monkeypatch, make_inp
     import uvloop
 
     from scoring_lib import ServerConfig, SimulatedService, score_file
-    from scoring_lib.engines.asyncio_engine import EVENT_LOOP_ENV, LoopPool, event_loop_name
+    from scoring_lib.engines.asyncio_engine import LoopPool
+    from scoring_lib.loops import EVENT_LOOP_ENV, event_loop_name
     from scoring_lib.config import ClientConfig
     from conftest import run_config
 
