@@ -22,7 +22,7 @@ from .bounds import bound_seconds, effective_pool, sessions_of
 from .config import ClientConfig, RunConfig, ServerConfig
 from .loops import EVENT_LOOP_ENV, event_loop_name
 from .pipeline import score_file
-from .records import git_commit, machine_info, package_versions
+from .provenance import git_commit, machine_info, package_versions
 from .server import ServiceProcess
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample.txt"
@@ -187,12 +187,12 @@ def _limit_run(case: str, setting: str, service: ServiceProcess, path: Path, lin
     result = score_file(config, write_record=False)
     stats = service.stats()
     refused = stats.rate_limited + stats.shed + stats.injected_errors
-    p50 = result.record["latency"]["p50"]
+    p50 = result.record.latency.p50
     extra = {"ok": result.stats.counts["ok"], "rejected": f"{refused / max(1, stats.requests):.1%}",
              "p50": f"{p50:.3f}s" if p50 is not None else None}
     if unloaded_p50:
         extra["p50/unloaded"] = round(p50 / unloaded_p50, 2) if p50 else None
-    limits = result.record.get("limits") or {}
+    limits = result.record.limits
     if limits.get("mode") == "adaptive":
         extra["final_limit"] = limits.get("final_limit")
     if limits.get("retry_after_pauses_from_peers"):  # Ray: pauses a worker took from another's Retry-After

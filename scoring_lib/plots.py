@@ -241,11 +241,13 @@ def latency_percentiles(points: pd.DataFrame, time_scale: float = 1.0) -> plt.Fi
     return fig
 
 
-def inflight_timeline(records: list[dict], time_scale: float = 1.0) -> plt.Figure:
+def inflight_timeline(records: list, time_scale: float = 1.0) -> plt.Figure:
     """Requests in flight over the scoring phase for a few runs (from their records' timelines)."""
     from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(8, 4))
+    # Run records, or their JSON form (notebooks and tests draw hand-made ones).
+    records = [rec.to_json() if hasattr(rec, "to_json") else rec for rec in records]
     for rec in records:
         tl = rec.get("timeline") or []
         if not tl:

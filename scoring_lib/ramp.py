@@ -33,7 +33,7 @@ from .client import ScoringClient
 from .config import ClientConfig
 from .errors import ScoringError
 from .probe import PROBE_TEXTS
-from .records import percentiles
+from .stats import percentiles
 from .service import Known, ServiceProfile, now_stamp, whole_capacity
 
 _STATUS = re.compile(r"^HTTP (\d{3})")

@@ -15,7 +15,7 @@ import pandas as pd
 from . import paths
 from .bounds import bound_seconds
 from .errors import ReportError
-from .records import read_records, select_records, sweeps_in, tidy_frame
+from .runs import is_measured, read_records, select_records, sweeps_in, tidy_frame
 
 POINT_KEYS = ["point_id", "engine", "threads", "workers", "max_concurrent_tasks", "concurrency", "connector_limit",
               "sessions", "effective_pool", "requested", "service_latency", "service_capacity", "time_scale"]
@@ -324,20 +324,19 @@ def check_one_service(runs: pd.DataFrame) -> None:
                           f"({described}): report them apart, e.g. with --sweep NAME")
 
 
-def _timeline_records(records: list[dict]) -> list[dict]:
+def _timeline_records(records: list) -> list:
     """Runs to draw in flight over time: asyncio at its highest fixed C with pool 100 (the plateau)
     and with the pool lifted, the fastest fixed Ray run, and the fastest `auto` run (with its limit)."""
-    ok = [r for r in records if r.get("status", "ok") == "ok" and r.get("timeline")
-          and not (r.get("extra") or {}).get("warmup")]
-    fixed = [r for r in ok if r.get("concurrency") != "auto"]
+    ok = [r for r in records if is_measured(r) and r.timeline and r.scoring_seconds is not None]
+    fixed = [r for r in ok if r.concurrency != "auto"]
     picks = []
     for pooled in (True, False):
-        asy = [r for r in fixed if r["engine"] == "asyncio" and (r.get("connector_limit") == 100) == pooled]
+        asy = [r for r in fixed if r.engine == "asyncio" and (r.connector_limit == 100) == pooled]
         if asy:
-            picks.append(max(asy, key=lambda r: (r["max_concurrent_tasks"], -r["scoring_seconds"])))
-    for group in ([r for r in fixed if r["engine"] == "ray"], [r for r in ok if r.get("concurrency") == "auto"]):
+            picks.append(max(asy, key=lambda r: (r.max_concurrent_tasks or 0, -r.scoring_seconds)))
+    for group in ([r for r in fixed if r.engine == "ray"], [r for r in ok if r.concurrency == "auto"]):
         if group:
-            picks.append(min(group, key=lambda r: r["scoring_seconds"]))
+            picks.append(min(group, key=lambda r: r.scoring_seconds))
     return picks
 
 

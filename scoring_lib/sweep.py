@@ -7,6 +7,7 @@ recorded as failed and the sweep goes on.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import re
@@ -224,7 +225,7 @@ def run_point(input: str | os.PathLike = "data/sample.txt", engine: str = "async
     import pandas as pd
 
     from .pipeline import score_file
-    from .records import save_record, tidy_row
+    from .records import RunStatus, save_record, tidy_row
     from .server import ServiceProcess, service_info
 
     service = dict(service or {})
@@ -262,15 +263,14 @@ def run_point(input: str | os.PathLike = "data/sample.txt", engine: str = "async
             record = result.record
             errors = result.stats.counts["error"]
             if errors:
-                record["status"] = "failed"
-                record["failure"] = (f"{errors} of {result.stats.lines} rows are errors, e.g. "
-                                     f"{_first_error(result.output)}")
+                record = dataclasses.replace(record, status=RunStatus.FAILED, failure=(
+                    f"{errors} of {result.stats.lines} rows are errors, e.g. {_first_error(result.output)}"))
             try:
                 save_record(record, records_dir)
             except OSError as exc:
                 print(f"warning: run record not written to {records_dir}: {exc.strerror or exc}", file=sys.stderr)
             if errors:
-                raise PointFailed(f"{point_id or engine}: {record['failure']}")
+                raise PointFailed(f"{point_id or engine}: {record.failure}")
             if not is_warmup:
                 rows.append(tidy_row(record))
     return pd.DataFrame(rows)
@@ -293,9 +293,9 @@ def recorded_points(records_dir: Path, sweep: str) -> dict[str, set]:
 
     done: dict[str, set] = {}
     for rec in read_records(records_dir):
-        extra = rec.get("extra") or {}
-        if extra.get("sweep") == sweep and rec.get("status", "ok") == "ok" and not extra.get("warmup"):
-            done.setdefault(extra.get("point_id"), set()).add(extra.get("repeat"))
+        tags = rec.tags
+        if tags.sweep == sweep and rec.status.value == "ok" and not tags.warmup:
+            done.setdefault(tags.point_id, set()).add(tags.repeat)
     return done
 
 

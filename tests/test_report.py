@@ -253,8 +253,8 @@ def test_auto_is_drawn_as_its_own_marker_at_its_final_limit(auto_records, tmp_pa
     from scoring_lib.report import _timeline_records
 
     picks = _timeline_records(read_records(auto_records))
-    assert [r.get("concurrency", "fixed") for r in picks] == ["fixed", "fixed", "fixed", "auto"]
-    assert picks[-1]["scoring_seconds"] == 2.31 and picks[0]["max_concurrent_tasks"] == 400
+    assert [r.concurrency for r in picks] == ["fixed", "fixed", "fixed", "auto"]
+    assert picks[-1].scoring_seconds == 2.31 and picks[0].max_concurrent_tasks == 400
     labels = plots.inflight_timeline(picks, SCALE).axes[0].get_legend_handles_labels()[1]
     assert "limit (auto)" in labels and any("C=auto" in label for label in labels)
 
