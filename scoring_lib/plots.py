@@ -296,3 +296,22 @@ def latency_histogram(latencies: list[float], service_latency: float | None = No
     ax.set_title(f"Latency of {len(latencies)} probe requests")
     fig.tight_layout()
     return fig
+
+
+def compare_ratios(table: pd.DataFrame, factor: float, title: str) -> plt.Figure:
+    """B/A per setting with its 95% interval, beside 1 and the noise factor either way."""
+    t = table.sort_values("ratio")
+    fig, ax = plt.subplots(figsize=(8, max(3, 0.3 * len(t) + 1.4)))
+    low = (t["ratio"] - t["ratio_low"]).fillna(0).clip(lower=0)
+    high = (t["ratio_high"] - t["ratio"]).fillna(0).clip(lower=0)
+    colors = ["C3" if c == "slower" else "C2" if c == "faster" else "C7" for c in t["change"]]
+    ax.errorbar(t["ratio"], t["point_id"].astype(str), xerr=[low, high], fmt="none", ecolor="0.5", capsize=3)
+    ax.scatter(t["ratio"], t["point_id"].astype(str), c=colors, zorder=3)
+    ax.axvline(1.0, color="k", lw=1)
+    for x in (factor, 1 / factor):
+        ax.axvline(x, color="k", lw=1, ls=":")
+    ax.set_xlabel(f"wall time B / A (dotted: the noise factor {factor:g}; red slower, green faster)")
+    ax.tick_params(axis="y", labelsize=7)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig

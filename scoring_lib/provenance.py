@@ -61,7 +61,7 @@ def read_git(root: str | os.PathLike | None = None) -> Provenance:
         if sha.returncode != 0:
             return Provenance(unknown="not a git checkout (git rev-parse HEAD failed)")
         commit = sha.stdout.strip()
-        diff = _git(here, "diff-index", "--quiet", "HEAD", "--")
+        diff = _git(here, "diff", "--quiet", "--no-ext-diff", "--no-textconv", "HEAD", "--")
     except FileNotFoundError:
         return Provenance(unknown="git is not installed")
     except subprocess.TimeoutExpired:
@@ -69,7 +69,7 @@ def read_git(root: str | os.PathLike | None = None) -> Provenance:
     except OSError as exc:
         return Provenance(unknown=f"git could not run: {exc.strerror or exc}")
     if diff.returncode not in (0, 1):
-        return Provenance(commit=commit, unknown="dirty state unknown (git diff-index failed)")
+        return Provenance(commit=commit, unknown="dirty state unknown (git diff failed)")
     return Provenance(commit=commit, dirty=diff.returncode == 1)
 
 

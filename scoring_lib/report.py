@@ -61,7 +61,8 @@ class Report:
     def line(self) -> str:
         where = paths.shown(self.page) if self.page else "(not written)"
         html = f" and {paths.shown(self.html)}" if self.html else ""
-        ref = " (the committed reference: no sweep of your own recorded yet)" if self.reference else ""
+        ref = (f" (the committed reference: no sweep of your own recorded yet; make one with "
+               f"{MAKE_YOUR_OWN.replace('`', '')})" if self.reference else "")
         return (f"report: {len(measured_runs(self.runs))} runs, {len(self.points)} settings, "
                 f"{len(self.figures)} figures from {_scope(self.sweeps, self.adhoc)}{ref} -> {where}{html}")
 

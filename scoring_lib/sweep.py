@@ -365,6 +365,7 @@ def run_sweep(grid: Grid | str | os.PathLike, records_dir: str | os.PathLike = p
         raise MissingDependencyError("papermill", "notebooks") from None
     from tqdm.auto import tqdm
 
+    from .provenance import shared_with_children
     from .records import failure_record, save_record
     from .server import ServiceProcess
 
@@ -381,6 +382,7 @@ def run_sweep(grid: Grid | str | os.PathLike, records_dir: str | os.PathLike = p
     todo = [p for p in grid.points if not wanted <= have.get(p.id, set())]
     summary.skipped = [p.id for p in grid.points if p not in todo]
     with ExitStack() as stack:
+        stack.enter_context(shared_with_children())  # the commit, read once, for every run's record
         url = grid.url
         if url is None:  # one simulated service for the whole sweep: every point meets the same profile
             url = stack.enter_context(ServiceProcess(ServerConfig(**grid.service))).url
