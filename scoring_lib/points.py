@@ -125,7 +125,8 @@ def _bound_text(best, wall: float) -> str:
         return "; no bound known for it"
     source = best.get("bound_source")
     src = f", {source}" if isinstance(source, str) and source else ""
-    return f"; its bound is {bound:.3g} s{src}, so it took {wall / bound:.2f}x the bound ({(wall / bound - 1) * 100:+.0f}%)"
+    return (f"; its bound is {bound:.3g} s{src}, so it took {wall / bound:.2f}x the bound "
+            f"({(wall / bound - 1) * 100:+.0f}%)")
 
 
 def fastest_line(points: pd.DataFrame, time_scale: float = 1.0) -> str:

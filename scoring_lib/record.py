@@ -143,15 +143,16 @@ class RunRecord:
     output: str | None = None
     cache: str | None = None
     service: dict[str, Any] = Field(default_factory=dict)
-    lines: Count = 0
-    ok: Count = 0
-    empty: Count = 0
-    error: Count = 0
-    unique_requested: Count = 0
-    cache_hits: Count = 0
-    duplicates: Count = 0
-    requests: Count = 0
-    retries: Count = 0
+    # Counts: None where a run never got that far (a failed point's record)
+    lines: Count | None = None
+    ok: Count | None = None
+    empty: Count | None = None
+    error: Count | None = None
+    unique_requested: Count | None = None
+    cache_hits: Count | None = None
+    duplicates: Count | None = None
+    requests: Count | None = None
+    retries: Count | None = None
     startup_seconds: Seconds | None = None
     scoring_seconds: Seconds | None = None
     total_seconds: Seconds | None = None
@@ -197,7 +198,8 @@ def settings_section(config: RunConfig) -> dict:
         "workers": config.resolved_workers if config.engine == "ray" else None,
         "max_concurrent_tasks": "auto" if config.adaptive else config.max_concurrent_tasks,
         "max_concurrent_tasks_max": config.max_concurrent_tasks_max if config.adaptive else None,
-        "rate_limit": config.rate_limit, "connector_limit": "auto" if cl.connector_limit is None else cl.connector_limit,
+        "rate_limit": config.rate_limit,
+        "connector_limit": "auto" if cl.connector_limit is None else cl.connector_limit,
         "timeout": cl.timeout, "max_retries": cl.max_retries, "request_field": cl.request_field,
         "score_field": cl.score_field, "api_key_env": cl.api_key_env, "chunk_size": config.chunk_size,
     }

@@ -75,7 +75,7 @@ def _bound_for(rec: RunRecord) -> tuple[float | None, float | None, float, str, 
     concurrency = min(ceiling, info.in_flight_limit or ceiling)
     if not concurrency:
         return prof.latency.value, None, pool, "unknown", prof
-    bound, source = honest_bound(rec.unique_requested, pool, concurrency,
+    bound, source = honest_bound(rec.unique_requested or 0, pool, concurrency,
                                  prof.latency.value, prof.capacity.value, prof.rate_limit.value,
                                  prof.latency.source, prof.capacity.source, prof.rate_limit.source)
     return prof.latency.value, bound, pool, source, prof

@@ -36,7 +36,8 @@ def seed_table(points: pd.DataFrame, cpu_count: int | None = None, study: Study 
     ray_wide = same_shape & (points["engine"] == "ray") & (in_flight(points) >= cap)
     rows = []
     for setting, seed_s, predicted, mask, fallback in (
-        ("asyncio, aiohttp's default pool of 100", study.asyncio_pool100_s, bound_seconds(n, lat, 100, 10**9, cap), asy_100,
+        ("asyncio, aiohttp's default pool of 100", study.asyncio_pool100_s, bound_seconds(n, lat, 100, 10**9, cap),
+         asy_100,
          None),
         ("Ray 32 workers x 64 threads", study.ray_32x64_s, bound_seconds(n, lat, math.inf, 2048, cap), ray_seed,
          ray_wide),
