@@ -11,6 +11,7 @@ if not matplotlib.get_backend().lower().startswith(("module://", "nbagg", "widge
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from .bounds import bound_seconds  # noqa: E402
 from .points import is_auto  # noqa: E402
 
 MEASURED = "scoring_seconds"
@@ -53,8 +54,6 @@ def _bound_label(g: pd.DataFrame) -> str:
 
 def _bound_staircase(g: pd.DataFrame, cs: list[int]) -> tuple[list[int], list[float]] | None:
     """The bound at every C between the series' first and last point: a staircase, not a line."""
-    from .bounds import bound_seconds
-
     r = g.iloc[0]
     if _is_missing(r.get("latency_s")) or _is_missing(r.get("requested")) or "bound_seconds" not in g:
         return None

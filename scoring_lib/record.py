@@ -64,19 +64,6 @@ class Machine:
     python: str | None = None
 
 
-@dataclass(config=_TYPED)
-class RecordedProvenance:
-    """Provenance as a record stores it (see provenance.Provenance)."""
-
-    commit: str | None = None
-    dirty: Flag | None = None
-    unknown: str | None = None
-
-    @property
-    def text(self) -> str | None:
-        return Provenance(self.commit, self.dirty, self.unknown).text
-
-
 # Views of the free-form sections the report reads: checked when a record is parsed, so a damaged
 # `service.time_scale` is refused by name like a damaged top-level figure.
 _VIEW = ConfigDict(allow_inf_nan=False, extra="ignore")
@@ -166,7 +153,7 @@ class RunRecord:
     settings: dict[str, Any] = Field(default_factory=dict)  # the run's settings, as the settings model names them
     machine: Machine = Field(default_factory=Machine)
     versions: dict[str, str | None] = Field(default_factory=dict)
-    provenance: RecordedProvenance = Field(default_factory=RecordedProvenance)
+    provenance: Provenance = Field(default_factory=Provenance)
     record_file: str | None = None  # where it was read from; never written
 
     @property
@@ -293,7 +280,7 @@ def build_record(config: RunConfig, stats: RunStats, server_info: dict | None = 
                                                        stats.scoring_started, end, scale)],
         engine_info=info, limits=limits, error_causes=dict(stats.causes), extra=dict(config.extra),
         settings=settings_section(config), machine=Machine(**machine_info()), versions=package_versions(),
-        provenance=RecordedProvenance(**dataclasses.asdict(current())))
+        provenance=current())
 
 
 def failure_record(parameters: dict, failure: str, extra: dict | None = None) -> RunRecord:

@@ -18,6 +18,7 @@ from .page import make_table, render, replaced_whole
 from .points import INTERVAL, is_auto, measured_runs, summarize, fastest_line  # noqa: F401 - is_auto re-exported
 from .runs import is_measured, read_records, select_records, sweeps_in, tidy_frame
 from .seed_check import bound_sources_line, seed_from_profile, seed_table, verdicts  # noqa: F401 - re-exported
+from .service import load_profile
 from .studies.seed import SEED
 
 SERVICE_KEYS = ["service_kind", "service_latency", "service_capacity", "latency_dist", "time_scale"]
@@ -155,8 +156,6 @@ def build_report(runs_dir: str | os.PathLike | None = None, out_dir: str | os.Pa
     against different services or time scales. `profile` (a ServiceProfile, or a profile's name or path,
     relative to the project root, as notebooks name files) tests the seed's hypothesis on its capacity."""
     if isinstance(profile, (str, os.PathLike)):
-        from .service import load_profile
-
         profile = load_profile(profile, base=paths.ROOT)  # before any work: a wrong name is a one-line error
     out = paths.resolve(out_dir) if out_dir is not None else paths.REPORT
     records, chosen, where, reference = _select(runs_dir, sweeps, adhoc)
@@ -190,7 +189,7 @@ def _draw(report: Report, folder: Path, timeline_records: list) -> None:
     """Every figure as a PNG in `folder`; report.figures names where each will be once the folder is in place."""
     import matplotlib.pyplot as plt  # optional heavy dependency: drawing only
 
-    from . import plots
+    from . import plots  # matplotlib comes with it
 
     points, scale = report.points, report.time_scale
     figures = {

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from .bounds import effective_pool, honest_bound
+from .paths import RUNS, resolve
 from .config import ServerConfig
 from .record import RecordError, RunRecord, RunStatus, parse_record
 from .service import ServiceProfile
@@ -168,7 +169,5 @@ def tidy_frame(records: list[RunRecord]):
 def load_runs(directory: str | os.PathLike | None = None, sweeps: list[str] | None = None, adhoc: bool = True):
     """Run records below `directory` (searched recursively; default results/runs under the project
     root) as one tidy pandas DataFrame; `sweeps` and `adhoc` choose which, as in select_records."""
-    from .paths import RUNS, resolve
-
     records = read_records(resolve(directory) if directory is not None else RUNS)
     return tidy_frame(select_records(records, sweeps, adhoc))
