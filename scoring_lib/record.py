@@ -8,6 +8,7 @@ traceback. Building a record, writing it as JSON and reading it back are the sam
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import uuid
@@ -27,7 +28,7 @@ from .stats import RunStats, in_flight_timeline, percentiles
 SCHEMA_VERSION = 2
 # Numbers and flags are strict (a string where a number goes is refused, not converted); containers
 # are lax, so nested sections are read from plain JSON objects.
-_TYPED = ConfigDict(allow_inf_nan=False)
+_TYPED = ConfigDict(allow_inf_nan=False, defer_build=True)  # validators built on first use, not on import
 Count = Annotated[int, Strict(), Field(ge=0, le=10**12)]
 Seconds = Annotated[float, Strict(), Field(ge=0, le=1e9)]
 Number = Annotated[float, Strict()]
@@ -66,7 +67,7 @@ class Machine:
 
 # Views of the free-form sections the report reads: checked when a record is parsed, so a damaged
 # `service.time_scale` is refused by name like a damaged top-level figure.
-_VIEW = ConfigDict(allow_inf_nan=False, extra="ignore")
+_VIEW = ConfigDict(allow_inf_nan=False, extra="ignore", defer_build=True)
 
 
 @dataclass(config=_VIEW)
@@ -105,6 +106,12 @@ class Tags:
 
 
 _VIEWS = {"service": ServiceView, "engine_info": EngineView, "limits": LimitsView, "extra": Tags}
+
+
+@functools.cache
+def _adapter(kind: type) -> TypeAdapter:
+    """One validator per type, built once (building one is the costly part)."""
+    return TypeAdapter(kind)
 
 
 @dataclass(config=_TYPED)
@@ -158,11 +165,11 @@ class RunRecord:
 
     @property
     def tags(self) -> Tags:
-        return TypeAdapter(Tags).validate_python(self.extra)
+        return self.view("extra")
 
     def view(self, section: str):
         """A checked view of a free-form section (service, engine_info, limits, extra)."""
-        return TypeAdapter(_VIEWS[section]).validate_python(getattr(self, section))
+        return _adapter(_VIEWS[section]).validate_python(getattr(self, section))
 
     def __getitem__(self, key: str):
         """Read-only, the JSON form's `key`: code written against the dict records still reads them."""
@@ -231,7 +238,7 @@ def parse_record(raw: Any) -> RunRecord:
         raise RecordError(f"not a run record (a JSON object): got {type(raw).__name__}")
     data = migrate(raw)
     try:
-        rec = TypeAdapter(RunRecord).validate_python(data)
+        rec = _adapter(RunRecord).validate_python(data)
     except ValidationError as exc:
         raise RecordError(_problem(exc)) from None
     for section in _VIEWS:
@@ -288,7 +295,7 @@ def failure_record(parameters: dict, failure: str, extra: dict | None = None) ->
     keys = ("engine", "threads", "workers", "max_concurrent_tasks", "connector_limit")
     settings = {k: parameters.get(k) for k in keys}
     fixed = {k: (None if settings[k] == "auto" and k != "connector_limit" else settings[k]) for k in keys}
-    return TypeAdapter(RunRecord).validate_python({
+    return _adapter(RunRecord).validate_python({
         **fixed, "status": RunStatus.FAILED, "failure": failure, "run_id": uuid.uuid4().hex,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "concurrency": "auto" if settings["max_concurrent_tasks"] == "auto" else "fixed",
