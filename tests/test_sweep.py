@@ -27,7 +27,7 @@ def test_grid_expands_sub_grids_and_normalises_points():
     ids = [p.id for p in grid.points]
     assert ids[:4] == ["asyncio-t1-c4-pool2", "asyncio-t1-c4-poolauto", "asyncio-t1-c8-pool2", "asyncio-t1-c8-poolauto"]
     assert ids[4:] == ["ray-w1-t2-c256-poolauto", "ray-w2-t2-c256-poolauto"]
-    assert grid.points[1].connector_limit is None
+    assert grid.points[1].connector_limit == "auto"
 
 
 def test_auto_concurrency_is_a_point_of_its_own_and_reaches_the_run_as_auto():
@@ -56,7 +56,7 @@ def test_workers_are_ignored_for_asyncio_so_points_are_not_duplicated():
     (TINY | {"points": []}, "non-empty list"),
     (TINY | {"repeats": 0}, "repeats"),
     (TINY | {"service": {"latency": 1, "speed": 3}}, "unknown service setting 'speed'"),
-    (TINY | {"service": {"latency_dist": "normal"}}, "latency distribution"),
+    (TINY | {"service": {"latency_dist": "normal"}}, "latency_dist must be one of const, exp, lognormal"),
     ([1, 2], "must be a mapping"),
 ])
 def test_bad_grids_are_rejected_with_the_reason(data, needle):
@@ -119,9 +119,9 @@ def test_a_failing_point_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch
 
 
 @pytest.mark.parametrize("data, needle", [
-    (TINY | {"timeout": "abc"}, "timeout must be a number"),
-    (TINY | {"timeout": 0}, "timeout must be a number above 0"),
-    (TINY | {"timeout": True}, "timeout must be a number"),
+    (TINY | {"timeout": "abc"}, "timeout must be a finite number"),
+    (TINY | {"timeout": 0}, "timeout must be a finite number above 0"),
+    (TINY | {"timeout": True}, "timeout must be a finite number"),
     (TINY | {"max_retries": [1, 2]}, "max_retries must be a whole number"),
     (TINY | {"max_retries": -1}, "max_retries must be a whole number"),
     (TINY | {"max_retries": 1.5}, "max_retries must be a whole number"),
@@ -130,10 +130,10 @@ def test_a_failing_point_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch
     (TINY | {"name": ".."}, "plain name"),
     (TINY | {"name": "/abs"}, "plain name"),
     (TINY | {"name": 5}, "plain name"),
-    (TINY | {"url": 123}, "url must be a string"),
+    (TINY | {"url": 123}, "url must be an http"),
     (TINY | {"url": "ftp://example.invalid/x"}, "http"),
     (TINY | {"input": ["a"]}, "input must be a path"),
-    (TINY | {"service": {"reset_rate": 2}}, "reset rate"),
+    (TINY | {"service": {"reset_rate": 2}}, "reset_rate must be a number from 0 to 1"),
 ])
 def test_every_grid_setting_is_validated_before_anything_runs(data, needle):
     with pytest.raises(GridError, match=needle):
