@@ -8,16 +8,15 @@ import os
 import signal
 import sys
 import threading
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from contextlib import nullcontext
 from pathlib import Path
 
 from . import paths, settings
+from .cli_service import add_client_options, add_server_options, resolve_service, secrets, server_config, service_url
 from .errors import ConfigError, ScoringError, Terminated
-from .redact import API_KEY_ENV, redact, safe_url
-from .service import ServiceProfile, load_profile, save_path
-from .settings import EMBEDDED_CACHE_NAMESPACE, ClientConfig, Number, ServerConfig, Whole, add_options, default_of, \
-    options_given
+from .redact import API_KEY_ENV, redact
+from .service import load_profile, save_path
+from .settings import EMBEDDED_CACHE_NAMESPACE, Number, ServerConfig, Whole, add_options, default_of, options_given
 
 PROG = "python -m scoring_lib"
 
@@ -41,85 +40,6 @@ def _save_profile(text: str) -> Path:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _add_server_options(p: argparse.ArgumentParser, prefix: str = "") -> None:
-    """The simulated service's settings; under `score`/`probe` as --server-*, and there the fields
-    are the client's (the embedded service must speak the client's protocol)."""
-    g = p.add_argument_group("simulated service" + (" (when --url is absent)" if prefix else ""))
-    add_options(g, ServerConfig, "service", prefix, skip=("request_field", "score_field") if prefix else ())
-
-
-def _server_config(args: argparse.Namespace, prefix: str = "", **overrides) -> ServerConfig:
-    return ServerConfig(**(options_given(args, ServerConfig, prefix) | overrides))
-
-
-def _add_client_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("service and client")
-    add_options(g, ClientConfig, "client")
-    g.add_argument("--profile", metavar="NAME", help="service profile (profiles/NAME.yaml or a .yaml path): "
-                   "url, fields, the variable holding the API key, and the known latency/capacity/rate limit "
-                   "the bounds use; an option given here wins over it")
-
-
-@dataclass(frozen=True)
-class Service:
-    """The service a command talks to, resolved once: options given > the profile > the defaults."""
-
-    profile: ServiceProfile | None
-    client: dict  # ClientConfig keywords but the url
-    url: str | None  # None: an embedded simulated service
-
-    def client_config(self, url: str) -> ClientConfig:
-        return ClientConfig(url=url, **self.client)
-
-    def server_config(self, args: argparse.Namespace) -> ServerConfig:
-        """The embedded simulated service: the profile's, else the --server-* options; speaking the
-        client's protocol."""
-        fields = {k: v for k, v in self.client.items() if k in ("request_field", "score_field")}
-        if self.profile is not None:
-            return self.profile.server_config(**fields)
-        return _server_config(args, "server-", **fields)
-
-
-def _service(args: argparse.Namespace) -> Service:
-    """Resolve --profile and the client options. A key variable named on purpose (by --api-key-env or
-    the profile) but unset is said once on stderr: no key is sent, and $SCORING_API_KEY is not used in
-    its place (it may belong to another service)."""
-    profile = load_profile(args.profile) if getattr(args, "profile", None) else None
-    given = options_given(args, ClientConfig)
-    client = (profile.client_settings() if profile is not None else {}) | given
-    url = client.pop("url", None)
-    name = client.get("api_key_env", API_KEY_ENV)
-    if name != API_KEY_ENV and not os.environ.get(name):
-        where = "--api-key-env" if "api_key_env" in given else f"profile {profile.name or args.profile}"
-        print(f"warning: ${name} (the API key's variable, from {where}) is not set: requests carry no key",
-              file=sys.stderr, flush=True)
-    return Service(profile, client, url)
-
-
-def _secrets(args: argparse.Namespace | None) -> tuple[str | None, ...]:
-    """The run's API key when it lives in a variable other than $SCORING_API_KEY, for redact()."""
-    name = getattr(args, "api_key_env", None)
-    if not name and getattr(args, "profile", None):
-        try:
-            name = load_profile(args.profile).api_key_env
-        except ScoringError:
-            name = None
-    return (os.environ.get(name),) if name else ()
-
-
-@contextmanager
-def _service_url(args: argparse.Namespace, svc: Service):
-    """Yield (url, server_info): the user's (or profile's) url, or an embedded simulated service."""
-    from .server import SimulatedService, service_info
-
-    if svc.url:
-        yield svc.url, service_info(safe_url(svc.url), "external", profile=svc.profile)
-        return
-    config = svc.server_config(args)
-    with SimulatedService(config) as service:
-        yield service.url, service_info(service.url, "embedded", config, profile=svc.profile)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Score every line of a text file through a slow HTTP scoring "
                                             "service, and measure which settings are fastest.")
@@ -130,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "profile names).")
     p.add_argument("input", metavar="INPUT", help="UTF-8 text file, one item per line; - reads standard input "
                    "(a pipe is read once, streamed, progress without a total)")
-    _add_client_options(p)
+    add_client_options(p)
     g = p.add_argument_group("engine")
     add_options(g, settings.RunConfig, "engine")
     g = p.add_argument_group("files")
@@ -146,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--label", help="free text stored in the run record")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: only on a terminal)")
-    _add_server_options(p, "server-")
+    add_server_options(p, "server-")
 
     p = sub.add_parser("serve", help="run the simulated scoring service until stopped")
     p.add_argument("--host", default=default_of(ServerConfig, "host"),
@@ -156,10 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"answer 401 unless requests carry ${API_KEY_ENV} as a bearer token")
     p.add_argument("--exit-with-stdin", action="store_true",
                    help="stop when standard input closes (a parent process holds it open)")
-    _add_server_options(p)
+    add_server_options(p)
 
     p = sub.add_parser("probe", help="check a service: determinism, batch refusal, latency")
-    _add_client_options(p)
+    add_client_options(p)
     p.add_argument("--samples", type=WHOLE_1, default=20, help="requests timed (default 20)")
     p.add_argument("--json", action="store_true", help="print the report as JSON (one object)")
     g = p.add_argument_group("ramp: find capacity and rate limit")
@@ -174,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--figure", type=Path, metavar="PATH", help="save the ramp's figure (PNG) to PATH")
     g.add_argument("--step-seconds", type=ABOVE_0, metavar="S",
                    help="seconds per step (default: 6 unloaded latencies, at least 2 s)")
-    _add_server_options(p, "server-")
+    add_server_options(p, "server-")
 
     p = sub.add_parser("sweep", help="run every point of a grid through papermill (notebooks/run.ipynb)")
     p.add_argument("grid", metavar="GRID.yaml", help="grid file, e.g. notebooks/grids/quick.yaml")
@@ -296,8 +216,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     from .pipeline import score_file
 
     _stdin_hint(args.input)
-    svc = _service(args)
-    with _service_url(args, svc) as (url, server_info):
+    svc = resolve_service(args)
+    with service_url(args, svc) as (url, server_info):
         run = options_given(args, settings.RunConfig)
         run["ray_address"] = run.get("ray_address") or os.environ.get("RAY_ADDRESS") or None
         config = settings.RunConfig(
@@ -322,7 +242,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         key = os.environ.get(API_KEY_ENV)
         if not key:
             raise ConfigError(f"--require-key needs ${API_KEY_ENV} set")
-    config = _server_config(args, host=args.host, port=args.port, require_api_key=key)
+    config = server_config(args, host=args.host, port=args.port, require_api_key=key)
     try:
         serve_forever(config, announce=lambda url: print(f"serving on {url}", flush=True),
                       exit_with_stdin=args.exit_with_stdin)
@@ -336,14 +256,14 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
     if args.ramp:
         return _probe_ramp(args)
-    svc = _service(args)
-    with _service_url(args, svc) as (url, _info):
+    svc = resolve_service(args)
+    with service_url(args, svc) as (url, _info):
         report = probe(svc.client_config(url), samples=args.samples)
     # Everything in the report may have come from the service: masked before it is shown.
     if args.json:
-        print(redact(json.dumps(report.to_dict(), indent=1), _secrets(args)))
+        print(redact(json.dumps(report.to_dict(), indent=1), secrets(args)))
     else:
-        print(redact("\n".join(report.lines()), _secrets(args)))
+        print(redact("\n".join(report.lines()), secrets(args)))
     return 0 if report.deterministic and report.latencies else 1
 
 
@@ -362,7 +282,7 @@ def _probe_ramp(args: argparse.Namespace) -> int:
         print(f"ramp: {step.concurrency} in flight: {step.throughput:.1f} ok/s, p50 {p50}, 429 {step.rate_limited}, "
               f"503 {step.shed}, errors {step.errors}", file=sys.stderr, flush=True)
 
-    svc = _service(args)
+    svc = resolve_service(args)
     # The embedded service runs in a child process so the probe does not measure its own interpreter.
     with ServiceProcess(svc.server_config(args)) if not svc.url else nullcontext() as child:
         url = svc.url or child.url
@@ -400,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handler(args)
     except ScoringError as exc:
-        print(f"error: {redact(str(exc), _secrets(args))}", file=sys.stderr)
+        print(f"error: {redact(str(exc), secrets(args))}", file=sys.stderr)
         return exc.exit_code
     except Terminated:
         print("terminated", file=sys.stderr)

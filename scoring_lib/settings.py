@@ -458,4 +458,5 @@ class RunConfig:
 
     @property
     def namespace(self) -> str:
-        return self.cache_namespace or self.client.url
+        """The cache's namespace: the url, its credentials masked (the cache file must not hold them)."""
+        return self.cache_namespace or safe_url(self.client.url)

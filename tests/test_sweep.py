@@ -258,3 +258,28 @@ def test_a_sweep_with_an_auto_point_records_it_as_auto_and_the_report_compares_i
     pts = report.points.set_index("point_id")
     # C = the ceiling, above the capacity: both settings share the capacity's bound, ceil(200 / 50) x 41.5 ms.
     assert pts["bound_seconds"].tolist() == pytest.approx([4 * 4.15 * 0.01] * 2)
+
+
+def test_a_url_with_credentials_reaches_kernels_through_the_environment_only(monkeypatch):
+    from scoring_lib import sweep
+
+    monkeypatch.setenv(sweep.SWEEP_URL_ENV, "http://u:pw@127.0.0.1:9/score")
+    assert sweep._real_url("http://***@127.0.0.1:9/score") == "http://u:pw@127.0.0.1:9/score"
+    assert sweep._real_url("http://***@127.0.0.2:9/score") == "http://***@127.0.0.2:9/score"  # not the same url
+    assert sweep._real_url("http://127.0.0.1:9/score") == "http://127.0.0.1:9/score"
+
+
+@pytest.mark.slow  # runs notebooks through papermill
+def test_a_sweep_against_a_url_with_a_password_keeps_it_out_of_every_file(tmp_path):
+    from hostile import HostileServer, reply
+
+    with HostileServer(lambda r: reply()) as srv:
+        url = srv.url.replace("http://", "http://user:pw-s3cr3t@")
+        grid = load_grid(write_grid(tmp_path, TINY | {"url": url, "points": [{"max_concurrent_tasks": 4}]}))
+        summary = run_sweep(grid, records_dir=tmp_path / "runs", notebooks_dir=tmp_path / "nb", progress=False)
+        assert summary.exit_code == 0, summary.failed
+        assert all("authorization" in r.headers for r in srv.requests)  # the credentials were used
+    for p in (tmp_path / "runs").rglob("*"):
+        assert p.is_dir() or b"pw-s3cr3t" not in p.read_bytes(), p
+    for p in (tmp_path / "nb").rglob("*.ipynb"):
+        assert b"pw-s3cr3t" not in p.read_bytes(), p
