@@ -12,11 +12,13 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from . import paths, settings
-from .cli_service import add_client_options, add_server_options, resolve_service, secrets, server_config, service_url
+from .cli_service import (add_client_options, add_server_options, resolve_service, secrets, server_config,
+                          service_url)
 from .errors import ConfigError, ScoringError, Terminated
+from .kinds import Number, Whole
 from .redact import API_KEY_ENV, redact
 from .service import load_profile, save_path
-from .settings import EMBEDDED_CACHE_NAMESPACE, Number, ServerConfig, Whole, add_options, default_of, options_given
+from .settings import EMBEDDED_CACHE_NAMESPACE, ServerConfig, add_options, default_of, options_given
 
 PROG = "python -m scoring_lib"
 

@@ -19,8 +19,9 @@ from typing import Any
 from . import paths, settings
 from .config import read_yaml
 from .errors import ConfigError, GridError
+from .kinds import Maybe, Text, Url, Whole
 from .service import load_profile, profile_path
-from .settings import Maybe, Text, Url, Whole, check_settings, settings_of, split_settings
+from .settings import check_settings, settings_of, split_settings
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")  # a grid name is one plain folder name
 # The simulated service's settings a grid may give (its host, port and fields are the sweep's own).

@@ -21,8 +21,9 @@ import yaml
 
 from .config import read_yaml
 from .errors import ConfigError
+from .kinds import Number
 from .redact import API_KEY_ENV, safe_url
-from .settings import ClientConfig, Number, ServerConfig, settings_of
+from .settings import ClientConfig, ServerConfig, settings_of
 
 SOURCES = ("configured", "probed", "unknown")
 PROFILES_DIR = Path("profiles")
