@@ -247,12 +247,7 @@ def run_sweep(grid: Grid | str | os.PathLike, records_dir: str | os.PathLike = p
                                        disable=None if progress is None else not progress))
         for point in bar:
             bar.set_postfix_str(point.id)
-            params = grid.parameters(point) | {
-                "input": str(Path(grid.input).resolve()), "repeats": grid.repeats, "warmup": grid.warmup,
-                "lines": grid.lines, "url": safe_url(url), "service": grid.service,
-                "records_dir": str(records.resolve()), "sweep": grid.name, "point_id": point.id,
-                "skip_repeats": sorted(have.get(point.id, set()) & wanted),
-                "profile": str(Path(grid.profile).resolve()) if grid.profile else None}
+            params = _parameters(grid, point, url, records, sorted(have.get(point.id, set()) & wanted))
             try:
                 pm.execute_notebook(str(RUN_NOTEBOOK), str(outputs / f"{point.id}.ipynb"),
                                     parameters=plain_json(params), kernel_name="python3", progress_bar=False,
@@ -268,6 +263,15 @@ def run_sweep(grid: Grid | str | os.PathLike, records_dir: str | os.PathLike = p
     return summary
 
 
+
+
+def _parameters(grid: Grid, point: Point, url: str, records: Path, skip: list) -> dict:
+    """run.ipynb's parameters for one point: its settings and what the notebook itself needs."""
+    return grid.parameters(point) | {
+        "input": str(Path(grid.input).resolve()), "repeats": grid.repeats, "warmup": grid.warmup,
+        "lines": grid.lines, "url": safe_url(url), "service": grid.service, "records_dir": str(records.resolve()),
+        "sweep": grid.name, "point_id": point.id, "skip_repeats": skip,
+        "profile": str(Path(grid.profile).resolve()) if grid.profile else None}
 
 
 def _sweep_server(grid: Grid) -> ServerConfig:
