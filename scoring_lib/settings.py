@@ -213,7 +213,7 @@ class RunConfig:
 
     input: Path
     client: ClientConfig
-    engine: str = setting("asyncio", Choice(ENGINES), "how requests are kept in flight", group="engine",
+    engine: str = setting("asyncio", Choice(ENGINES), "asyncio or ray: how requests are kept in flight", group="engine",
                           grid=True)
     threads: int | None = setting(None, Maybe(Whole(1)), "asyncio: event-loop threads; ray: request slots "
                                   "per worker, all on the worker's one event loop", unit="N", group="engine",

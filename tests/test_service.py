@@ -6,6 +6,8 @@ from scoring_lib.config import ServerConfig
 from scoring_lib.errors import ConfigError
 from scoring_lib.service import Known, ServiceProfile, load_profile, profile_path
 
+from conftest import REPO as REPO_ROOT
+
 
 def test_profile_round_trips_through_yaml(tmp_path):
     prof = ServiceProfile(url="http://127.0.0.1:1/score", score_field="result.score",
@@ -173,3 +175,16 @@ def test_url_credentials_are_masked_in_profiles_and_service_info(tmp_path):
     assert "pw" not in prof.save(tmp_path / "p.yaml").read_text()
     assert service_info("http://user:pw@127.0.0.1:9/score", "external", profile=prof)["profile"]["url"] == \
         "http://***@127.0.0.1:9/score"
+
+
+@pytest.mark.slow  # a notebook through papermill
+def test_the_explore_notebook_talks_to_a_profiles_service_with_its_key(keyed, tmp_path):
+    import papermill as pm
+
+    srv, prof = keyed
+    pm.execute_notebook(str(REPO_ROOT / "notebooks" / "explore.ipynb"), str(tmp_path / "explore.out.ipynb"),
+                        parameters={"profile": str(prof), "sample_lines": 3, "probe_samples": 2, "ramp_ceiling": 2},
+                        kernel_name="python3", progress_bar=False, cwd=str(REPO_ROOT))
+    assert seen(srv) == {"Bearer prod-key-x1"}
+    assert all("q" in r.json for r in srv.requests if isinstance(r.json, dict) and
+               not {"data", "items", "lines"} & set(r.json))
