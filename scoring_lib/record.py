@@ -23,6 +23,7 @@ from pydantic.dataclasses import dataclass
 from .config import RunConfig
 from .errors import ScoringError
 from .provenance import Provenance, current, machine_info, package_versions
+from .settings import settings_record
 from .stats import RunStats, in_flight_timeline, percentiles
 
 SCHEMA_VERSION = 2
@@ -184,19 +185,8 @@ class RunRecord:
 
 
 def settings_section(config: RunConfig) -> dict:
-    """The run's settings for the record. One function, so the settings model's own
-    `settings_record(config)` can replace it when it lands."""
-    cl = config.client
-    return {
-        "engine": config.engine, "threads": config.resolved_threads,
-        "workers": config.resolved_workers if config.engine == "ray" else None,
-        "max_concurrent_tasks": "auto" if config.adaptive else config.max_concurrent_tasks,
-        "max_concurrent_tasks_max": config.max_concurrent_tasks_max if config.adaptive else None,
-        "rate_limit": config.rate_limit,
-        "connector_limit": "auto" if cl.connector_limit is None else cl.connector_limit,
-        "timeout": cl.timeout, "max_retries": cl.max_retries, "request_field": cl.request_field,
-        "score_field": cl.score_field, "api_key_env": cl.api_key_env, "chunk_size": config.chunk_size,
-    }
+    """The run's settings for the record, as the settings model names them (plain JSON, url masked)."""
+    return settings_record(config)
 
 
 def _legacy_settings(raw: dict) -> dict:
