@@ -1,32 +1,36 @@
 """The one HTTP client both engines use: a session per event loop, retries, backoff, Retry-After.
 
-Every retry and parsing rule of the contract lives here and nowhere else.
+Every retry rule of the contract lives here and nowhere else; what a reply says (body, score,
+Retry-After) is read in replies.py. Every attempt ends with a score or a typed Failure.
+Redirects are never followed: a 3xx is a REDIRECT failure naming its Location.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
 import random
 import time
-import dataclasses
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 
 import aiohttp
 
 from .config import ClientConfig
-from .failures import (RETRY_AFTER_STATUSES, FailedAttempt, Failure, FailureKind, failure_of,
-                       http_failure)
+from .failures import (RETRY_AFTER_STATUSES, FailedAttempt, Failure, FailureKind, failure_of, http_failure,
+                       internal_failure)
 from .limits import Attempt, Stop
 from .redact import redact
+from .replies import ACCEPT_ENCODING, parse_retry_after, parse_score, read_body
+from .replies import WRONG_SHAPE, body_sample, extract_score  # noqa: F401 - re-exported: callers read them here
 
 try:  # Python 3.11+
     from asyncio import timeout as _deadline
 except ImportError:  # pragma: no cover - Python 3.10: aiohttp's own dependency has the same API
     from async_timeout import timeout as _deadline
 
+ERROR_SAMPLE_BYTES = 4096  # of an error body, read to show its start in the row
 _encode_string = json.encoder.encode_basestring_ascii  # what json.dumps uses for a str (ensure_ascii)
 
 
@@ -144,80 +148,6 @@ def _outcome(score: float | None, error: str | None, attempts: int, started: flo
     return Outcome(score, error, attempts, started, now, now - sent, sent, failure=failure)
 
 
-def _malformed(message: str) -> FailedAttempt:
-    return FailedAttempt(Failure(FailureKind.UNPARSEABLE, message=f"malformed response: {message}"))
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header in either form (delta-seconds or HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
-WRONG_SHAPE = "wrong shape"  # error prefix of a 200 whose body has no number at the score path (fail-fast kind)
-_NO_VALUE = object()
-
-
-def extract_score(data: object, path: str) -> object:
-    """The value at `path` in a decoded reply: `score`, `result.score`, `0.score` (a list reply).
-
-    A key that contains dots is found as it is first; otherwise each dot-separated part is a key of
-    an object or an index of a list. Raises KeyError naming the first part not found."""
-    if isinstance(data, dict) and path in data:
-        return data[path]
-    node = data
-    for part in path.split("."):
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and part.lstrip("-").isdigit() and -len(node) <= int(part) < len(node):
-            node = node[int(part)]
-        else:
-            raise KeyError(part)
-    return node
-
-
-def body_sample(body: bytes, secrets: tuple[str, ...] = (), limit: int = 80) -> str:
-    """A short, one-line sample of a reply body for an error message, masked before it is cut."""
-    text = " ".join((redact(body[: limit * 4].decode("utf-8", "replace"), secrets) or "").split())
-    return text[:limit] + ("..." if len(text) > limit else "")
-
-
-def parse_score(body: bytes, score_field: str, secrets: tuple[str, ...] = ()) -> float:
-    """The finite numeric score at `score_field` (a path, see extract_score) of a 200 body, or
-    FailedAttempt (UNPARSEABLE or WRONG_SHAPE) when the body is not what the contract says; a wrong shape names the path and shows a
-    sample. NaN, Infinity and numbers beyond a float (1e400) are malformed: a score is always finite."""
-    try:
-        data = json.loads(body)  # NaN/Infinity parse, then fail the finiteness check
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise _malformed("body is not JSON") from None
-    try:
-        score = extract_score(data, score_field)
-    except KeyError:
-        score = _NO_VALUE
-    if score is _NO_VALUE or isinstance(score, bool) or not isinstance(score, (int, float)):
-        raise FailedAttempt(Failure(FailureKind.WRONG_SHAPE, message=f"{WRONG_SHAPE}: no number at score path "
-                                    f"{score_field!r} in reply {body_sample(body, secrets)!r}"))
-    try:
-        value = float(score)
-    except OverflowError:
-        value = math.inf
-    if not math.isfinite(value):
-        raise _malformed(f"{score_field!r} is not a finite number")
-    return value
-
-
 class ScoringClient:
     """One aiohttp session, sized for `concurrency` requests at once, on the current event loop."""
 
@@ -229,7 +159,7 @@ class ScoringClient:
         self._rng = rng or random.Random()
         self._session: aiohttp.ClientSession | None = None
         self._deadlines = Deadlines(config.timeout)
-        self._headers = {"Content-Type": "application/json"}
+        self._headers = {"Content-Type": "application/json", "Accept-Encoding": ACCEPT_ENCODING}
         self._body_prefix = ("{" + json.dumps(config.request_field) + ": ").encode("ascii")
         key = api_key or config.api_key()
         self._secrets = (key,) if key else ()
@@ -256,8 +186,9 @@ class ScoringClient:
             trace.on_connection_queued_start.append(_pause_deadline)
             trace.on_connection_queued_end.append(_restart_deadline)
             traces.append(trace)
+        # auto_decompress off: replies.read_body decodes, counting bytes after decoding against the cap.
         self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, headers=self._headers,
-                                              trace_configs=traces)
+                                              trace_configs=traces, auto_decompress=False)
         self._deadlines.start()
         return self
 
@@ -266,6 +197,13 @@ class ScoringClient:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    def internal_outcome(self, exc: Exception, started: float) -> Outcome:
+        """The outcome of a line whose scoring raised unexpectedly: an INTERNAL error row, one line of
+        text (the exception's type and message, masked and cut, never a traceback)."""
+        failure = _masked(internal_failure(exc, limit=1 << 20), self._secrets)  # masked whole, then cut
+        failure = dataclasses.replace(failure, message=failure.message[:300])
+        return _outcome(None, failure.message, 0, started, started, failure)
 
     def backoff(self, retry: int, retry_after: float | None) -> float:
         """Delay before retry number `retry` (0-based): Retry-After if given, else full jitter; both capped."""
@@ -331,35 +269,29 @@ class ScoringClient:
         payload = b"".join((self._body_prefix, _encode_string(text).encode("ascii"), b"}"))
         # --timeout is the whole request (connect, headers, body), not each socket read.
         async with self._deadlines.request() as mark["deadline"]:
-            async with self._session.post(cfg.url, data=payload, trace_request_ctx=mark) as resp:
+            async with self._session.post(cfg.url, data=payload, trace_request_ctx=mark,
+                                          allow_redirects=False) as resp:
                 if 200 <= resp.status < 300:
-                    return parse_score(await self._read_capped(resp), cfg.score_field, self._secrets)
-                hint = None
-                if resp.status in RETRY_AFTER_STATUSES:
-                    hint = parse_retry_after(resp.headers.get("Retry-After"))
-                failure = http_failure(resp.status, hint)
-                if failure.retryable:
-                    raise FailedAttempt(failure)
-                # Masked before it is cut to 200 characters, so a secret cannot survive as a cut-off prefix.
-                detail = (await resp.content.read(4096)).decode("utf-8", "replace")
-                detail = " ".join(redact(detail, self._secrets).split())[:200]
-                raise FailedAttempt(http_failure(resp.status, hint, f"HTTP {resp.status}" + (f": {detail}" if detail else "")))
+                    return parse_score(await read_body(resp, cfg.max_body_bytes), cfg.score_field, self._secrets)
+                raise FailedAttempt(await self._refusal(resp))
 
-    async def _read_capped(self, resp: aiohttp.ClientResponse) -> bytes:
-        cap = self.config.max_body_bytes
-        if resp.content_length is not None:
-            if resp.content_length > cap:
-                raise _malformed(f"body of {resp.content_length} bytes exceeds {cap}")
-            return await resp.read()
-        chunks: list[bytes] = []
-        size = 0
-        while chunk := await resp.content.read(65536):
-            size += len(chunk)
-            if size > cap:
-                raise _malformed(f"body exceeds {cap} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
-
+    async def _refusal(self, resp: aiohttp.ClientResponse) -> Failure:
+        """The failure a non-2xx reply is; one that ends the line shows the start of its body (or where a
+        redirect pointed), masked before it is cut to 200 characters so a secret cannot survive cut off."""
+        hint = parse_retry_after(resp.headers.get("Retry-After")) if resp.status in RETRY_AFTER_STATUSES else None
+        failure = http_failure(resp.status, hint)
+        if failure.retryable:
+            return failure
+        if failure.kind is FailureKind.REDIRECT:
+            location = " ".join((redact(resp.headers.get("Location", ""), self._secrets) or "").split())[:200]
+            return http_failure(resp.status, message=f"HTTP {resp.status}: redirect to {location or '(no Location)'} "
+                                f"not followed", location=location or None)
+        try:
+            detail = (await read_body(resp, ERROR_SAMPLE_BYTES, cut=True)).decode("utf-8", "replace")
+        except FailedAttempt:  # an error body that cannot be decoded: the status says enough
+            detail = ""
+        detail = " ".join((redact(detail, self._secrets) or "").split())[:200]
+        return http_failure(resp.status, hint, f"HTTP {resp.status}" + (f": {detail}" if detail else ""))
 
 def _masked(failure: Failure, secrets: tuple[str, ...]) -> Failure:
     """The failure with its message masked of the key (an exception's text may quote a URL or a header)."""

@@ -121,6 +121,12 @@ class FailedAttempt(Exception):
         self.failure = failure
 
 
+def internal_failure(exc: BaseException, limit: int = 300) -> Failure:
+    """An unexpected exception as an INTERNAL failure: its type and message on one line, never a traceback."""
+    text = " ".join(f"internal error: {type(exc).__name__}: {exc}".rstrip(": ").split())
+    return Failure(FailureKind.INTERNAL, message=text[:limit])
+
+
 def failure_of(exc: BaseException, timeout: float | None = None) -> Failure:
     """The Failure an exception raised during one attempt stands for (typed, never from its text)."""
     if isinstance(exc, FailedAttempt):
@@ -129,7 +135,7 @@ def failure_of(exc: BaseException, timeout: float | None = None) -> Failure:
         text = f"timeout after {timeout:g}s" if timeout is not None else "timeout"
         return Failure(FailureKind.TIMEOUT, message=text)
     if not isinstance(exc, aiohttp.ClientError):
-        return Failure(FailureKind.INTERNAL, message=f"internal error: {type(exc).__name__}: {exc}".rstrip(": "))
+        return internal_failure(exc)
     text = f"{type(exc).__name__}: {exc}".rstrip(": ")
     if isinstance(exc, aiohttp.ClientConnectorError):
         cause = exc.os_error

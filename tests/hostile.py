@@ -14,17 +14,21 @@ tests alike. It listens on 127.0.0.1 only, on a free port.
 from __future__ import annotations
 
 import asyncio
+import functools
+import gzip
 import hashlib
 import json
 import socket
 import struct
 import threading
+import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 Action = Callable[["Conn"], Awaitable[None]]
 REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
            408: "Request Timeout", 413: "Payload Too Large", 422: "Unprocessable Entity", 429: "Too Many Requests",
+           301: "Moved Permanently", 302: "Found", 303: "See Other", 307: "Temporary Redirect", 308: "Permanent Redirect",
            500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
 
 
@@ -76,6 +80,43 @@ def reply(status: int = 200, body: bytes | str | dict = b'{"score": 0.5}', heade
     async def act(c: Conn) -> None:
         await c.send(head(status, headers, len(raw)) + raw)
     return act
+
+
+@functools.lru_cache(maxsize=2)
+def _gzip_zeros(decoded_mib: int) -> bytes:
+    z = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = bytes(1 << 20)
+    return b"".join([z.compress(block) for _ in range(decoded_mib)] + [z.flush()])
+
+
+def gzip_bomb(decoded_mib: int = 400) -> Action:
+    """200 with `Content-Encoding: gzip` and an honest Content-Length: a body of about decoded_mib/1000 MiB
+    that inflates to `decoded_mib` MiB of zeros (a gzip bomb). Built once per size (some seconds)."""
+    raw = _gzip_zeros(decoded_mib)
+
+    async def act(c: Conn) -> None:
+        await c.send(head(200, {"Content-Encoding": "gzip"}, len(raw)) + raw)
+    return act
+
+
+def encoded(body: bytes, encoding: str, status: int = 200) -> Action:
+    """A reply whose body is sent compressed with `encoding` (gzip, deflate, or raw-deflate without zlib's wrapper)."""
+    if encoding == "gzip":
+        raw = gzip.compress(body)
+    elif encoding == "deflate":
+        raw = zlib.compress(body)
+    else:
+        z = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+        raw, encoding = z.compress(body) + z.flush(), "deflate"
+
+    async def act(c: Conn) -> None:
+        await c.send(head(status, {"Content-Encoding": encoding}, len(raw)) + raw)
+    return act
+
+
+def redirect(status: int, location: str) -> Action:
+    """A 3xx pointing at `location`."""
+    return reply(status, b"", {"Location": location})
 
 
 def score(value: float | str = 0.5) -> Action:
