@@ -17,16 +17,16 @@ from tqdm.auto import tqdm
 
 from .cache import ScoreCache, cache_namespace
 from .client import Outcome
-from .failures import Failure
 from .config import RunConfig
 from .engines import Dispatcher, open_engine
-from .errors import ConfigError, RunInterrupted, RunStalled, RunTerminated, ServiceUnusable, Terminated
+from .errors import ConfigError, RunInterrupted, RunTerminated, ServiceUnusable, Terminated
+from .failures import Failure
 from .inputs import count_lines, open_input, read_lines
 from .outputs import OrderedRowWriter, Row
 from .resources import ensure_open_files, files_needed, sockets_needed
+from .watchdog import Watchdog, stall_seconds
 
 REORDER_LIMIT = 50_000  # rows held for order before the reader waits
-WATCHDOG_SLACK = 60.0  # seconds added to the longest a line may take before the watchdog calls a run stalled
 SAMPLE_SIZE = 20_000  # requests kept for latency percentiles and the in-flight timeline
 
 
@@ -174,7 +174,7 @@ class _Run:
                                       f"{redirect_hint(outcome.failure)}; nothing written")
             self.outstanding -= 1
             self.stats.requests += outcome.attempts
-            self.stats.retries += outcome.attempts - 1
+            self.stats.retries += max(0, outcome.attempts - 1)  # 0 attempts: stopped or failed before sending
             self.stats.requests_sample.add((outcome.sent, outcome.finished, outcome.latency, outcome.ok))
             numbers = self.waiting.pop(key)
             if outcome.ok:
@@ -206,39 +206,6 @@ class _Run:
                 results = self.engine.poll(timeout=0.05)
                 self.watchdog.check(bool(results), self.outstanding)
                 self.collect(results)
-
-
-class Watchdog:
-    """Turns a run that stopped moving into an error instead of a hang: when no line finished and (for an
-    engine that can tell, `activity`) no attempt started or ended for `seconds` while lines are
-    outstanding, the engine lost them. A live engine hands back a line at least once per the longest one
-    line may take (all its attempts, waits and backoffs), so a quiet stretch beyond that is never slowness."""
-
-    def __init__(self, seconds: float, activity=None) -> None:
-        self.seconds = seconds
-        self._activity = activity
-        self._marker = activity() if activity is not None else None
-        self._since = time.monotonic()
-
-    def check(self, finished: bool, outstanding: int) -> None:
-        now = time.monotonic()
-        marker = self._activity() if self._activity is not None else None
-        if finished or marker != self._marker:
-            self._marker, self._since = marker, now
-        elif now - self._since > self.seconds:
-            raise RunStalled(f"internal error: no line finished and nothing moved for {self.seconds:g} s with "
-                             f"{outstanding} lines outstanding; the run stopped (nothing written)")
-
-
-def stall_seconds(config: RunConfig) -> float:
-    """The longest one line may take (every attempt's timeout, Retry-After pause and backoff, and its
-    slots at the rate limit), plus WATCHDOG_SLACK: the watchdog's patience (inf when unbounded)."""
-    cl = config.client
-    attempts = cl.max_retries + 1
-    seconds = attempts * (cl.timeout + 2 * cl.backoff_cap) + WATCHDOG_SLACK
-    if config.rate_limit:
-        seconds += attempts / config.rate_limit
-    return seconds if math.isfinite(seconds) else math.inf
 
 
 def redirect_hint(failure: Failure | None) -> str:

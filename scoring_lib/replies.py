@@ -105,7 +105,8 @@ class _Decoder:
         if enc not in ("identity", "gzip", "x-gzip", "deflate"):
             raise _malformed(f"Content-Encoding {enc[:40]!r} is not supported")
         self.encoding = enc
-        self._z = None if enc == "identity" else zlib.decompressobj(16 + zlib.MAX_WBITS) if "gzip" in enc else None
+        # gzip now; deflate once its first byte says whether it is zlib-wrapped; identity never
+        self._z = zlib.decompressobj(16 + zlib.MAX_WBITS) if enc in ("gzip", "x-gzip") else None
 
     def feed(self, data: bytes, room: int) -> bytes:
         """Up to `room` + 1 decoded bytes of `data` (one more than room: the caller knows it is over)."""
@@ -139,8 +140,10 @@ async def read_body(resp: aiohttp.ClientResponse, cap: int, cut: bool = False) -
     an UNPARSEABLE failure, or (`cut`) the first `cap` bytes (an error body's start). Never reads the
     whole body first: a body that inflates beyond the cap costs the cap, not its inflated size."""
     decoder = _Decoder(resp.headers.get("Content-Encoding"))
-    if not cut and decoder.encoding == "identity" and (resp.content_length or 0) > cap:
-        raise _malformed(f"body of {resp.content_length} bytes exceeds {cap}")
+    if not cut and decoder.encoding == "identity" and resp.content_length is not None:
+        if resp.content_length > cap:
+            raise _malformed(f"body of {resp.content_length} bytes exceeds {cap}")
+        return await resp.read()  # not encoded, and framed by its length: its size is known and within the cap
     chunks: list[bytes] = []
     size = 0
     while chunk := await resp.content.read(READ_CHUNK):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from scoring_lib import pipeline, score_file
+from scoring_lib import pipeline, score_file, watchdog
 from scoring_lib.client import ScoringClient
 from scoring_lib.errors import RunStalled
 
@@ -376,7 +376,7 @@ def test_an_exception_escaping_a_request_is_that_lines_error_row(tmp_path, make_
     rows = strict_rows(result.output)
     assert [r["status"] for r in rows] == ["ok", "error", "ok", "error", "ok"] and result.exit_code == 1
     assert rows[1]["error"].startswith(f"internal error: {exc.__name__}") and "Traceback" not in rows[1]["error"]
-    assert result.stats.causes["internal error"] == 2
+    assert result.stats.causes["internal error"] == 2 and result.stats.retries == 0  # no request: no retry either
 
 
 class _LosesEverything:
@@ -408,9 +408,21 @@ class _LosesEverything:
 @pytest.mark.timeout(60)  # without the watchdog the run waits forever
 def test_a_run_that_stops_moving_is_an_error_not_a_hang(tmp_path, make_input, monkeypatch):
     monkeypatch.setattr(pipeline, "open_engine", _LosesEverything)
-    monkeypatch.setattr(pipeline, "WATCHDOG_SLACK", 0.0)
+    monkeypatch.setattr(watchdog, "WATCHDOG_SLACK", 0.0)
     config = run_config(make_input(["a", "b"], "in.txt"), "http://127.0.0.1:9/score", tmp_path, timeout=0.2,
                         max_retries=1, backoff_cap=0.1)
     with pytest.raises(RunStalled, match="no line finished and nothing moved for 0.8 s with 2 lines outstanding"):
         score_file(config)
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_the_watchdog_waits_while_attempts_still_move():
+    moves = iter(range(10**6))
+    dog = watchdog.Watchdog(0.0, activity=lambda: next(moves))  # attempts keep starting and ending
+    for _ in range(5):
+        time.sleep(0.01)
+        dog.check(False, 3)  # no line finished, but something moved: not stalled
+    still = watchdog.Watchdog(0.0, activity=lambda: 7)
+    time.sleep(0.01)
+    with pytest.raises(RunStalled):
+        still.check(False, 3)
