@@ -23,6 +23,11 @@ import aiohttp
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})  # other 4xx/5xx end the line at once
 RETRY_AFTER_STATUSES = frozenset({429, 503})  # where a Retry-After is read
 FATAL_STATUSES = frozenset({401, 403, 404})  # no amount of retrying changes these
+# aiohttp >= 3.10 names these; older ones raise their bases (an empty tuple matches nothing)
+_RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
+_DNS_ERROR = getattr(aiohttp, "ClientConnectorDNSError", ())
+_RESET_ERRORS = (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError,
+                 getattr(aiohttp, "ClientConnectionResetError", aiohttp.ServerDisconnectedError))
 
 
 class FailureKind(enum.Enum):
@@ -139,15 +144,14 @@ def failure_of(exc: BaseException, timeout: float | None = None) -> Failure:
     text = f"{type(exc).__name__}: {exc}".rstrip(": ")
     if isinstance(exc, aiohttp.ClientConnectorError):
         cause = exc.os_error
-        if isinstance(exc, aiohttp.ClientConnectorDNSError) or isinstance(cause, socket.gaierror):
+        if isinstance(exc, _DNS_ERROR) or isinstance(cause, socket.gaierror):
             return Failure(FailureKind.DNS, message=text)
         if isinstance(cause, ConnectionRefusedError) or getattr(cause, "errno", None) == errno.ECONNREFUSED:
             return Failure(FailureKind.REFUSED, message=text)
         return Failure(FailureKind.CONNECTION, message=text)
-    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError,
-                        aiohttp.ClientConnectionResetError)):
+    if isinstance(exc, _RESET_ERRORS):
         return Failure(FailureKind.RESET, message=text)
     if isinstance(exc, aiohttp.ClientOSError):
-        reset = isinstance(exc.__cause__ or exc, ConnectionResetError) or isinstance(exc, ConnectionResetError)
+        reset = isinstance(exc.__cause__, ConnectionResetError) or exc.errno in _RESET_ERRNOS
         return Failure(FailureKind.RESET if reset else FailureKind.CONNECTION, message=text)
     return Failure(FailureKind.CONNECTION, message=text)

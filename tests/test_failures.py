@@ -4,11 +4,15 @@ adaptive limit, and the fail-fast rule (issue 16 item 3) on the limiter and on w
 from __future__ import annotations
 
 import asyncio
+import errno
+import socket
+from types import SimpleNamespace
 
+import aiohttp
 import pytest
 
 from scoring_lib import score_file
-from scoring_lib.failures import Failure, FailureKind, http_failure
+from scoring_lib.failures import Failure, FailureKind, failure_of, http_failure
 from scoring_lib.limits import Attempt, LimitSettings, RunLimiter, Stop
 
 from conftest import read_rows, run_config
@@ -107,3 +111,25 @@ def test_a_flaky_but_alive_service_gets_every_line_scored(tmp_path, make_input):
     assert len(rows) == 40 and all(r["status"] == "ok" for r in rows)
     assert set(flaky.causes) == set(FlakyButAlive.CAUSES)  # every transient cause was seen, none stopped it
     assert result.stats.requests == 40 * 5
+
+
+def _connector_error(os_error: OSError) -> aiohttp.ClientConnectorError:
+    key = SimpleNamespace(host="127.0.0.1", port=9, ssl=None, is_ssl=False)
+    return aiohttp.ClientConnectorError(key, os_error)
+
+
+@pytest.mark.parametrize("exc, kind", [
+    (asyncio.TimeoutError(), FailureKind.TIMEOUT),
+    (aiohttp.ServerTimeoutError("read"), FailureKind.TIMEOUT),
+    (_connector_error(ConnectionRefusedError(errno.ECONNREFUSED, "Connect call failed")), FailureKind.REFUSED),
+    (_connector_error(OSError(errno.ECONNREFUSED, "Multiple exceptions")), FailureKind.REFUSED),
+    (_connector_error(socket.gaierror(socket.EAI_NONAME, "Name or service not known")), FailureKind.DNS),
+    (_connector_error(OSError(errno.ENETUNREACH, "Network is unreachable")), FailureKind.CONNECTION),
+    (aiohttp.ServerDisconnectedError(), FailureKind.RESET),
+    (aiohttp.ClientPayloadError("Response payload is not completed"), FailureKind.RESET),
+    (aiohttp.ClientOSError(errno.ECONNRESET, "Connection reset by peer"), FailureKind.RESET),
+    (OverflowError("cannot convert float infinity to integer"), FailureKind.INTERNAL),
+], ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else None)
+def test_an_exception_is_classified_by_its_type_never_its_text(exc, kind):
+    failure = failure_of(exc, timeout=1.0)
+    assert failure.kind is kind and "\n" not in failure.message
