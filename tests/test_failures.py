@@ -101,11 +101,13 @@ def test_transient_or_mixed_failures_never_stop_the_run_early(mix):
 
 
 # -- whole runs ----------------------------------------------------------------------------------------------
-def test_a_flaky_but_alive_service_gets_every_line_scored(tmp_path, make_input):
+@pytest.mark.parametrize("engine", ["asyncio", pytest.param("ray", marks=pytest.mark.ray)])
+def test_a_flaky_but_alive_service_gets_every_line_scored(tmp_path, make_input, engine):
     flaky = FlakyButAlive(fail_first=4)
     path = make_input([f"line {i}" for i in range(40)])
+    extra = dict(engine="ray", workers=2, threads=8) if engine == "ray" else {}
     with HostileServer(flaky) as srv:
-        result = score_file(run_config(path, srv.url, tmp_path, max_concurrent_tasks=16))
+        result = score_file(run_config(path, srv.url, tmp_path, max_concurrent_tasks=16, **extra))
     rows = read_rows(result.output)
     assert result.exit_code == 0, result.stats.summary()
     assert len(rows) == 40 and all(r["status"] == "ok" for r in rows)
