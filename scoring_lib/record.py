@@ -23,6 +23,7 @@ from pydantic.dataclasses import dataclass
 from .config import RunConfig
 from .errors import ScoringError
 from .provenance import Provenance, current, machine_info, package_versions
+from .redact import safe_url
 from .settings import settings_record
 from .stats import RunStats, in_flight_timeline, percentiles
 
@@ -266,7 +267,7 @@ def build_record(config: RunConfig, stats: RunStats, server_info: dict | None = 
         rate_limit=config.rate_limit, connector_limit="auto" if cl.connector_limit is None else cl.connector_limit,
         timeout=cl.timeout, max_retries=cl.max_retries, input=str(config.input),
         output=str(config.resolved_output), cache=str(config.cache) if config.cache else None,
-        service=dict(server_info or {"kind": "external", "url": cl.url}),
+        service=dict(server_info or {"kind": "external", "url": safe_url(cl.url)}),
         lines=stats.lines, ok=stats.counts["ok"], empty=stats.counts["empty"], error=stats.counts["error"],
         unique_requested=stats.unique_requested, cache_hits=stats.cache_hits, duplicates=stats.duplicates,
         requests=stats.requests, retries=stats.retries, startup_seconds=round(stats.startup_seconds, 4),

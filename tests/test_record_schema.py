@@ -114,3 +114,19 @@ def test_report_cli_on_hand_edited_records_warns_per_file_and_never_shows_a_trac
     assert "Traceback" not in proc.stderr
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.count("warning: skipped record") == len(victims)
+
+
+def test_a_new_record_carries_the_settings_model_and_this_process_provenance(tmp_path):
+    from scoring_lib import provenance
+    from scoring_lib.config import ClientConfig, RunConfig
+    from scoring_lib.record import build_record, save_record
+    from scoring_lib.settings import settings_record
+    from scoring_lib.stats import RunStats
+
+    config = RunConfig(input=tmp_path / "in.txt", client=ClientConfig(url="http://user:pw@127.0.0.1:1/score"))
+    stats = RunStats(lines=3, counts={"ok": 3, "empty": 0, "error": 0}, scoring_seconds=1.5)
+    rec = build_record(config, stats)
+    assert rec.settings == settings_record(config) and "pw" not in json.dumps(rec.to_json())
+    assert rec.provenance == provenance.current() and rec.schema_version == SCHEMA_VERSION
+    [back] = read_records(tmp_path if save_record(rec, tmp_path) else None, strict=True)
+    assert tidy_row(back)["lines"] == 3 and back.settings == rec.settings
