@@ -7,6 +7,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from scoring_lib.record import SCHEMA_VERSION, RecordError, RunRecord, RunStatus, failure_record, parse_record
 from scoring_lib.runs import TIDY_COLUMNS, read_records, tidy_row
@@ -130,3 +132,21 @@ def test_a_new_record_carries_the_settings_model_and_this_process_provenance(tmp
     assert rec.provenance == provenance.current() and rec.schema_version == SCHEMA_VERSION
     [back] = read_records(tmp_path if save_record(rec, tmp_path) else None, strict=True)
     assert tidy_row(back)["lines"] == 3 and back.settings == rec.settings
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+                    max_leaves=8)
+KEYS = sorted(set(reference_record()) | {"schema_version", "provenance", "settings"})
+
+
+@settings(max_examples=300, deadline=None)
+@given(edits=st.dictionaries(st.sampled_from(KEYS), JSON, max_size=4), whole=JSON)
+def test_any_json_is_a_record_or_one_record_error(edits, whole):
+    for doc in (reference_record() | edits, whole):
+        try:
+            rec = parse_record(doc)
+        except RecordError as exc:
+            assert "\n" not in str(exc)
+        else:
+            assert list(tidy_row(rec)) == TIDY_COLUMNS
