@@ -22,8 +22,11 @@ RATIO_INTERVAL = "95% t-interval of the ratio of means (log scale, Welch)"
 
 
 def _side(spec: str | os.PathLike, runs_dir: Path) -> tuple[str, list]:
-    """(label, records) for one side: a folder of records, a sweep in `runs_dir`, or a commit prefix."""
+    """(label, records) for one side: a folder of records (as the shell names it, or from the project
+    root as notebooks name files), a sweep in `runs_dir`, or a commit prefix."""
     path = Path(spec).expanduser()
+    if not path.is_dir():
+        path = paths.resolve(spec)
     if path.is_dir():
         records = read_records(path)
         return paths.shown(path), select_records(records, None, adhoc=True)

@@ -77,3 +77,27 @@ def test_report_compare_cli_exits_non_zero_on_a_regression_only(tmp_path):
     bad = cli("report", "--compare", a, b, "--fail-above", "1.10", "--out", tmp_path / "r", cwd=tmp_path)
     assert bad.returncode == 1 and bad.stdout.count("slower") == 3 and "Traceback" not in bad.stderr
     assert (tmp_path / "r" / "compare" / "compare.png").is_file()
+
+
+@pytest.mark.slow
+def test_the_report_notebook_compares_two_folders_named_from_the_project_root(tmp_path, monkeypatch):
+    import shutil
+    from pathlib import Path
+
+    import papermill as pm
+
+    repo = Path(__file__).resolve().parents[1]
+    root = tmp_path / "clone"
+    (root / "scoring_lib").mkdir(parents=True)
+    (root / "pyproject.toml").write_text("")
+    shutil.copytree(repo / "notebooks", root / "notebooks")
+    sweep(root / "results" / "runs", "before")
+    sweep(root / "results" / "runs", "after", factor=1.2)
+    monkeypatch.setenv("SCORING_WORKBENCH_ROOT", str(root))
+    out = tmp_path / "report.out.ipynb"
+    pm.execute_notebook(str(root / "notebooks" / "report.ipynb"), str(out), kernel_name="python3",
+                        progress_bar=False, cwd=str(root / "notebooks"),
+                        parameters={"sweeps": ["all"], "compare": ["results/runs/before", "results/runs/after"]})
+    text = out.read_text()
+    assert "3 changed beyond the noise" in text and text.count("slower") >= 3
+    assert (root / "results" / "report" / "compare" / "compare.png").is_file()
