@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import REPO, git
 from scoring_lib import ServerConfig, SimulatedService
 
-REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 FENCE = re.compile(r"^```(bash|python)\n(.*?)^```", re.M | re.S)
 COMMENT = re.compile(r"\s+#\s.*$")
@@ -133,21 +133,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _git(*args: str, cwd: Path) -> str:
-    env = dict(os.environ, GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@localhost", GIT_COMMITTER_NAME="test",
-               GIT_COMMITTER_EMAIL="test@localhost")
-    return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout
-
-
 def fresh_clone(dest: Path) -> Path:
     """A clone of this checkout's HEAD plus its uncommitted changes to tracked files (committed in the clone),
     sharing this test's environment as `.venv` so that nothing is installed."""
-    _git("clone", "--quiet", "--no-hardlinks", str(REPO), str(dest), cwd=REPO)
-    _git("checkout", "--quiet", "--detach", _git("rev-parse", "HEAD", cwd=REPO).strip(), cwd=dest)
+    git("clone", "--quiet", "--no-hardlinks", str(REPO), str(dest), cwd=REPO)
+    git("checkout", "--quiet", "--detach", git("rev-parse", "HEAD", cwd=REPO).strip(), cwd=dest)
     diff = subprocess.run(["git", "diff", "HEAD", "--binary"], cwd=REPO, capture_output=True, check=True).stdout
     if diff:
         subprocess.run(["git", "apply", "--whitespace=nowarn"], cwd=dest, input=diff, check=True)
-        _git("commit", "--quiet", "-am", "uncommitted changes under test", cwd=dest)
+        git("commit", "--quiet", "-am", "uncommitted changes under test", cwd=dest)
     (dest / ".venv").symlink_to(sys.prefix, target_is_directory=True)
     # A symlink is not a directory to git, so `.venv/` in .gitignore does not cover this test's link.
     with open(dest / ".git" / "info" / "exclude", "a", encoding="utf-8") as f:
@@ -164,7 +158,6 @@ class Runner:
     url: str
     env: dict = field(default_factory=dict)
     failures: list = field(default_factory=list)
-    ran: list = field(default_factory=list)
 
     def command_for(self, cmd: Command) -> tuple[str | list[str] | None, Substitute | None]:
         sub = SUBSTITUTES.get(cmd.text)
@@ -178,7 +171,6 @@ class Runner:
         argv, sub = self.command_for(cmd)
         if argv is None:
             return
-        self.ran.append(argv)
         if sub and sub.serves:
             return self.serve(argv, sub.serves, env)
         shell = argv if isinstance(argv, list) else ["bash", "-o", "pipefail", "-c", argv]
@@ -239,9 +231,10 @@ def test_readme_commands_run_from_a_fresh_clone_and_leave_git_status_clean(tmp_p
     commands = readme_commands((clone / "README.md").read_text(encoding="utf-8"))
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "SCORING_API_KEY")}
     env["PYTHONPATH"] = str(clone)  # the clone's scoring_lib, also in kernels and Ray workers
+    env["PYTEST_ADDOPTS"] = "--collect-only -q"  # never the whole suite inside the suite, whatever make passes
     with SimulatedService(ServerConfig(time_scale=0.01)) as svc:
         runner = Runner(clone, svc.url, env)
         runner.run_all(commands)
     assert not runner.failures, f"{len(runner.failures)} README commands failed:\n\n" + "\n\n".join(runner.failures)
-    status = _git("status", "--porcelain", cwd=clone)
+    status = git("status", "--porcelain", cwd=clone)
     assert status == "", f"README commands left files that git shows:\n{status}"
