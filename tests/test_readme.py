@@ -173,10 +173,22 @@ class Runner:
             return
         if sub and sub.serves:
             return self.serve(argv, sub.serves, env)
+        if isinstance(argv, str) and not self.make_passes_args(argv, env):
+            self.failures.append(f"$ {argv}\nnot run: the Makefile does not pass ARGS (it would run in full)")
+            return
         shell = argv if isinstance(argv, list) else ["bash", "-o", "pipefail", "-c", argv]
         done = subprocess.run(shell, cwd=self.clone, env=env, capture_output=True, text=True, timeout=1800)
         if done.returncode:
             self.failures.append(f"$ {argv}\nexit {done.returncode}\n{done.stdout[-1500:]}\n{done.stderr[-3000:]}")
+
+    def make_passes_args(self, text: str, env: dict) -> bool:
+        """A substitute's `make X ARGS='...'` shrinks X only if the Makefile passes ARGS: ask `make -n` first."""
+        args = re.match(r"make \S+ ARGS='([^']*)'", text)
+        if not args:
+            return True
+        dry = subprocess.run(["bash", "-c", text.replace("make ", "make -n ", 1)], cwd=self.clone, env=env,
+                             capture_output=True, text=True, timeout=120)
+        return args.group(1) in dry.stdout
 
     def serve(self, text: str, url: str, env: dict) -> None:
         """Start a server command, wait until its URL answers (or it exits), then stop it."""
