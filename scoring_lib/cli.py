@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sweep", help="run every point of a grid through papermill (notebooks/run.ipynb)")
     p.add_argument("grid", metavar="GRID.yaml", help="grid file, e.g. notebooks/grids/quick.yaml")
-    p.add_argument("--resume", action="store_true", help="skip points already recorded for this grid")
+    p.add_argument("--resume", action="store_true", help="run only the measured repeats not yet recorded as ok")
     p.add_argument("--ray-address", default=os.environ.get("RAY_ADDRESS") or None, metavar="ADDR",
                    help="Ray points join this cluster (default $RAY_ADDRESS); without it the sweep starts one "
                         "local Ray cluster for all its Ray points and stops it at the end")
