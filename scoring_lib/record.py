@@ -15,10 +15,9 @@ import uuid
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, Strict, TypeAdapter, ValidationError
-from pydantic.dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .config import RunConfig
 from .errors import ScoringError
@@ -29,13 +28,29 @@ from .stats import RunStats, in_flight_timeline, percentiles
 
 SCHEMA_VERSION = 2
 # Numbers and flags are strict (a string where a number goes is refused, not converted); containers
-# are lax, so nested sections are read from plain JSON objects.
-_TYPED = ConfigDict(allow_inf_nan=False, defer_build=True)  # validators built on first use, not on import
-Count = Annotated[int, Strict(), Field(ge=0, le=10**12)]
-Seconds = Annotated[float, Strict(), Field(ge=0, le=1e9)]
-Number = Annotated[float, Strict()]
-Flag = Annotated[bool, Strict()]
-Limit = Annotated[float, Strict(), Field(ge=0, allow_inf_nan=True)]  # a timeout or rate may be unlimited (inf)
+# are lax, so nested sections are read from plain JSON objects. The record types are plain dataclasses:
+# a run that only writes its record never imports pydantic (a few hundred ms of every `score` process);
+# pydantic checks them when a record is read back (`_adapter`), with these annotations.
+_TYPED = {"allow_inf_nan": False}
+_VIEW = {"allow_inf_nan": False, "extra": "ignore"}
+
+
+def _define_checked_types() -> None:
+    """The constrained types the annotations below name, defined when the first validator is built."""
+    from typing import Annotated
+
+    from pydantic import Field, Strict
+
+    globals().update(
+        Count=Annotated[int, Strict(), Field(ge=0, le=10**12)],
+        Seconds=Annotated[float, Strict(), Field(ge=0, le=1e9)],
+        Number=Annotated[float, Strict()],
+        Flag=Annotated[bool, Strict()],
+        Limit=Annotated[float, Strict(), Field(ge=0, allow_inf_nan=True)],  # a timeout or rate may be unlimited
+        Scale=Annotated[float, Strict(), Field(gt=0, le=1e6)],
+        Whole=Annotated[int, Strict()],
+        LimitValue=Annotated[float, Strict(), Field(ge=0, le=1e12)],
+        Rate=Annotated[float, Strict(), Field(ge=0)])
 
 
 class RecordError(ScoringError):
@@ -47,9 +62,10 @@ class RunStatus(str, Enum):
     FAILED = "failed"
 
 
-@dataclass(config=_TYPED)
+@dataclass
 class Latency:
     """Request latency as the client saw it, over the run's request sample."""
+    __pydantic_config__ = _TYPED  # read by pydantic when a record is checked
 
     p50: Seconds | None = None
     p90: Seconds | None = None
@@ -58,8 +74,10 @@ class Latency:
     max: Seconds | None = None
 
 
-@dataclass(config=_TYPED)
+@dataclass
 class Machine:
+    __pydantic_config__ = _TYPED  # read by pydantic when a record is checked
+
     hostname: str | None = None
     cpu_count: Count | None = None
     os: str | None = None
@@ -69,41 +87,45 @@ class Machine:
 
 # Views of the free-form sections the report reads: checked when a record is parsed, so a damaged
 # `service.time_scale` is refused by name like a damaged top-level figure.
-_VIEW = ConfigDict(allow_inf_nan=False, extra="ignore", defer_build=True)
-
-
-@dataclass(config=_VIEW)
+@dataclass
 class ServiceView:
+    __pydantic_config__ = _VIEW  # read by pydantic when a record is checked
+
     kind: str | None = None
     url: str | None = None
     latency: Seconds | None = None
     latency_dist: str | None = None
     capacity: Count | None = None
-    time_scale: Annotated[float, Strict(), Field(gt=0, le=1e6)] | None = None
+    time_scale: Scale | None = None
     profile: dict[str, Any] | None = None
 
 
-@dataclass(config=_VIEW)
+@dataclass
 class EngineView:
+    __pydantic_config__ = _VIEW  # read by pydantic when a record is checked
+
     sessions: Count | None = None
     in_flight_limit: Count | None = None
 
 
-@dataclass(config=_VIEW)
+@dataclass
 class LimitsView:
+    __pydantic_config__ = _VIEW  # read by pydantic when a record is checked
+
     http_429: Count | None = None
     http_503: Count | None = None
-    final_limit: Annotated[float, Strict(), Field(ge=0, le=1e12)] | None = None
+    final_limit: LimitValue | None = None
     limit_history: list[tuple[Number, Number]] | None = None
 
 
-@dataclass(config=_VIEW)
+@dataclass
 class Tags:
     """What a sweep writes into `extra`: which sweep, point and repeat a run was."""
+    __pydantic_config__ = _VIEW  # read by pydantic when a record is checked
 
     sweep: str | None = None
     point_id: str | None = None
-    repeat: Annotated[int, Strict()] | None = None  # a warm-up run is repeat -1
+    repeat: Whole | None = None  # a warm-up run is repeat -1
     warmup: Flag = False
 
 
@@ -111,14 +133,19 @@ _VIEWS = {"service": ServiceView, "engine_info": EngineView, "limits": LimitsVie
 
 
 @functools.cache
-def _adapter(kind: type) -> TypeAdapter:
-    """One validator per type, built once (building one is the costly part)."""
+def _adapter(kind: type):
+    """One validator per type, built once (building one is the costly part); pydantic is imported
+    here, on the first record read or checked, not by a run that only writes one."""
+    from pydantic import TypeAdapter
+
+    _define_checked_types()
     return TypeAdapter(kind)
 
 
-@dataclass(config=_TYPED)
+@dataclass
 class RunRecord:
     """One run: its settings, service, outcome, timings, machine, versions and provenance."""
+    __pydantic_config__ = _TYPED  # read by pydantic when a record is checked
 
     run_id: str = ""
     created: str = ""  # ISO 8601, UTC
@@ -138,7 +165,7 @@ class RunRecord:
     input: str | None = None
     output: str | None = None
     cache: str | None = None
-    service: dict[str, Any] = Field(default_factory=dict)
+    service: dict[str, Any] = field(default_factory=dict)
     # Counts: None where a run never got that far (a failed point's record)
     lines: Count | None = None
     ok: Count | None = None
@@ -152,17 +179,17 @@ class RunRecord:
     startup_seconds: Seconds | None = None
     scoring_seconds: Seconds | None = None
     total_seconds: Seconds | None = None
-    lines_per_second: Annotated[float, Strict(), Field(ge=0)] | None = None
-    latency: Latency = Field(default_factory=Latency)
-    timeline: list[tuple[Number, Number]] = Field(default_factory=list)
-    engine_info: dict[str, Any] = Field(default_factory=dict)
-    limits: dict[str, Any] = Field(default_factory=dict)  # limit over time, attempts by kind, 429/503 counts
-    error_causes: dict[str, Count] = Field(default_factory=dict)
-    extra: dict[str, Any] = Field(default_factory=dict)
-    settings: dict[str, Any] = Field(default_factory=dict)  # the run's settings, as the settings model names them
-    machine: Machine = Field(default_factory=Machine)
-    versions: dict[str, str | None] = Field(default_factory=dict)
-    provenance: Provenance = Field(default_factory=Provenance)
+    lines_per_second: Rate | None = None
+    latency: Latency = field(default_factory=Latency)
+    timeline: list[tuple[Number, Number]] = field(default_factory=list)
+    engine_info: dict[str, Any] = field(default_factory=dict)
+    limits: dict[str, Any] = field(default_factory=dict)  # limit over time, attempts by kind, 429/503 counts
+    error_causes: dict[str, Count] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)  # the run's settings, as the settings model names them
+    machine: Machine = field(default_factory=Machine)
+    versions: dict[str, str | None] = field(default_factory=dict)
+    provenance: Provenance = field(default_factory=Provenance)
     record_file: str | None = None  # where it was read from; never written
 
     @property
@@ -217,7 +244,8 @@ def migrate(raw: dict) -> dict:
     return out
 
 
-def _problem(exc: ValidationError, prefix: tuple = ()) -> str:
+def _problem(exc, prefix: tuple = ()) -> str:
+    """The first problem of a pydantic ValidationError, as one line naming the key."""
     err = exc.errors()[0]
     where = ".".join(str(p) for p in (*prefix, *err["loc"]))
     return f"key '{where}': {err['msg'].lower()}"
@@ -228,6 +256,8 @@ def parse_record(raw: Any) -> RunRecord:
     if not isinstance(raw, dict):
         raise RecordError(f"not a run record (a JSON object): got {type(raw).__name__}")
     data = migrate(raw)
+    from pydantic import ValidationError  # a heavy import, for reading records only
+
     try:
         rec = _adapter(RunRecord).validate_python(data)
     except ValidationError as exc:
