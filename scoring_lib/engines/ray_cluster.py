@@ -151,7 +151,7 @@ class LocalCluster:
         self.address: str | None = None
         self.dashboard_url: str | None = None
         self.startup_seconds = 0.0
-        self._temp_dir: str | None = None
+        self.temp_dir: str | None = None  # its own temp dir while it runs
         self._env: dict = {}
 
     def _ray(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -163,14 +163,14 @@ class LocalCluster:
         import_ray()  # a clear error when Ray is missing
         t0 = time.perf_counter()
         reap_orphans("/tmp")
-        self._temp_dir = tempfile.mkdtemp(prefix=SWEEP_PREFIX, dir="/tmp")  # short: Ray's socket paths
-        write_owner(self._temp_dir, Owner.me())
+        self.temp_dir = tempfile.mkdtemp(prefix=SWEEP_PREFIX, dir="/tmp")  # short: Ray's socket paths
+        write_owner(self.temp_dir, Owner.me())
         self._env = ray_boot.environ(os.environ | {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
         port, client_port, dash_port, agent_port, metrics_port = free_ports(5)
         if self.watchdog:
-            self._watchdog = start_watchdog(self._temp_dir, f"127.0.0.1:{port}")
+            self._watchdog = start_watchdog(self.temp_dir, f"127.0.0.1:{port}")
         args = ["start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", f"--num-cpus={self.num_cpus}",
-                f"--temp-dir={self._temp_dir}", f"--ray-client-server-port={client_port}",
+                f"--temp-dir={self.temp_dir}", f"--ray-client-server-port={client_port}",
                 f"--dashboard-agent-listen-port={agent_port}", f"--metrics-export-port={metrics_port}",
                 f"--object-store-memory={LOCAL_OBJECT_STORE_BYTES}", "--disable-usage-stats"]
         args += ([f"--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash_port}"]
@@ -191,12 +191,12 @@ class LocalCluster:
         return {"RAY_ADDRESS": self.address, SWEEP_CLUSTER_ENV: self.address}
 
     def stop(self) -> None:
-        if self._temp_dir is None:
+        if self.temp_dir is None:
             return
-        stop_cluster(self._temp_dir, self.address)
+        stop_cluster(self.temp_dir, self.address)
         if self._watchdog is not None:
             release_watchdog(self._watchdog)
-        self._temp_dir = self._watchdog = None
+        self.temp_dir = self._watchdog = None
         self.address = None
 
     def __enter__(self) -> "LocalCluster":

@@ -11,6 +11,7 @@ import pytest
 pytest.importorskip("ray")
 
 from scoring_lib import ServerConfig, SimulatedService, score_file
+from scoring_lib.engines.ray_cluster import free_ports
 from scoring_lib.engines.ray_engine import import_ray
 
 from conftest import read_rows, run_config
@@ -29,7 +30,12 @@ def cluster(tmp_path_factory, monkeypatch):
     monkeypatch.setattr(ray._private.utils, "write_ray_address", lambda *a, **k: None)
     temp = tempfile_dir()
     common = dict(node_ip_address="127.0.0.1", include_dashboard=False, temp_dir=temp)
-    c = cluster_utils.Cluster(initialize_head=True, head_node_args=common | {"num_cpus": 0})
+    # Ray's defaults are fixed ports (8265 for the API server it starts even without a dashboard, 52365 for
+    # the head's agent): a second suite on the machine would fail to bind them. Free ones instead.
+    dashboard, agent, metrics = free_ports(3)
+    head = common | {"num_cpus": 0, "dashboard_port": dashboard, "dashboard_agent_listen_port": agent,
+                     "metrics_export_port": metrics}
+    c = cluster_utils.Cluster(initialize_head=True, head_node_args=head)
     nodes = [c.add_node(num_cpus=1, **common) for _ in range(2)]
     c.wait_for_nodes()
     ray.init(address=c.address, logging_level="ERROR", log_to_driver=False)

@@ -24,7 +24,7 @@ OWNER = """
 import sys, time
 from scoring_lib.engines.ray_cluster import LocalCluster
 cluster = LocalCluster(num_cpus=1, watchdog=sys.argv[1] == "watchdog").start()
-print(cluster._temp_dir, cluster.address, flush=True)
+print(cluster.temp_dir, cluster.address, flush=True)
 time.sleep(600)
 """
 GONE_WITHIN = 120.0  # generous: stopping Ray's processes on a loaded machine
