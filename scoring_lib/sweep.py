@@ -18,7 +18,7 @@ from pathlib import Path
 
 from . import paths
 from .config import ENGINES, ClientConfig, RunConfig, ServerConfig, read_yaml
-from .errors import ConfigError, GridError, MissingDependencyError, PointFailed
+from .errors import ClusterConnectError, ConfigError, GridError, MissingDependencyError, PointFailed
 from .redact import redact
 
 REPO = paths.ROOT
