@@ -202,6 +202,14 @@ class RayEngine:
         if not self._booting and self.all_ready_seconds is None:
             self.all_ready_seconds = time.perf_counter() - self._t0
 
+    def _reboot(self, index: int) -> None:
+        """A worker whose chunk was lost takes no chunk until Ray has restarted it and it says it is ready
+        (on a loaded machine a restart takes longer than RESTING_SECONDS)."""
+        slot = self.slots[index]
+        if slot.info is not None:
+            slot.info = None
+            self._booting[slot.handle.ready.remote()] = index
+
     @property
     def worker_info(self) -> list[dict]:
         return [slot.info for slot in self.slots if slot.info]
@@ -296,6 +304,7 @@ class RayEngine:
                 self.rescored_chunks += 1
                 self._failed_at[index] = time.monotonic()
                 self._join([index])  # a restarted worker starts without its peers
+                self._reboot(index)
                 self._send(chunk, failures + 1)
         return out
 
