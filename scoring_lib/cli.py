@@ -8,14 +8,17 @@ import os
 import signal
 import sys
 import threading
-from contextlib import contextmanager
+from contextlib import nullcontext
 from pathlib import Path
 
-from .config import (API_KEY_ENV, DEFAULT_MAX_LINE_BYTES, EMBEDDED_CACHE_NAMESPACE, ClientConfig, RunConfig,
-                     ServerConfig)
-from . import paths
+from . import paths, settings
+from .cli_service import (add_client_options, add_server_options, resolve_service, secrets, server_config,
+                          service_url)
 from .errors import ConfigError, ScoringError, Terminated
-from .redact import redact
+from .kinds import Number, Whole
+from .redact import API_KEY_ENV, redact
+from .service import load_profile, save_path
+from .settings import EMBEDDED_CACHE_NAMESPACE, ServerConfig, add_options, default_of, options_given
 
 PROG = "python -m scoring_lib"
 
@@ -28,157 +31,15 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def _int_at_least(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-    return parse
+WHOLE_1, WHOLE_0, ABOVE_0 = Whole(1).parse, Whole(0).parse, Number(0, strict=True).parse
 
 
-def _float_at_least(minimum: float, strict: bool = False):
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if value < minimum or (strict and value == minimum):
-            raise argparse.ArgumentTypeError(f"must be {'above' if strict else 'at least'} {minimum:g}, got {text}")
-        return value
-    return parse
-
-
-def _concurrency(text: str) -> int | str:
-    if text == "auto":
-        return "auto"
+def _save_profile(text: str) -> Path:
+    """--save-profile: a plain NAME (profiles/NAME.yaml) or a path ending in .yaml; never elsewhere."""
     try:
-        return _int_at_least(1)(text)
-    except argparse.ArgumentTypeError as exc:
-        raise argparse.ArgumentTypeError(f"{exc} (or auto)") from None
-
-
-def _connector_limit(text: str) -> int | None:
-    if text == "auto":
-        return None
-    return _int_at_least(0)(text)
-
-
-def _add_server_options(p: argparse.ArgumentParser, prefix: str = "") -> None:
-    d = ServerConfig()
-    g = p.add_argument_group("simulated service" + (" (when --url is absent)" if prefix else ""))
-    g.add_argument(f"--{prefix}latency", type=_float_at_least(0), default=d.latency, metavar="SECONDS",
-                   help=f"mean service time per request (default {d.latency})")
-    g.add_argument(f"--{prefix}latency-dist", choices=("const", "exp", "lognormal"), default=d.latency_dist,
-                   help=f"latency distribution (default {d.latency_dist})")
-    g.add_argument(f"--{prefix}capacity", type=_int_at_least(0), default=d.capacity, metavar="N",
-                   help=f"requests served at once, the rest queue; 0 = unlimited (default {d.capacity})")
-    g.add_argument(f"--{prefix}shed", action="store_true",
-                   help="above capacity answer 503 at once (load shedding) instead of queueing")
-    g.add_argument(f"--{prefix}rate-limit", type=_float_at_least(0), default=d.rate_limit, metavar="RPS",
-                   help="requests per second before 429 + Retry-After; 0 = none (default 0)")
-    g.add_argument(f"--{prefix}error-rate", type=_float_at_least(0), default=d.error_rate, metavar="P",
-                   help="share of requests answered with a transient 503 (default 0)")
-    g.add_argument(f"--{prefix}reset-rate", type=_float_at_least(0), default=d.reset_rate, metavar="P",
-                   help="share of requests whose connection is reset (default 0)")
-    g.add_argument(f"--{prefix}slow-body-rate", type=_float_at_least(0), default=d.slow_body_rate, metavar="P",
-                   help="share of requests answered with a body trickling at 1 byte/s (default 0)")
-    g.add_argument(f"--{prefix}time-scale", type=_float_at_least(0, strict=True), default=d.time_scale,
-                   metavar="F", help="multiplies every duration: 0.01 runs 100x faster (default 1)")
-    g.add_argument(f"--{prefix}seed", type=int, default=d.seed, help="random seed (default 0)")
-
-
-def _server_config(args: argparse.Namespace, prefix: str = "", **overrides) -> ServerConfig:
-    p = prefix.replace("-", "_")
-    get = lambda name: getattr(args, p + name)  # noqa: E731
-    return ServerConfig(latency=get("latency"), latency_dist=get("latency_dist"), capacity=get("capacity"),
-                        rate_limit=get("rate_limit"), error_rate=get("error_rate"), reset_rate=get("reset_rate"),
-                        slow_body_rate=get("slow_body_rate"), time_scale=get("time_scale"),
-                        seed=get("seed"), request_field=args.request_field, score_field=args.score_field,
-                        shed=get("shed"), **overrides)
-
-
-def _add_client_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("service and client")
-    g.add_argument("--url", help="scoring endpoint; without it an embedded simulated service runs on loopback")
-    g.add_argument("--request-field", default="text", help="JSON field carrying the line (default text)")
-    g.add_argument("--score-field", default="score", help="path to the score in the reply: score, "
-                   "result.score, 0.score for a list reply (default score)")
-    g.add_argument("--profile", metavar="NAME", help="service profile (profiles/NAME.yaml or a .yaml path): "
-                   "url, fields, the variable holding the API key, and the known latency/capacity/rate limit "
-                   "the bounds use")
-    g.add_argument("--api-key-env", metavar="VAR", help=f"the NAME of the environment variable holding the API "
-                   f"key, never the key itself (default: the profile's api_key_env, else {API_KEY_ENV})")
-    g.add_argument("--timeout", type=_float_at_least(0, strict=True), default=30.0, metavar="S",
-                   help="per-request timeout in seconds (default 30)")
-    g.add_argument("--max-retries", type=_int_at_least(0), default=5, metavar="N",
-                   help="retries per line after the first try (default 5)")
-    g.add_argument("--backoff-base", type=_float_at_least(0), default=0.5, metavar="S",
-                   help="first backoff ceiling; doubles each retry, full jitter (default 0.5)")
-    g.add_argument("--backoff-cap", type=_float_at_least(0), default=20.0, metavar="S",
-                   help="longest wait between tries, Retry-After included (default 20)")
-    g.add_argument("--connector-limit", type=_connector_limit, default=None, metavar="N|auto",
-                   help="connections per aiohttp session; 0 = unlimited; auto = the session's concurrency "
-                        "(default auto; 100 is aiohttp's own default)")
-
-
-def _client_config(args: argparse.Namespace, url: str) -> ClientConfig:
-    return ClientConfig(url=url, request_field=args.request_field, score_field=args.score_field,
-                        timeout=args.timeout, max_retries=args.max_retries, backoff_base=args.backoff_base,
-                        backoff_cap=args.backoff_cap, connector_limit=getattr(args, "connector_limit", None),
-                        api_key_env=_api_key_env(args))
-
-
-def _api_key_env(args: argparse.Namespace) -> str:
-    """Which variable holds the API key: --api-key-env, else the profile's api_key_env (set on args by
-    _profile), else $SCORING_API_KEY. A variable named on purpose but unset is said once on stderr:
-    no key is sent, and $SCORING_API_KEY is not used in its place (it may belong to another service)."""
-    name = getattr(args, "api_key_env", None) or API_KEY_ENV
-    if name != API_KEY_ENV and not os.environ.get(name) and not getattr(args, "_key_warned", False):
-        args._key_warned = True
-        print(f"warning: ${name} (the API key's variable, from {getattr(args, '_key_from', '--api-key-env')}) is "
-              "not set: requests carry no key", file=sys.stderr, flush=True)
-    return name
-
-
-def _secrets(args: argparse.Namespace | None) -> tuple[str | None, ...]:
-    """The run's API key when it lives in a variable other than $SCORING_API_KEY, for redact()."""
-    name = getattr(args, "api_key_env", None)
-    return (os.environ.get(name),) if name else ()
-
-
-@contextmanager
-def _service_url(args: argparse.Namespace):
-    """Yield (url, server_info): the user's url, or an embedded simulated service for this command."""
-    from .server import SimulatedService, service_info
-
-    profile = _profile(args)
-    if args.url:
-        yield args.url, service_info(args.url, "external", profile=profile)
-        return
-    config = profile.server_config() if profile is not None else _server_config(args, "server-")
-    with SimulatedService(config) as service:
-        yield service.url, service_info(service.url, "embedded", config, profile=profile)
-
-
-def _profile(args: argparse.Namespace):
-    """The --profile, if any; it gives the url and the field names the user did not give."""
-    if not getattr(args, "profile", None):
-        return None
-    from .service import load_profile
-
-    profile = load_profile(args.profile)
-    args.url = args.url or profile.url
-    if not getattr(args, "api_key_env", None):  # --api-key-env, when given, says otherwise
-        args.api_key_env, args._key_from = profile.api_key_env, f"profile {profile.name or args.profile}"
-    if args.request_field == "text":
-        args.request_field = profile.request_field
-    if args.score_field == "score":
-        args.score_field = profile.score_field
-    return profile
+        return save_path(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -191,73 +52,55 @@ def build_parser() -> argparse.ArgumentParser:
                        "profile names).")
     p.add_argument("input", metavar="INPUT", help="UTF-8 text file, one item per line; - reads standard input "
                    "(a pipe is read once, streamed, progress without a total)")
-    _add_client_options(p)
+    add_client_options(p)
     g = p.add_argument_group("engine")
-    g.add_argument("--engine", choices=("asyncio", "ray"), default="asyncio", help="default asyncio")
-    g.add_argument("--threads", type=_int_at_least(1), metavar="N",
-                   help="asyncio: event-loop threads (default CPU count); ray: request slots per worker, "
-                        "all on the worker's one event loop (default: its share of C)")
-    g.add_argument("--workers", type=_int_at_least(1), metavar="N",
-                   help="ray: worker processes, may exceed CPUs (default CPU count)")
-    g.add_argument("--max-concurrent-tasks", type=_concurrency, default=256, metavar="N|auto",
-                   help="requests in flight for the whole run; auto = find the service's limit (default 256)")
-    g.add_argument("--max-concurrent-tasks-max", type=_int_at_least(1), default=2000, metavar="N",
-                   help="ceiling of --max-concurrent-tasks auto (default 2000)")
-    g.add_argument("--rate-limit", type=_float_at_least(0, strict=True), default=None, metavar="RPS",
-                   help="requests per second for the whole run, shared by every thread and worker (default none)")
-    g.add_argument("--ray-address", default=os.environ.get("RAY_ADDRESS") or None, metavar="ADDR",
-                   help="join this Ray cluster instead of starting a local one (default $RAY_ADDRESS)")
-    g.add_argument("--ray-dashboard", action="store_true", help="start Ray's dashboard on 127.0.0.1 and say how "
-                   "to get in (it ends with the run)")
-    g.add_argument("--ray-verbose", action="store_true", help="show Ray's own logs and workers' output")
+    add_options(g, settings.RunConfig, "engine")
     g = p.add_argument_group("files")
     g.add_argument("--output", type=Path, metavar="PATH", help="default results/scores/<input stem>.jsonl")
-    g.add_argument("--cache", type=Path, default=Path("results/cache/scores.sqlite"), metavar="PATH",
-                   help="persistent score cache (default results/cache/scores.sqlite)")
+    g.add_argument("--cache", type=Path, default=default_of(settings.RunConfig, "cache"), metavar="PATH",
+                   help=f"persistent score cache (default {default_of(settings.RunConfig, 'cache')})")
     g.add_argument("--no-cache", action="store_true", help="use no persistent cache (identical lines are "
                    "still requested once)")
-    g.add_argument("--records-dir", type=Path, default=Path("results/runs"), metavar="DIR",
-                   help="where the run record goes (default results/runs)")
+    g.add_argument("--records-dir", type=Path, default=default_of(settings.RunConfig, "records_dir"), metavar="DIR",
+                   help=f"where the run record goes (default {default_of(settings.RunConfig, 'records_dir')})")
     g.add_argument("--no-record", action="store_true", help="write no run record")
-    g.add_argument("--max-line-bytes", type=_int_at_least(1), default=DEFAULT_MAX_LINE_BYTES, metavar="N",
-                   help=f"longest line sent (default {DEFAULT_MAX_LINE_BYTES})")
+    add_options(g, settings.RunConfig, "files")
     g.add_argument("--label", help="free text stored in the run record")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: only on a terminal)")
-    _add_server_options(p, "server-")
+    add_server_options(p, "server-")
 
     p = sub.add_parser("serve", help="run the simulated scoring service until stopped")
-    p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1")
-    p.add_argument("--port", type=_int_at_least(0), default=8000, help="default 8000; 0 = a free port")
-    p.add_argument("--request-field", default="text")
-    p.add_argument("--score-field", default="score")
+    p.add_argument("--host", default=default_of(ServerConfig, "host"),
+                   help=f"default {default_of(ServerConfig, 'host')}")
+    p.add_argument("--port", type=WHOLE_0, default=8000, help="default 8000; 0 = a free port")
     p.add_argument("--require-key", action="store_true",
                    help=f"answer 401 unless requests carry ${API_KEY_ENV} as a bearer token")
     p.add_argument("--exit-with-stdin", action="store_true",
                    help="stop when standard input closes (a parent process holds it open)")
-    _add_server_options(p)
+    add_server_options(p)
 
     p = sub.add_parser("probe", help="check a service: determinism, batch refusal, latency")
-    _add_client_options(p)
-    p.add_argument("--samples", type=_int_at_least(1), default=20, help="requests timed (default 20)")
+    add_client_options(p)
+    p.add_argument("--samples", type=WHOLE_1, default=20, help="requests timed (default 20)")
     p.add_argument("--json", action="store_true", help="print the report as JSON (one object)")
     g = p.add_argument_group("ramp: find capacity and rate limit")
     g.add_argument("--ramp", action="store_true", help="raise the requests in flight 1, 2, 4, ... until the "
                    "service's throughput stops rising; report latency, capacity, rate limit, recommended settings")
-    g.add_argument("--max-concurrent-tasks", type=_int_at_least(1), default=1024, metavar="N",
+    g.add_argument("--max-concurrent-tasks", type=WHOLE_1, default=1024, metavar="N",
                    help="the ramp never has more than N requests in flight (default 1024)")
     g.add_argument("--input", type=Path, metavar="PATH", help="send real lines from PATH (- = standard input, "
                    "read once), and predict its wall time at the recommended settings")
-    g.add_argument("--save-profile", metavar="NAME", help="write the probed service profile to "
+    g.add_argument("--save-profile", metavar="NAME", type=_save_profile, help="write the probed service profile to "
                    "profiles/NAME.yaml (or to NAME if it is a path ending in .yaml)")
     g.add_argument("--figure", type=Path, metavar="PATH", help="save the ramp's figure (PNG) to PATH")
-    g.add_argument("--step-seconds", type=_float_at_least(0, strict=True), metavar="S",
+    g.add_argument("--step-seconds", type=ABOVE_0, metavar="S",
                    help="seconds per step (default: 6 unloaded latencies, at least 2 s)")
-    _add_server_options(p, "server-")
+    add_server_options(p, "server-")
 
     p = sub.add_parser("sweep", help="run every point of a grid through papermill (notebooks/run.ipynb)")
     p.add_argument("grid", metavar="GRID.yaml", help="grid file, e.g. notebooks/grids/quick.yaml")
-    p.add_argument("--resume", action="store_true", help="skip points already recorded for this grid")
+    p.add_argument("--resume", action="store_true", help="run only the measured repeats not yet recorded as ok")
     p.add_argument("--ray-address", default=os.environ.get("RAY_ADDRESS") or None, metavar="ADDR",
                    help="Ray points join this cluster (default $RAY_ADDRESS); without it the sweep starts one "
                         "local Ray cluster for all its Ray points and stops it at the end")
@@ -290,14 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "c (peak RSS), r (Ray 32x64), w (a Ray sweep's start-up); not in the default: l (limits: fixed "
                    "best / too high / auto), p (probe --ramp: probed vs configured capacity, predicted vs "
                    "measured), s (soak: faults, SIGKILL and resume); default zdabcrw")
-    p.add_argument("--soak-lines", type=_int_at_least(1), default=200_000, help="input length of the soak case")
-    p.add_argument("--time-scale", type=_float_at_least(0, strict=True), default=0.05,
+    p.add_argument("--soak-lines", type=WHOLE_1, default=200_000, help="input length of the soak case")
+    p.add_argument("--time-scale", type=ABOVE_0, default=0.05,
                    help="time scale of case a's 4.15 s latency (default 0.05)")
-    p.add_argument("--b-time-scale", type=_float_at_least(0, strict=True), default=1.0,
+    p.add_argument("--b-time-scale", type=ABOVE_0, default=1.0,
                    help="time scale of case b's 1 s latency (default 1)")
     p.add_argument("--rss-sizes", default="100000,1000000", help="input lengths for case c")
     p.add_argument("--ray", action="store_true", help="add Ray (4 workers x 64 threads) to case a")
-    p.add_argument("--p-time-scale", type=_float_at_least(0, strict=True), default=0.5,
+    p.add_argument("--p-time-scale", type=ABOVE_0, default=0.5,
                    help="time scale of case p's 4.15 s latency (probe --ramp at capacities 50, 200, 1000; "
                         "not in the default cases; default 0.5)")
     p.add_argument("--p-capacities", default="50,200,1000", help="service capacities of case p")
@@ -336,11 +179,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     how = "`python -m scoring_lib report " + " ".join(
         [f"--runs {paths.shown(args.runs)}"] + [f"--sweep {s}" for s in (sweeps or [])]
         + (["--adhoc"] if args.adhoc else []) + [f"--out {paths.shown(args.out)}"]) + "`"
-    profile = None
-    if args.profile:
-        from .service import load_profile
-
-        profile = load_profile(args.profile)
+    profile = load_profile(args.profile) if args.profile else None
     report = build_report(args.runs, args.out, how=how, sweeps=sweeps, adhoc=args.adhoc, profile=profile)
     print(report.line())
     print(report.fastest().replace("**", "").replace("`", ""))
@@ -379,17 +218,15 @@ def cmd_score(args: argparse.Namespace) -> int:
     from .pipeline import score_file
 
     _stdin_hint(args.input)
-
-    with _service_url(args) as (url, server_info):
-        config = RunConfig(
-            input=Path(args.input), client=_client_config(args, url), engine=args.engine, threads=args.threads,
-            workers=args.workers, max_concurrent_tasks=args.max_concurrent_tasks,
-            max_concurrent_tasks_max=args.max_concurrent_tasks_max, rate_limit=args.rate_limit, output=args.output,
-            cache=None if args.no_cache else args.cache, max_line_bytes=args.max_line_bytes,
-            records_dir=None if args.no_record else args.records_dir, progress=args.progress,
-            cache_namespace=EMBEDDED_CACHE_NAMESPACE if server_info["kind"] == "embedded" else None,
-            ray_address=args.ray_address, ray_dashboard=args.ray_dashboard, ray_verbose=args.ray_verbose,
-            label=args.label)
+    svc = resolve_service(args)
+    with service_url(args, svc) as (url, server_info):
+        run = options_given(args, settings.RunConfig)
+        run["ray_address"] = run.get("ray_address") or os.environ.get("RAY_ADDRESS") or None
+        config = settings.RunConfig(
+            input=Path(args.input), client=svc.client_config(url), output=args.output,
+            cache=None if args.no_cache else args.cache, records_dir=None if args.no_record else args.records_dir,
+            progress=args.progress, label=args.label,
+            cache_namespace=EMBEDDED_CACHE_NAMESPACE if server_info["kind"] == "embedded" else None, **run)
         # The embedded service shares this process: its sockets count against the same open-file limit.
         result = score_file(config, server_info=server_info, in_process_service=server_info["kind"] == "embedded")
     for warning in result.warnings:
@@ -407,11 +244,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         key = os.environ.get(API_KEY_ENV)
         if not key:
             raise ConfigError(f"--require-key needs ${API_KEY_ENV} set")
-    config = ServerConfig(host=args.host, port=args.port, latency=args.latency, latency_dist=args.latency_dist,
-                          capacity=args.capacity, rate_limit=args.rate_limit, error_rate=args.error_rate,
-                          reset_rate=args.reset_rate, slow_body_rate=args.slow_body_rate,
-                          time_scale=args.time_scale, seed=args.seed, request_field=args.request_field,
-                          score_field=args.score_field, require_api_key=key, shed=args.shed)
+    config = server_config(args, host=args.host, port=args.port, require_api_key=key)
     try:
         serve_forever(config, announce=lambda url: print(f"serving on {url}", flush=True),
                       exit_with_stdin=args.exit_with_stdin)
@@ -425,13 +258,14 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
     if args.ramp:
         return _probe_ramp(args)
-    with _service_url(args) as (url, _info):
-        report = probe(_client_config(args, url), samples=args.samples)
+    svc = resolve_service(args)
+    with service_url(args, svc) as (url, _info):
+        report = probe(svc.client_config(url), samples=args.samples)
     # Everything in the report may have come from the service: masked before it is shown.
     if args.json:
-        print(redact(json.dumps(report.to_dict(), indent=1), _secrets(args)))
+        print(redact(json.dumps(report.to_dict(), indent=1), secrets(args)))
     else:
-        print(redact("\n".join(report.lines()), _secrets(args)))
+        print(redact("\n".join(report.lines()), secrets(args)))
     return 0 if report.deterministic and report.latencies else 1
 
 
@@ -450,14 +284,14 @@ def _probe_ramp(args: argparse.Namespace) -> int:
         print(f"ramp: {step.concurrency} in flight: {step.throughput:.1f} ok/s, p50 {p50}, 429 {step.rate_limited}, "
               f"503 {step.shed}, errors {step.errors}", file=sys.stderr, flush=True)
 
-    _profile(args)
+    svc = resolve_service(args)
     # The embedded service runs in a child process so the probe does not measure its own interpreter.
-    with ServiceProcess(_server_config(args, "server-")) if not args.url else _nullcontext() as svc:
-        url = args.url or svc.url
+    with ServiceProcess(svc.server_config(args)) if not svc.url else nullcontext() as child:
+        url = svc.url or child.url
         # Its pid lets the ramp watch its CPU: a simulator short of CPU bends the curve as a capacity would.
-        result = ramp(_client_config(args, url), input=args.input, save_profile=args.save_profile,
+        result = ramp(svc.client_config(url), input=args.input, save_profile=args.save_profile,
                       ceiling=args.max_concurrent_tasks, step_seconds=args.step_seconds, progress=show,
-                      service_pid=svc.proc.pid if svc is not None else None)
+                      service_pid=child.proc.pid if child is not None else None)
     if args.figure:
         args.figure.parent.mkdir(parents=True, exist_ok=True)
         result.figure().savefig(args.figure, dpi=110)
@@ -466,15 +300,8 @@ def _probe_ramp(args: argparse.Namespace) -> int:
     else:
         print("\n".join(result.lines()))
         if args.save_profile:
-            from .service import profile_path
-
-            print(f"profile: {profile_path(args.save_profile)}")
+            print(f"profile: {args.save_profile}")
     return 0 if result.latency else 1
-
-
-@contextmanager
-def _nullcontext():
-    yield None
 
 
 COMMANDS = {"score": cmd_score, "serve": cmd_serve, "probe": cmd_probe, "sweep": cmd_sweep, "report": cmd_report,
@@ -495,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handler(args)
     except ScoringError as exc:
-        print(f"error: {redact(str(exc), _secrets(args))}", file=sys.stderr)
+        print(f"error: {redact(str(exc), secrets(args))}", file=sys.stderr)
         return exc.exit_code
     except Terminated:
         print("terminated", file=sys.stderr)

@@ -20,9 +20,11 @@ from .client import Outcome
 from .config import RunConfig
 from .engines import Dispatcher, open_engine
 from .errors import ConfigError, RunInterrupted, RunTerminated, ServiceUnusable, Terminated
+from .failures import Failure
 from .inputs import count_lines, open_input, read_lines
 from .outputs import OrderedRowWriter, Row
 from .resources import ensure_open_files, files_needed, sockets_needed
+from .watchdog import Watchdog, stall_seconds
 
 REORDER_LIMIT = 50_000  # rows held for order before the reader waits
 SAMPLE_SIZE = 20_000  # requests kept for latency percentiles and the in-flight timeline
@@ -123,6 +125,7 @@ class _Run:
         self.run_errors: dict[bytes, str] = {}  # texts that failed in this run: duplicates share the error
         self.run_causes: dict[bytes, str | None] = {}
         self.outstanding = 0
+        self.watchdog = Watchdog(stall_seconds(config), getattr(engine, "activity", None))
 
     def emit(self, row: Row) -> None:
         self.writer.add(row)
@@ -167,10 +170,11 @@ class _Run:
                 # No request succeeded and more will not help: stop, and write nothing that looks like a result.
                 where = urlsplit(self.config.client.url)
                 raise ServiceUnusable(f"{outcome.error} ({where.scheme}://{where.hostname}:{where.port or ''}"
-                                      f"{where.path}){key_hint(outcome.cause, self.config.client)}; nothing written")
+                                      f"{where.path}){key_hint(outcome.failure, self.config.client)}"
+                                      f"{redirect_hint(outcome.failure)}; nothing written")
             self.outstanding -= 1
             self.stats.requests += outcome.attempts
-            self.stats.retries += outcome.attempts - 1
+            self.stats.retries += max(0, outcome.attempts - 1)  # 0 attempts: stopped or failed before sending
             self.stats.requests_sample.add((outcome.sent, outcome.finished, outcome.latency, outcome.ok))
             numbers = self.waiting.pop(key)
             if outcome.ok:
@@ -199,12 +203,21 @@ class _Run:
             if not more and self.outstanding == 0:
                 return
             if self.outstanding:
-                self.collect(self.engine.poll(timeout=0.05))
+                results = self.engine.poll(timeout=0.05)
+                self.watchdog.check(bool(results), self.outstanding)
+                self.collect(results)
 
 
-def key_hint(cause: str | None, client) -> str:
+def redirect_hint(failure: Failure | None) -> str:
+    """Where a service that only redirects points (redirects are never followed)."""
+    if failure is None or failure.location is None:
+        return ""
+    return f"; it redirects to {failure.location} (not followed: give that url with --url if it is the service)"
+
+
+def key_hint(failure: Failure | None, client) -> str:
     """What to check when the service refused the key (never the key itself)."""
-    if cause not in ("HTTP 401", "HTTP 403"):
+    if failure is None or not failure.refused_key:
         return ""
     sent = "a key from" if client.api_key() else "no key: nothing in"
     return f"; the service refused the API key (this run sent {sent} ${client.api_key_env}; see --api-key-env)"

@@ -10,8 +10,7 @@ import os
 import re
 from urllib.parse import quote
 
-from .config import API_KEY_ENV
-
+API_KEY_ENV = "SCORING_API_KEY"  # the variable holding the API key unless a profile or option names another
 MASK = "***"
 _BEARER = re.compile(r"(?i)\b(bearer)(\s+|%20|\+)[^\s\"',;}\]]+")
 # `Authorization: <anything up to the end of the value>` in header, JSON or repr form.
@@ -19,8 +18,8 @@ _AUTHORIZATION = re.compile(r"""(?i)(\bauthorization\b["']?\s*[:=]\s*["']?)[^"'\
 
 
 def redact(text: str | None, secrets: tuple[str | None, ...] = ()) -> str | None:
-    """`text` with the API key (from the environment, plus any `secrets`), `Bearer <token>` and
-    `Authorization: <value>` masked. None stays None."""
+    """`text` with the API key (from the environment, plus any `secrets`), `Bearer <token>`,
+    `Authorization: <value>` and URL credentials masked. None stays None."""
     if not text:
         return text
     for secret in (os.environ.get(API_KEY_ENV), *secrets):
@@ -28,4 +27,18 @@ def redact(text: str | None, secrets: tuple[str | None, ...] = ()) -> str | None
             for form in {secret, quote(secret, safe=""), secret.encode("unicode_escape").decode("ascii")}:
                 text = text.replace(form, MASK)
     text = _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
-    return _AUTHORIZATION.sub(lambda m: m.group(1) + MASK, text)
+    return safe_url(_AUTHORIZATION.sub(lambda m: m.group(1) + MASK, text))
+
+
+# `scheme://user:password@` (or a token as the user name) in a URL, alone or inside a message.
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s@]+@")
+_QUERY_SECRET = re.compile(
+    r"(?i)([?&](?:api[_-]?key|key|token|access_token|secret|password|pw|sig|signature)=)[^&#\s]*")
+
+
+def safe_url(text: str | None) -> str | None:
+    """`text` (a URL, or a message holding URLs) with URL credentials masked like keys: the user
+    and password of `http://user:pw@host/` and the value of a `?key=`/`token=`-style parameter."""
+    if not text:
+        return text
+    return _QUERY_SECRET.sub(lambda m: m.group(1) + MASK, _USERINFO.sub(lambda m: m.group(1) + MASK + "@", text))

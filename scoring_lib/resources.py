@@ -22,7 +22,7 @@ def sockets_needed(config: RunConfig) -> int:
     c = config.concurrency_ceiling
     if config.engine == "ray":
         c = math.ceil(c / config.resolved_workers)
-    limit = config.client.connector_limit
+    limit = config.client.pool_size(c)  # auto: c, which caps nothing
     if limit:  # a fixed pool per session caps the sockets below the concurrency
         c = min(c, limit * config.resolved_threads)
     return c

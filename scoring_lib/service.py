@@ -11,18 +11,27 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from .config import API_KEY_ENV, ServerConfig, read_yaml
+from .config import read_yaml
 from .errors import ConfigError
+from .kinds import Number
+from .redact import API_KEY_ENV, safe_url
+from .settings import ClientConfig, ServerConfig, settings_of
 
 SOURCES = ("configured", "probed", "unknown")
 PROFILES_DIR = Path("profiles")
 FIGURES = ("latency", "capacity", "rate_limit")
+CLIENT_KEYS = ("url", "request_field", "score_field", "api_key_env")  # how to talk to it: the client's settings
+SIMULATED_KEYS = ("latency_dist", "error_rate", "shed", "seed")  # the simulator's settings a profile keeps
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_FIGURE = Number(0, strict=True)
 
 
 @dataclass(frozen=True)
@@ -37,8 +46,8 @@ class Known:
             raise ConfigError(f"a figure's source must be one of {', '.join(SOURCES)}, got {self.source!r}")
         if (self.value is None) != (self.source == "unknown"):
             raise ConfigError(f"a {self.source} figure needs {'no' if self.source == 'unknown' else 'a'} value")
-        if self.value is not None and (not math.isfinite(self.value) or self.value <= 0):
-            raise ConfigError(f"a known figure must be a positive number, got {self.value!r}")
+        if self.value is not None and not _FIGURE.valid(self.value):
+            raise ConfigError(f"a known figure must be a finite number above 0, got {self.value!r}")
 
     @property
     def known(self) -> bool:
@@ -73,8 +82,22 @@ class ServiceProfile:
         for name in FIGURES:
             if not isinstance(getattr(self, name), Known):
                 raise ConfigError(f"profile figure {name} must be a Known(value, source)")
-        if not self.request_field or not self.score_field:
-            raise ConfigError("request and score field names must not be empty")
+        specs = {n: spec for n, spec, _ in settings_of(ClientConfig)} | {
+            n: spec for n, spec, _ in settings_of(ServerConfig) if n in SIMULATED_KEYS + ("time_scale",)}
+        for name in CLIENT_KEYS + ("time_scale",):
+            if name != "url" or self.url is not None:
+                specs[name].kind.check(name, getattr(self, name))
+        for name in ("name", "notes"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"{name} must be a string, got {getattr(self, name)!r}")
+        if self.probed_at is not None and not isinstance(self.probed_at, str):
+            raise ConfigError(f"probed_at must be a string (a date and time), got {self.probed_at!r}")
+        if not isinstance(self.simulated, dict):
+            raise ConfigError(f"simulated must be a mapping of {', '.join(SIMULATED_KEYS)}, got {self.simulated!r}")
+        for key, value in self.simulated.items():
+            if key not in SIMULATED_KEYS:
+                raise ConfigError(f"simulated: unknown key {key!r} (known: {', '.join(SIMULATED_KEYS)})")
+            specs[key].kind.check(f"simulated: {key}", value)
 
     # --- simulator <-> profile -------------------------------------------------------------
     @classmethod
@@ -106,6 +129,11 @@ class ServiceProfile:
     def with_url(self, url: str) -> "ServiceProfile":
         return replace(self, url=url)
 
+    def client_settings(self) -> dict:
+        """How to talk to this service, as ClientConfig keywords: url (when known), fields, key variable."""
+        out = {k: getattr(self, k) for k in CLIENT_KEYS}
+        return {k: v for k, v in out.items() if v is not None}
+
     # --- what the figures imply ----------------------------------------------------------------
     def in_flight_ceiling(self) -> float:
         """Requests in flight that still shorten a run: the capacity, or rate x latency if that binds first."""
@@ -124,38 +152,37 @@ class ServiceProfile:
 
     # --- YAML ---------------------------------------------------------------------------------
     def to_dict(self) -> dict:
+        """Plain data (YAML, records); URL credentials masked: a secret never goes into a file."""
         d = asdict(self)
+        d["url"] = safe_url(self.url)
         for name in FIGURES:
             d[name] = {"value": getattr(self, name).value, "source": getattr(self, name).source}
         return d
 
     @classmethod
-    def from_dict(cls, data: dict, source: str = "profile") -> "ServiceProfile":
+    def from_dict(cls, data: Any, source: str = "profile") -> "ServiceProfile":
+        """A profile from data (what YAML gives): every key known and of its type, else one line naming
+        `source`, the key and the type expected."""
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: a profile must be a mapping")
         known = set(cls.__dataclass_fields__)
-        unknown = set(data) - known
+        unknown = [k for k in data if k not in known]
         if unknown:
-            raise ConfigError(f"{source}: unknown profile key {sorted(unknown)[0]!r}")
-        kw = dict(data)
+            raise ConfigError(f"{source}: unknown profile key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+        kw = {k: v for k, v in data.items() if v is not None or k in ("url", "probed_at")}
+        if isinstance(kw.get("probed_at"), (date, datetime)):  # an unquoted timestamp in a hand-written file
+            kw["probed_at"] = kw["probed_at"].isoformat()
         for name in FIGURES:
-            v = kw.get(name)
-            if v is None:
-                kw[name] = UNKNOWN
-            elif isinstance(v, dict):
-                kw[name] = Known(v.get("value"), v.get("source", "unknown" if v.get("value") is None else "configured"))
-            elif isinstance(v, (int, float)) and not isinstance(v, bool):
-                kw[name] = Known(float(v), "configured")  # a bare number in a hand-written profile
-            else:
-                raise ConfigError(f"{source}: {name} must be a number or {{value, source}}, got {v!r}")
+            kw[name] = _known(kw.get(name), f"{source}: {name}")
         try:
             return cls(**kw)
-        except (TypeError, ConfigError) as exc:
+        except ConfigError as exc:
             raise ConfigError(f"{source}: {exc}") from None
 
     def save(self, path_or_name: str | os.PathLike) -> Path:
-        """Write the profile as YAML (a bare name goes to profiles/NAME.yaml); written aside, then renamed."""
-        path = profile_path(path_or_name)
+        """Write the profile as YAML (a plain name goes to profiles/NAME.yaml, see `save_path`); written
+        aside, then renamed."""
+        path = save_path(path_or_name)
         path.parent.mkdir(parents=True, exist_ok=True)
         data = self.to_dict()
         if not data["name"]:
@@ -164,6 +191,52 @@ class ServiceProfile:
         tmp.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
         os.replace(tmp, path)
         return path
+
+
+def client_config(url: str | None = None, profile: ServiceProfile | None = None, **settings: Any) -> ClientConfig:
+    """How to talk to a service: client `settings` given by name (None = the default) over the profile's
+    url, fields and key variable; `url` over the profile's."""
+    kw = (profile.client_settings() if profile is not None else {}) | {
+        k: v for k, v in settings.items() if v is not None}
+    kw["url"] = url or kw.get("url")
+    return ClientConfig(**kw)
+
+
+def _known(value: Any, where: str) -> Known:
+    """A figure as written: {value, source}, a bare number (configured), or absent (unknown)."""
+    if value is None:
+        return UNKNOWN
+    if isinstance(value, dict):
+        extra = [k for k in value if k not in ("value", "source")]
+        if extra:
+            raise ConfigError(f"{where}: unknown key {extra[0]!r} (known: value, source)")
+        v = value.get("value")
+        source = value.get("source", "unknown" if v is None else "configured")
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        v, source = value, "configured"  # a bare number in a hand-written profile
+    else:
+        raise ConfigError(f"{where} must be a number or {{value, source}}, got {value!r}")
+    if v is not None and not _FIGURE.valid(v):
+        raise ConfigError(f"{where}: value must be a finite number above 0, got {v!r}")
+    if not isinstance(source, str) or source not in SOURCES:
+        raise ConfigError(f"{where}: source must be one of {', '.join(SOURCES)}, got {source!r}")
+    try:
+        return Known(v, source)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def save_path(name: str | os.PathLike) -> Path:
+    """Where `--save-profile NAME` writes: profiles/NAME.yaml for a plain name, or a path the user gave
+    that ends in .yaml/.yml; anything else (`../../x`, `a/b`) is a ConfigError, never a stray file."""
+    text = os.fspath(name)
+    p = Path(text)
+    if p.suffix in (".yaml", ".yml") and p.name not in (".yaml", ".yml"):
+        return p
+    if _PLAIN_NAME.match(text) and text not in (".", ".."):
+        return PROFILES_DIR / f"{text}.yaml"
+    raise ConfigError(f"a profile is saved under a plain NAME (profiles/NAME.yaml: letters, digits, '.', '_', "
+                      f"'-') or to a path ending in .yaml, got {text!r}")
 
 
 def profile_path(path_or_name: str | os.PathLike, directory: Path = PROFILES_DIR) -> Path:

@@ -1,197 +1,32 @@
-"""Sweeps: a grid of settings, validated as data, each point run by papermill through run.ipynb.
+"""Sweeps: each point of a grid (grid.py) run by papermill through run.ipynb.
 
-A grid is a YAML file: the input, the service profile, repeats and warm-up, and `points`, a list of
-sub-grids whose cartesian products are unioned. Every run leaves a record; a point that fails is
-recorded as failed and the sweep goes on.
+Every run leaves a record; a point that fails is recorded as failed and the sweep goes on. Values
+reach papermill only as plain JSON data (`grid.plain_json`), and a URL's credentials only through
+the environment, never in a notebook.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
-import re
 import sys
 import tempfile
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import paths
-from .config import ENGINES, ClientConfig, RunConfig, ServerConfig, read_yaml
 from .errors import ClusterConnectError, ConfigError, GridError, MissingDependencyError, PointFailed
-from .redact import redact
+from .grid import GRID_KEYS, POINT_KEYS, SERVICE_KEYS, Grid, Point, load_grid, parse_grid, plain_json
+from .redact import MASK, redact, safe_url
+from .service import ServiceProfile, load_profile
+from .settings import ClientConfig, RunConfig, ServerConfig, check_settings, split_settings
 
+__all__ = ["GRID_KEYS", "POINT_KEYS", "SERVICE_KEYS", "Grid", "Point", "load_grid", "parse_grid", "run_point",
+           "run_sweep", "score_sample", "SweepSummary"]
 REPO = paths.ROOT
 NOTEBOOKS = paths.NOTEBOOKS
 RUN_NOTEBOOK = paths.RUN_NOTEBOOK
-GRID_KEYS = {"name", "description", "input", "lines", "repeats", "warmup", "service", "url", "points", "timeout",
-             "max_retries", "profile"}
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")  # a grid name is one plain folder name
-POINT_KEYS = {"engine", "threads", "workers", "max_concurrent_tasks", "connector_limit"}
-SERVICE_KEYS = {"latency", "latency_dist", "capacity", "rate_limit", "error_rate", "reset_rate", "slow_body_rate",
-                "time_scale", "seed"}
-
-
-@dataclass(frozen=True)
-class Point:
-    """One setting of the grid."""
-
-    engine: str
-    threads: int | None
-    workers: int | None
-    max_concurrent_tasks: int | str  # a number (fixed), or "auto" (adaptive, up to its default ceiling)
-    connector_limit: int | None  # None = auto
-
-    @property
-    def id(self) -> str:
-        pool = "auto" if self.connector_limit is None else self.connector_limit
-        workers = f"-w{self.workers}" if self.engine == "ray" else ""
-        return f"{self.engine}{workers}-t{self.threads or 'default'}-c{self.max_concurrent_tasks}-pool{pool}"
-
-    def parameters(self) -> dict:
-        d = asdict(self)
-        d["connector_limit"] = "auto" if self.connector_limit is None else self.connector_limit
-        return d
-
-
-@dataclass(frozen=True)
-class Grid:
-    name: str
-    input: Path
-    points: tuple[Point, ...]
-    repeats: int = 1
-    warmup: int = 0
-    lines: int | None = None
-    service: dict = field(default_factory=dict)
-    url: str | None = None
-    timeout: float = 30.0
-    max_retries: int = 5
-    description: str = ""
-    profile: str | None = None  # service profile path: its known figures make the bounds
-
-
-def _positive_int(where: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise GridError(f"{where} must be a whole number of at least {minimum}, got {value!r}")
-    return value
-
-
-def _number(where: str, value, minimum: float, strict: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum or \
-            (strict and value == minimum):
-        raise GridError(f"{where} must be a number {'above' if strict else 'of at least'} {minimum:g}, got {value!r}")
-    return float(value)
-
-
-def _concurrency(where: str, value) -> int | str:
-    if value == "auto":
-        return value
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise GridError(f"{where} must be 'auto' or a whole number of at least 1, got {value!r}")
-    return value
-
-
-def _pool(where: str, value) -> int | None:
-    if value == "auto" or value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise GridError(f"{where} must be 'auto' or a whole number of at least 0, got {value!r}")
-    return value
-
-
-def _as_list(value) -> list:
-    return value if isinstance(value, list) else [value]
-
-
-def _points(spec, where: str) -> list[Point]:
-    if not isinstance(spec, dict):
-        raise GridError(f"{where} must be a mapping of parameter: [values]")
-    unknown = set(spec) - POINT_KEYS
-    if unknown:
-        raise GridError(f"{where}: unknown parameter {sorted(unknown)[0]!r} (known: {', '.join(sorted(POINT_KEYS))})")
-    values = {k: _as_list(spec.get(k, default)) for k, default in
-              (("engine", "asyncio"), ("threads", None), ("workers", None), ("max_concurrent_tasks", 256),
-               ("connector_limit", "auto"))}
-    out = []
-    for engine, threads, workers, c, pool in itertools.product(*values.values()):
-        if engine not in ENGINES:
-            raise GridError(f"{where}: engine must be one of {', '.join(ENGINES)}, got {engine!r}")
-        threads = None if threads is None else _positive_int(f"{where}: threads", threads)
-        workers = None if (workers is None or engine == "asyncio") else _positive_int(f"{where}: workers", workers)
-        out.append(Point(engine, threads, workers, _concurrency(f"{where}: max_concurrent_tasks", c),
-                         _pool(f"{where}: connector_limit", pool)))
-    return out
-
-
-def parse_grid(data, source: str = "grid", base: Path | None = None) -> Grid:
-    """Validate a grid given as data (what YAML gives); raises GridError naming the first problem."""
-    if not isinstance(data, dict):
-        raise GridError(f"{source}: a grid must be a mapping")
-    unknown = set(data) - GRID_KEYS
-    if unknown:
-        raise GridError(f"{source}: unknown key {sorted(unknown)[0]!r} (known: {', '.join(sorted(GRID_KEYS))})")
-    if "points" not in data or not isinstance(data["points"], list) or not data["points"]:
-        raise GridError(f"{source}: 'points' must be a non-empty list of sub-grids")
-    service = data.get("service") or {}
-    if not isinstance(service, dict) or set(service) - SERVICE_KEYS:
-        bad = sorted(set(service) - SERVICE_KEYS)[0] if isinstance(service, dict) else service
-        raise GridError(f"{source}: unknown service setting {bad!r} (known: {', '.join(sorted(SERVICE_KEYS))})")
-    try:
-        ServerConfig(**service)
-    except (ConfigError, TypeError) as exc:
-        raise GridError(f"{source}: service: {exc}") from None
-    points: list[Point] = []
-    for i, spec in enumerate(data["points"]):
-        for p in _points(spec, f"{source}: points[{i}]"):
-            if p not in points:
-                points.append(p)
-    input_path = data.get("input", "data/sample.txt")
-    if not isinstance(input_path, str) or not input_path:
-        raise GridError(f"{source}: input must be a path, got {input_path!r}")
-    input_path = paths.resolve(input_path, base)  # relative to the project root
-    name = data.get("name", "sweep")
-    # The name becomes a folder under the records and notebooks folders: one plain component only.
-    if not isinstance(name, str) or not NAME.match(name) or name in (".", ".."):
-        raise GridError(f"{source}: name must be a plain name (letters, digits, '.', '_', '-'; no '/' or '..'), "
-                        f"got {name!r}")
-    url = data.get("url")
-    if url is not None and not isinstance(url, str):
-        raise GridError(f"{source}: url must be a string, got {url!r}")
-    timeout = _number(f"{source}: timeout", data.get("timeout", 30.0), 0, strict=True)
-    max_retries = _positive_int(f"{source}: max_retries", data.get("max_retries", 5), minimum=0)
-    try:  # the client settings as a run will use them: every rule checked now, before anything runs
-        ClientConfig(url=url or "http://127.0.0.1/score", timeout=timeout, max_retries=max_retries)
-    except ConfigError as exc:
-        raise GridError(f"{source}: {exc}") from None
-    lines = data.get("lines")
-    profile = data.get("profile")
-    if profile is not None:
-        from .service import load_profile, profile_path
-
-        path = profile_path(profile)
-        if not path.is_absolute() and base is not None and not path.exists():
-            path = base / path
-        try:
-            prof = load_profile(path)
-        except ConfigError as exc:
-            raise GridError(f"{source}: {exc}") from None
-        profile, url = str(path), url or prof.url
-    return Grid(name=name, input=input_path, points=tuple(points),
-                repeats=_positive_int(f"{source}: repeats", data.get("repeats", 1)),
-                warmup=_positive_int(f"{source}: warmup", data.get("warmup", 0), minimum=0),
-                lines=None if lines is None else _positive_int(f"{source}: lines", lines),
-                service=service, url=url, timeout=timeout, max_retries=max_retries,
-                description=str(data.get("description", "")), profile=profile)
-
-
-def load_grid(path: str | os.PathLike) -> Grid:
-    """A grid file: as given (relative to the current folder), else relative to the project root,
-    else a grid name such as 'quick' (notebooks/grids/quick.yaml)."""
-    p = Path(path).expanduser()
-    if not p.exists():
-        p = paths.grid_path(path)
-    data = read_yaml(p, GridError, "grid file not found: {path}", "cannot parse grid {path}: {first}")
-    return parse_grid(data, source=str(p), base=paths.ROOT)
+SWEEP_URL_ENV = "SCORING_SWEEP_URL"  # a url with credentials reaches the kernels here, masked in their parameters
 
 
 def head_file(path: Path, lines: int, directory: Path) -> Path:
@@ -203,77 +38,97 @@ def head_file(path: Path, lines: int, directory: Path) -> Path:
     return out
 
 
-def run_point(input: str | os.PathLike = "data/sample.txt", engine: str = "asyncio", threads: int | None = None,
-              workers: int | None = None, max_concurrent_tasks: int | str = 256, connector_limit: int | str = "auto",
-              repeats: int = 1, warmup: int = 0, lines: int | None = None, url: str | None = None,
-              service: dict | None = None, records_dir: str | os.PathLike = paths.RUNS,
-              sweep: str | None = None, point_id: str | None = None, api_key_env: str = "SCORING_API_KEY",
-              timeout: float = 30.0, max_retries: int = 5, skip_repeats: list | tuple = (),
-              profile: str | os.PathLike | None = None, ray_address: str | None = None):
+def _client_settings(overrides: dict, profile: ServiceProfile | None) -> tuple[dict, dict]:
+    """(ClientConfig keywords, RunConfig keywords): the settings given (None = the default) over the
+    profile's url, fields and key variable; checked by the settings' own definitions."""
+    client, run = split_settings(check_settings((ClientConfig, RunConfig), overrides, "settings", ConfigError))
+    return (profile.client_settings() if profile is not None else {}) | client, run
+
+
+def _fields(client: dict) -> dict:
+    """The protocol a simulated service must speak to this client."""
+    return {k: v for k, v in client.items() if k in ("request_field", "score_field")}
+
+
+def _real_url(url: str | None) -> str | None:
+    """The url a sweep gave masked in the parameters, with its credentials back from the environment."""
+    real = os.environ.get(SWEEP_URL_ENV)
+    return real if url and MASK in url and real and safe_url(real) == url else url
+
+
+def _point_service(stack: ExitStack, url: str | None, service: dict, profile: ServiceProfile | None,
+                   client: dict) -> tuple[str, dict]:
+    """(url, service_info) of a point: the given url, or a simulated service started for it."""
+    from .server import ServiceProcess, service_info
+
+    config = ServerConfig(**(service | _fields(client))) if (url is None or service) else None
+    if url is None:
+        url, kind = stack.enter_context(ServiceProcess(config)).url, "embedded"
+    else:
+        kind = "simulated" if service else "external"
+    return url, service_info(safe_url(url), kind, config, profile=profile)
+
+
+def run_point(input: str | os.PathLike = "data/sample.txt", repeats: int = 1, warmup: int = 0,
+              lines: int | None = None, url: str | None = None, service: dict | None = None,
+              records_dir: str | os.PathLike = paths.RUNS, sweep: str | None = None, point_id: str | None = None,
+              skip_repeats: list | tuple = (), profile: str | os.PathLike | None = None,
+              ray_address: str | None = None, **settings):
     """Run one configuration `warmup + repeats` times; record each; return the measured runs' rows.
 
-    `max_concurrent_tasks` is a number, or "auto": the adaptive limit up to its default ceiling.
-
-    Without `url`, the simulated service described by `service` runs in a child process for the
-    duration. `profile` (a service profile path) gives the figures the bounds use. Warm-up runs are
-    recorded with warmup=True so the report can leave them out.
+    `settings` are the run's settings by name (settings.py: engine, threads, max_concurrent_tasks,
+    timeout...), None meaning the setting's default. `profile` (a service profile path) is the
+    service: its url (unless `url`), fields and key variable (unless set here) and the figures the
+    bounds use. Without a url, the simulated service described by `service` runs in a child process
+    for the duration. Warm-up runs are recorded with warmup=True so the report can leave them out.
     `skip_repeats` are measured repeats already recorded (a resumed sweep runs only the others).
     A run that ends with error rows is recorded as failed (kept out of the timing figures) and
     stops the point with PointFailed. Ray points join `ray_address` (default $RAY_ADDRESS, which a
     sweep sets to its one cluster)."""
     import pandas as pd
 
-    from .pipeline import score_file
-    from .records import save_record, tidy_row
-    from .server import ServiceProcess, service_info
-
-    service = dict(service or {})
+    # From the project root, as every other path of a point: run.ipynb's kernel runs in notebooks/.
+    prof = load_profile(profile, base=paths.ROOT) if profile is not None else None
+    client, run = _client_settings(settings, prof)
+    url = _real_url(url) or client.pop("url", None)
+    client.pop("url", None)
     rows = []
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="scoring-point-") as tmp:
-        if url is None:
-            svc = stack.enter_context(ServiceProcess(ServerConfig(**service)))
-            url, kind = svc.url, "embedded"
-        else:
-            kind = "simulated" if service else "external"
-        prof = None
-        if profile is not None:
-            from .service import load_profile
-
-            # From the project root, as every other path of a point: run.ipynb's kernel runs in notebooks/.
-            prof = load_profile(profile, base=paths.ROOT)
-        server_info = service_info(url, kind, ServerConfig(**service) if kind != "external" else None, profile=prof)
+        url, server_info = _point_service(stack, url, dict(service or {}), prof, client)
         path = paths.resolve(input)
-        records_dir = paths.resolve(records_dir)
         if lines:
             path = head_file(path, lines, Path(tmp))
-        client = ClientConfig(url=url, connector_limit=None if connector_limit in ("auto", None) else
-                              int(connector_limit), timeout=timeout, max_retries=max_retries, api_key_env=api_key_env)
+        base = RunConfig(input=path, client=ClientConfig(url=url, **client), output=Path(tmp) / "scores.jsonl",
+                         cache=None, records_dir=paths.resolve(records_dir), progress=False,
+                         ray_address=ray_address or os.environ.get("RAY_ADDRESS") or None, **run)
         for i in range(warmup + repeats):
-            is_warmup = i < warmup
-            if not is_warmup and (i - warmup) in set(skip_repeats):
+            if i >= warmup and (i - warmup) in set(skip_repeats):
                 continue
-            config = RunConfig(input=path, client=client, engine=engine, threads=threads, workers=workers,
-                               max_concurrent_tasks=max_concurrent_tasks, output=Path(tmp) / "scores.jsonl",
-                               cache=None, records_dir=Path(records_dir), progress=False,
-                               ray_address=ray_address or os.environ.get("RAY_ADDRESS") or None,
-                               extra={"sweep": sweep, "point_id": point_id, "repeat": i - warmup,
-                                      "warmup": is_warmup})
-            result = score_file(config, server_info=server_info, write_record=False)
-            record = result.record
-            errors = result.stats.counts["error"]
-            if errors:
-                record["status"] = "failed"
-                record["failure"] = (f"{errors} of {result.stats.lines} rows are errors, e.g. "
-                                     f"{_first_error(result.output)}")
-            try:
-                save_record(record, records_dir)
-            except OSError as exc:
-                print(f"warning: run record not written to {records_dir}: {exc.strerror or exc}", file=sys.stderr)
-            if errors:
-                raise PointFailed(f"{point_id or engine}: {record['failure']}")
-            if not is_warmup:
-                rows.append(tidy_row(record))
+            row = _run_once(base, server_info, {"sweep": sweep, "point_id": point_id, "repeat": i - warmup,
+                                                "warmup": i < warmup})
+            if i >= warmup:
+                rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _run_once(base: RunConfig, server_info: dict, extra: dict) -> dict:
+    """One recorded run of a point; its tidy row. Error rows fail it (recorded, then PointFailed)."""
+    from .pipeline import score_file
+    from .records import save_record, tidy_row
+
+    result = score_file(replace(base, extra=extra), server_info=server_info, write_record=False)
+    record = result.record
+    errors = result.stats.counts["error"]
+    if errors:
+        record["status"] = "failed"
+        record["failure"] = f"{errors} of {result.stats.lines} rows are errors, e.g. {_first_error(result.output)}"
+    try:
+        save_record(record, base.records_dir)
+    except OSError as exc:
+        print(f"warning: run record not written to {base.records_dir}: {exc.strerror or exc}", file=sys.stderr)
+    if errors:
+        raise PointFailed(f"{extra['point_id'] or base.engine}: {record['failure']}")
+    return tidy_row(record)
 
 
 def _first_error(output: Path) -> str:
@@ -383,7 +238,8 @@ def run_sweep(grid: Grid | str | os.PathLike, records_dir: str | os.PathLike = p
     with ExitStack() as stack:
         url = grid.url
         if url is None:  # one simulated service for the whole sweep: every point meets the same profile
-            url = stack.enter_context(ServiceProcess(ServerConfig(**grid.service))).url
+            url = stack.enter_context(ServiceProcess(_sweep_server(grid))).url
+        stack.enter_context(_url_to_kernels(url))
         if any(p.engine == "ray" for p in todo):
             stack.enter_context(_one_ray_for_the_sweep(summary, ray_address, ray_dashboard))
         terminal = stack.enter_context(_kernel_stderr_to(outputs / "kernels.log"))
@@ -391,16 +247,11 @@ def run_sweep(grid: Grid | str | os.PathLike, records_dir: str | os.PathLike = p
                                        disable=None if progress is None else not progress))
         for point in bar:
             bar.set_postfix_str(point.id)
-            params = point.parameters() | {
-                "input": str(Path(grid.input).resolve()), "repeats": grid.repeats, "warmup": grid.warmup,
-                "lines": grid.lines, "url": url, "service": grid.service, "records_dir": str(records.resolve()),
-                "sweep": grid.name, "point_id": point.id, "timeout": grid.timeout, "max_retries": grid.max_retries,
-                "skip_repeats": sorted(have.get(point.id, set()) & wanted)}
-            if grid.profile:
-                params["profile"] = str(Path(grid.profile).resolve())
+            params = _parameters(grid, point, url, records, sorted(have.get(point.id, set()) & wanted))
             try:
-                pm.execute_notebook(str(RUN_NOTEBOOK), str(outputs / f"{point.id}.ipynb"), parameters=params,
-                                    kernel_name="python3", progress_bar=False, cwd=str(paths.ROOT))
+                pm.execute_notebook(str(RUN_NOTEBOOK), str(outputs / f"{point.id}.ipynb"),
+                                    parameters=plain_json(params), kernel_name="python3", progress_bar=False,
+                                    cwd=str(paths.ROOT))
                 summary.done.append(point.id)
             except KeyboardInterrupt:
                 raise
@@ -414,6 +265,40 @@ def run_sweep(grid: Grid | str | os.PathLike, records_dir: str | os.PathLike = p
 
 
 
+def _parameters(grid: Grid, point: Point, url: str, records: Path, skip: list) -> dict:
+    """run.ipynb's parameters for one point: its settings and what the notebook itself needs."""
+    return grid.parameters(point) | {
+        "input": str(Path(grid.input).resolve()), "repeats": grid.repeats, "warmup": grid.warmup,
+        "lines": grid.lines, "url": safe_url(url), "service": grid.service, "records_dir": str(records.resolve()),
+        "sweep": grid.name, "point_id": point.id, "skip_repeats": skip,
+        "profile": str(Path(grid.profile).resolve()) if grid.profile else None}
+
+
+def _sweep_server(grid: Grid) -> ServerConfig:
+    """The sweep's one simulated service, speaking the protocol of the grid's client (and profile)."""
+    prof = load_profile(grid.profile) if grid.profile else None
+    client, _run = _client_settings(grid.settings, prof)
+    return ServerConfig(**(grid.service | _fields(client)))
+
+
+@contextmanager
+def _url_to_kernels(url: str):
+    """A url with credentials goes to the kernels through the environment (they inherit it), so the
+    executed notebooks hold it masked."""
+    if safe_url(url) == url:
+        yield
+        return
+    saved = os.environ.get(SWEEP_URL_ENV)
+    os.environ[SWEEP_URL_ENV] = url
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(SWEEP_URL_ENV, None)
+        else:
+            os.environ[SWEEP_URL_ENV] = saved
+
+
 @contextmanager
 def _one_ray_for_the_sweep(summary: SweepSummary, address: str | None, dashboard: bool):
     """Point every kernel at one Ray: the given one, or a local cluster started here (engines.ray_cluster)."""
@@ -424,19 +309,21 @@ def _one_ray_for_the_sweep(summary: SweepSummary, address: str | None, dashboard
         yield ray.address
 
 
-def score_sample(input: str | os.PathLike, url: str, lines: int = 50, max_concurrent_tasks: int = 64,
-                 api_key_env: str = "SCORING_API_KEY"):
+def score_sample(input: str | os.PathLike, url: str, lines: int = 50, profile: ServiceProfile | None = None,
+                 **settings):
     """Score the first `lines` lines against `url` (no cache, no record) and return (result, rows):
-    the rows as a DataFrame beside their text, for a first look at a service."""
+    the rows as a DataFrame beside their text, for a first look at a service. `settings` by name
+    (None = the default); `profile`'s fields and key variable unless set here."""
     import pandas as pd
 
     from .pipeline import score_file
 
+    client, run = _client_settings(settings, profile)
+    client.pop("url", None)
     with tempfile.TemporaryDirectory(prefix="scoring-sample-") as tmp:
         sample = head_file(paths.resolve(input), lines, Path(tmp))
-        config = RunConfig(input=sample, client=ClientConfig(url=url, api_key_env=api_key_env),
-                           max_concurrent_tasks=max_concurrent_tasks, output=Path(tmp) / "rows.jsonl", cache=None,
-                           records_dir=None, progress=False)
+        config = RunConfig(input=sample, client=ClientConfig(url=url, **client), output=Path(tmp) / "rows.jsonl",
+                           cache=None, records_dir=None, progress=False, **run)
         result = score_file(config, write_record=False)
         rows = pd.read_json(result.output, lines=True)
         rows.insert(1, "text", sample.read_text(encoding="utf-8").splitlines()[:len(rows)])

@@ -320,3 +320,15 @@ def test_score_with_a_profile_reads_the_key_from_the_variable_it_names(tmp_path,
         assert key not in out.stdout + out.stderr
     for p in files_under(tmp_path):
         assert key.encode() not in p.read_bytes(), p
+
+
+def test_a_password_in_the_url_is_never_shown_or_written(tmp_path, make_input):
+    make_input(["a", "b"], "in.txt")
+    proc = cli("score", "in.txt", "--url", "http://user:pw-s3cr3t@127.0.0.1:9/score", "--max-retries", "0",
+               cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "pw-s3cr3t" not in proc.stdout + proc.stderr
+    for p in files_under(tmp_path):
+        assert b"pw-s3cr3t" not in p.read_bytes(), p
+    bad = cli("score", "in.txt", "--url", "ftp://user:pw-s3cr3t@host/x", cwd=tmp_path)
+    assert "pw-s3cr3t" not in bad.stderr and "***" in assert_one_line_error(bad)

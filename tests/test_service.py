@@ -6,6 +6,8 @@ from scoring_lib.config import ServerConfig
 from scoring_lib.errors import ConfigError
 from scoring_lib.service import Known, ServiceProfile, load_profile, profile_path
 
+from conftest import REPO as REPO_ROOT
+
 
 def test_profile_round_trips_through_yaml(tmp_path):
     prof = ServiceProfile(url="http://127.0.0.1:1/score", score_field="result.score",
@@ -95,3 +97,94 @@ def test_score_with_a_profile_records_it_and_bounds_from_it(tmp_path, make_input
     row = tidy_row(record)
     assert row["bound_source"] == "probed" and row["bound_seconds"] == pytest.approx(5 * 0.05)
     assert 0 < row["efficiency"] <= 1.05
+
+
+# --------------------------------------------- the profile is one object on every path to a service
+KEYS = {"PROD_KEY": "prod-key-x1", "SCORING_API_KEY": "other-key-y2"}
+
+
+@pytest.fixture
+def keyed(tmp_path, monkeypatch):
+    """A loopback server recording the Authorization header of every request, and a profile naming
+    it with `api_key_env: PROD_KEY` and its own fields; $PROD_KEY and $SCORING_API_KEY both set."""
+    from hostile import HostileServer, reply
+
+    for k, v in KEYS.items():
+        monkeypatch.setenv(k, v)
+    with HostileServer(lambda r: reply(body={"result": 0.5})) as srv:
+        path = ServiceProfile(url=srv.url, name="prod", api_key_env="PROD_KEY", request_field="q",
+                              score_field="result", latency=Known(0.01, "probed")).save(tmp_path / "prod.yaml")
+        yield srv, path
+
+
+def seen(srv) -> set:
+    assert srv.requests, "no request reached the service"
+    return {r.headers.get("authorization") for r in srv.requests}
+
+
+def test_every_request_of_a_profile_path_carries_its_key_and_fields(keyed, tmp_path, make_input):
+    """score, probe and probe --ramp from the CLI: the profile's key variable, never $SCORING_API_KEY."""
+    from conftest import cli
+
+    srv, prof = keyed
+    make_input([f"line {i}" for i in range(6)], "in.txt")
+    for args in (["score", "in.txt", "--no-cache", "--no-record", "--output", "o.jsonl"], ["probe", "--samples", "2"],
+                 ["probe", "--ramp", "--max-concurrent-tasks", "2", "--step-seconds", "0.2"]):
+        srv.requests.clear()
+        proc = cli(*args, "--profile", prof, cwd=tmp_path)
+        assert proc.returncode == 0, (args, proc.stderr)
+        assert seen(srv) == {"Bearer prod-key-x1"}, args
+        assert all(r.json and "q" in r.json for r in srv.requests if r.method == "POST" and isinstance(r.json, dict)
+                   and not {"data", "items", "lines"} & set(r.json)), args
+
+
+def test_run_point_and_score_sample_take_the_whole_profile(keyed, tmp_path, make_input):
+    """run.ipynb's run_point (what a sweep's point runs) and explore.ipynb's score_sample."""
+    from scoring_lib.sweep import run_point, score_sample
+
+    srv, prof = keyed
+    path = make_input([f"line {i}" for i in range(6)], "in.txt")
+    rows = run_point(input=path, profile=prof, records_dir=tmp_path / "runs", max_concurrent_tasks=2)
+    assert rows["ok"].tolist() == [6] and seen(srv) == {"Bearer prod-key-x1"}
+    assert all("q" in r.json for r in srv.requests)
+    srv.requests.clear()
+    result, _rows = score_sample(path, srv.url, 3, load_profile(prof), max_concurrent_tasks=2)
+    assert result.stats.counts["ok"] == 3 and seen(srv) == {"Bearer prod-key-x1"}
+
+
+@pytest.mark.slow  # a sweep through papermill
+def test_a_sweep_with_a_profile_sends_the_profiles_key(keyed, tmp_path, make_input):
+    from scoring_lib.sweep import load_grid, run_sweep
+
+    import yaml
+
+    srv, prof = keyed
+    path = make_input([f"line {i}" for i in range(6)], "in.txt")
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump({"name": "keyed", "input": str(path), "profile": str(prof),
+                                    "points": [{"max_concurrent_tasks": 2}]}))
+    summary = run_sweep(load_grid(grid), records_dir=tmp_path / "runs", notebooks_dir=tmp_path / "nb", progress=False)
+    assert summary.exit_code == 0, summary.failed
+    assert seen(srv) == {"Bearer prod-key-x1"} and all("q" in r.json for r in srv.requests)
+
+
+def test_url_credentials_are_masked_in_profiles_and_service_info(tmp_path):
+    from scoring_lib.server import service_info
+
+    prof = ServiceProfile(url="http://user:pw@127.0.0.1:9/score", latency=Known(1.0, "probed"))
+    assert "pw" not in prof.save(tmp_path / "p.yaml").read_text()
+    assert service_info("http://user:pw@127.0.0.1:9/score", "external", profile=prof)["profile"]["url"] == \
+        "http://***@127.0.0.1:9/score"
+
+
+@pytest.mark.slow  # a notebook through papermill
+def test_the_explore_notebook_talks_to_a_profiles_service_with_its_key(keyed, tmp_path):
+    import papermill as pm
+
+    srv, prof = keyed
+    pm.execute_notebook(str(REPO_ROOT / "notebooks" / "explore.ipynb"), str(tmp_path / "explore.out.ipynb"),
+                        parameters={"profile": str(prof), "sample_lines": 3, "probe_samples": 2, "ramp_ceiling": 2},
+                        kernel_name="python3", progress_bar=False, cwd=str(REPO_ROOT))
+    assert seen(srv) == {"Bearer prod-key-x1"}
+    assert all("q" in r.json for r in srv.requests if isinstance(r.json, dict) and
+               not {"data", "items", "lines"} & set(r.json))

@@ -27,7 +27,7 @@ def test_grid_expands_sub_grids_and_normalises_points():
     ids = [p.id for p in grid.points]
     assert ids[:4] == ["asyncio-t1-c4-pool2", "asyncio-t1-c4-poolauto", "asyncio-t1-c8-pool2", "asyncio-t1-c8-poolauto"]
     assert ids[4:] == ["ray-w1-t2-c256-poolauto", "ray-w2-t2-c256-poolauto"]
-    assert grid.points[1].connector_limit is None
+    assert grid.points[1].connector_limit == "auto"
 
 
 def test_auto_concurrency_is_a_point_of_its_own_and_reaches_the_run_as_auto():
@@ -56,7 +56,7 @@ def test_workers_are_ignored_for_asyncio_so_points_are_not_duplicated():
     (TINY | {"points": []}, "non-empty list"),
     (TINY | {"repeats": 0}, "repeats"),
     (TINY | {"service": {"latency": 1, "speed": 3}}, "unknown service setting 'speed'"),
-    (TINY | {"service": {"latency_dist": "normal"}}, "latency distribution"),
+    (TINY | {"service": {"latency_dist": "normal"}}, "latency_dist must be one of const, exp, lognormal"),
     ([1, 2], "must be a mapping"),
 ])
 def test_bad_grids_are_rejected_with_the_reason(data, needle):
@@ -119,9 +119,9 @@ def test_a_failing_point_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch
 
 
 @pytest.mark.parametrize("data, needle", [
-    (TINY | {"timeout": "abc"}, "timeout must be a number"),
-    (TINY | {"timeout": 0}, "timeout must be a number above 0"),
-    (TINY | {"timeout": True}, "timeout must be a number"),
+    (TINY | {"timeout": "abc"}, "timeout must be a finite number"),
+    (TINY | {"timeout": 0}, "timeout must be a finite number above 0"),
+    (TINY | {"timeout": True}, "timeout must be a finite number"),
     (TINY | {"max_retries": [1, 2]}, "max_retries must be a whole number"),
     (TINY | {"max_retries": -1}, "max_retries must be a whole number"),
     (TINY | {"max_retries": 1.5}, "max_retries must be a whole number"),
@@ -130,10 +130,10 @@ def test_a_failing_point_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch
     (TINY | {"name": ".."}, "plain name"),
     (TINY | {"name": "/abs"}, "plain name"),
     (TINY | {"name": 5}, "plain name"),
-    (TINY | {"url": 123}, "url must be a string"),
+    (TINY | {"url": 123}, "url must be an http"),
     (TINY | {"url": "ftp://example.invalid/x"}, "http"),
     (TINY | {"input": ["a"]}, "input must be a path"),
-    (TINY | {"service": {"reset_rate": 2}}, "reset rate"),
+    (TINY | {"service": {"reset_rate": 2}}, "reset_rate must be a number from 0 to 1"),
 ])
 def test_every_grid_setting_is_validated_before_anything_runs(data, needle):
     with pytest.raises(GridError, match=needle):
@@ -258,3 +258,28 @@ def test_a_sweep_with_an_auto_point_records_it_as_auto_and_the_report_compares_i
     pts = report.points.set_index("point_id")
     # C = the ceiling, above the capacity: both settings share the capacity's bound, ceil(200 / 50) x 41.5 ms.
     assert pts["bound_seconds"].tolist() == pytest.approx([4 * 4.15 * 0.01] * 2)
+
+
+def test_a_url_with_credentials_reaches_kernels_through_the_environment_only(monkeypatch):
+    from scoring_lib import sweep
+
+    monkeypatch.setenv(sweep.SWEEP_URL_ENV, "http://u:pw@127.0.0.1:9/score")
+    assert sweep._real_url("http://***@127.0.0.1:9/score") == "http://u:pw@127.0.0.1:9/score"
+    assert sweep._real_url("http://***@127.0.0.2:9/score") == "http://***@127.0.0.2:9/score"  # not the same url
+    assert sweep._real_url("http://127.0.0.1:9/score") == "http://127.0.0.1:9/score"
+
+
+@pytest.mark.slow  # runs notebooks through papermill
+def test_a_sweep_against_a_url_with_a_password_keeps_it_out_of_every_file(tmp_path):
+    from hostile import HostileServer, reply
+
+    with HostileServer(lambda r: reply()) as srv:
+        url = srv.url.replace("http://", "http://user:pw-s3cr3t@")
+        grid = load_grid(write_grid(tmp_path, TINY | {"url": url, "points": [{"max_concurrent_tasks": 4}]}))
+        summary = run_sweep(grid, records_dir=tmp_path / "runs", notebooks_dir=tmp_path / "nb", progress=False)
+        assert summary.exit_code == 0, summary.failed
+        assert all("authorization" in r.headers for r in srv.requests)  # the credentials were used
+    for p in (tmp_path / "runs").rglob("*"):
+        assert p.is_dir() or b"pw-s3cr3t" not in p.read_bytes(), p
+    for p in (tmp_path / "nb").rglob("*.ipynb"):
+        assert b"pw-s3cr3t" not in p.read_bytes(), p

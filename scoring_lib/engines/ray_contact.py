@@ -17,7 +17,8 @@ class FirstContact:
 
     def __init__(self, client: ClientConfig) -> None:
         self.client = dataclasses.replace(client, max_retries=0)
-        self.kind: str | None = None  # None until answered: "ok" or a limits.attempt_kind
+        self.kind: str | None = None  # None until answered: "ok" or the failure's label
+        self.failure = None  # failures.Failure of the answer, if it failed
         self.error: str | None = None
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="scoring-first-contact", daemon=True)
@@ -35,7 +36,7 @@ class FirstContact:
         async def contact() -> None:
             async with ScoringClient(self.client, 1) as client:
                 outcome = await client.score(PROBE_TEXTS[0])
-            self.error = outcome.error
+            self.error, self.failure = outcome.error, outcome.failure
             self.kind = "ok" if outcome.ok else (outcome.cause or "other")
 
         try:

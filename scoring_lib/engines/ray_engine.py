@@ -38,7 +38,7 @@ import time
 
 from ..config import RunConfig, split_evenly
 from ..errors import ClusterConnectError, ServiceUnusable
-from ..limits import FATAL_KINDS, merge_stats, settings_for
+from ..limits import merge_stats, settings_for
 from . import Result, WorkItem, ray_boot
 from .ray_cluster import (LOCAL_OBJECT_STORE_BYTES, SWEEP_CLUSTER_ENV, LocalCluster, check_joinable,
                           check_reachable, dashboard_help, import_ray, route_messages)
@@ -250,11 +250,11 @@ class RayEngine:
         if kind == "ok":
             for slot in self.slots:
                 slot.handle.open_gate.remote()  # an actor runs its calls in order: before any chunk
-        elif kind in FATAL_KINDS:
+        elif contact.failure is not None and contact.failure.fatal_if_unanimous:
             from ..pipeline import key_hint  # the pipeline sits above the engines: imported when used
 
             raise ServiceUnusable(f"service unusable: {kind} on the first request, sent while Ray started "
-                                  f"({contact.error}){key_hint(kind, self.config.client)}; nothing written")
+                                  f"({contact.error}){key_hint(contact.failure, self.config.client)}; nothing written")
 
     # -- Dispatcher ---------------------------------------------------------------------------------
     def room(self) -> int:
