@@ -303,33 +303,12 @@ def _url_to_kernels(url: str):
 
 @contextmanager
 def _one_ray_for_the_sweep(summary: SweepSummary, address: str | None, dashboard: bool):
-    """Point every kernel at one Ray (through $RAY_ADDRESS, which kernels inherit): the given one,
-    or a local cluster started here and stopped when the sweep ends."""
-    from .engines.ray_engine import SWEEP_CLUSTER_ENV, LocalCluster, dashboard_help
+    """Point every kernel at one Ray: the given one, or a local cluster started here (engines.ray_cluster)."""
+    from .engines.ray_cluster import sweep_ray  # imports no Ray itself; kept lazy as the engines are
 
-    saved = {k: os.environ.get(k) for k in ("RAY_ADDRESS", SWEEP_CLUSTER_ENV)}
-    with ExitStack() as stack:
-        env = {"RAY_ADDRESS": address} if address else {}
-        if not address:
-            try:
-                cluster = stack.enter_context(LocalCluster(dashboard=dashboard))
-            except MissingDependencyError:
-                pass  # each Ray point fails (and is recorded) on its own; the other points run
-            except ClusterConnectError as exc:
-                print(f"warning: {exc}; each Ray point starts its own Ray", file=sys.stderr, flush=True)
-            else:
-                env, summary.ray_startup_seconds = cluster.env(), cluster.startup_seconds
-                if dashboard:
-                    print(dashboard_help(cluster.dashboard_url, kept=False, sweep=True), flush=True)
-        os.environ.update(env)
-        try:
-            yield env.get("RAY_ADDRESS")
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+    with sweep_ray(address, dashboard) as ray:
+        summary.ray_startup_seconds = ray.startup_seconds
+        yield ray.address
 
 
 def score_sample(input: str | os.PathLike, url: str, lines: int = 50, profile: ServiceProfile | None = None,
