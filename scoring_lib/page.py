@@ -96,8 +96,13 @@ def wbr(text: str) -> Markup:
     return Markup(str(escape(text)).replace("_", "_<wbr>"))
 
 
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+
 def _environment(autoescape: bool) -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.PackageLoader("scoring_lib", "templates"), autoescape=autoescape,
+    # The folder beside this file, not PackageLoader: that one looks the package up again on sys.path,
+    # where a folder named scoring_lib in the current directory can stand in front of the real one.
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=autoescape,
                              keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
     env.filters["inline"] = inline
     env.filters["md"] = md_text
