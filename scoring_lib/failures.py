@@ -17,8 +17,12 @@ import enum
 import errno
 import socket
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import aiohttp
+
+if TYPE_CHECKING:
+    from .settings import ClientConfig
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})  # other 4xx/5xx end the line at once
 RETRY_AFTER_STATUSES = frozenset({429, 503})  # where a Retry-After is read
@@ -155,3 +159,11 @@ def failure_of(exc: BaseException, timeout: float | None = None) -> Failure:
         reset = isinstance(exc.__cause__, ConnectionResetError) or exc.errno in _RESET_ERRNOS
         return Failure(FailureKind.RESET if reset else FailureKind.CONNECTION, message=text)
     return Failure(FailureKind.CONNECTION, message=text)
+
+
+def key_hint(failure: Failure | None, client: "ClientConfig") -> str:
+    """What to check when the service refused the key (never the key itself)."""
+    if failure is None or not failure.refused_key:
+        return ""
+    sent = "a key from" if client.api_key() else "no key: nothing in"
+    return f"; the service refused the API key (this run sent {sent} ${client.api_key_env}; see --api-key-env)"

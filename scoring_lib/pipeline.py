@@ -17,7 +17,7 @@ from .client import Outcome
 from .config import RunConfig
 from .engines import Dispatcher, open_engine
 from .errors import ConfigError, RunInterrupted, RunTerminated, ServiceUnusable, Terminated
-from .failures import Failure
+from .failures import Failure, key_hint
 from .inputs import count_lines, open_input, read_lines
 from .outputs import OrderedRowWriter, Row
 from .record import RunRecord, build_record, save_record
@@ -142,14 +142,6 @@ def redirect_hint(failure: Failure | None) -> str:
     if failure is None or failure.location is None:
         return ""
     return f"; it redirects to {failure.location} (not followed: give that url with --url if it is the service)"
-
-
-def key_hint(failure: Failure | None, client) -> str:
-    """What to check when the service refused the key (never the key itself)."""
-    if failure is None or not failure.refused_key:
-        return ""
-    sent = "a key from" if client.api_key() else "no key: nothing in"
-    return f"; the service refused the API key (this run sent {sent} ${client.api_key_env}; see --api-key-env)"
 
 
 def score_file(config: RunConfig, *, server_info: dict | None = None, write_record: bool = True,

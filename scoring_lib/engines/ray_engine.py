@@ -38,6 +38,7 @@ import time
 
 from ..config import RunConfig, split_evenly
 from ..errors import ClusterConnectError, ServiceUnusable
+from ..failures import key_hint
 from ..limits import merge_stats, settings_for
 from . import Result, WorkItem, ray_boot
 from .ray_cluster import (LOCAL_OBJECT_STORE_BYTES, SWEEP_CLUSTER_ENV, LocalCluster, check_joinable,
@@ -251,8 +252,6 @@ class RayEngine:
             for slot in self.slots:
                 slot.handle.open_gate.remote()  # an actor runs its calls in order: before any chunk
         elif contact.failure is not None and contact.failure.fatal_if_unanimous:
-            from ..pipeline import key_hint  # the pipeline sits above the engines: imported when used
-
             raise ServiceUnusable(f"service unusable: {kind} on the first request, sent while Ray started "
                                   f"({contact.error}){key_hint(contact.failure, self.config.client)}; nothing written")
 
