@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from .cache import ScoreCache, cache_namespace
 from .client import Outcome
 from .config import RunConfig
-from .engines import Dispatcher, open_engine
+from .engines import Dispatcher, EngineFactory, open_engine
 from .errors import ConfigError, RunInterrupted, RunTerminated, ServiceUnusable, Terminated
 from .inputs import count_lines, open_input, read_lines
 from .outputs import OrderedRowWriter, Row
@@ -211,11 +211,13 @@ def key_hint(cause: str | None, client) -> str:
 
 
 def score_file(config: RunConfig, *, server_info: dict | None = None, write_record: bool = True,
-               in_process_service: bool = False) -> RunResult:
+               in_process_service: bool = False, engine: str | EngineFactory | None = None) -> RunResult:
     """Score every line of `config.input`; blocking, safe to call from Jupyter (engines run their
     event loops in their own threads or processes, never in the caller's loop).
     `in_process_service`: the service runs in this process (the CLI's embedded one), so its
-    sockets count against this process's open-file limit too."""
+    sockets count against this process's open-file limit too.
+    `engine`: a registered engine name or a factory (engines.EngineFactory) to use instead of the one
+    `config.engine` names (bench's instant engine, a test's fake service-less engine)."""
     # The input is opened once (pipes and FIFOs can be read only once); this is also the input check.
     source = open_input(config.input)
     try:
@@ -228,7 +230,7 @@ def score_file(config: RunConfig, *, server_info: dict | None = None, write_reco
             run_config = dataclasses.replace(config, **{field_name: max(1, total)})
         extra = sockets_needed(run_config) if in_process_service else 0
         ensure_open_files(files_needed(run_config, extra), f"--max-concurrent-tasks {config.max_concurrent_tasks}")
-        return _score_open_file(config, run_config, source, total, server_info, write_record)
+        return _score_open_file(config, run_config, source, total, server_info, write_record, engine)
     finally:
         source.close()
 
@@ -247,7 +249,8 @@ def check_paths(config: RunConfig) -> None:
 
 
 def _score_open_file(config: RunConfig, run_config: RunConfig, source, total: int | None,
-                     server_info: dict | None, write_record: bool) -> RunResult:
+                     server_info: dict | None, write_record: bool,
+                     engine_factory: str | EngineFactory | None = None) -> RunResult:
     from .records import build_record, save_record
 
     namespace = cache_namespace(config.namespace, config.client.request_field, config.client.score_field)
@@ -257,7 +260,7 @@ def _score_open_file(config: RunConfig, run_config: RunConfig, source, total: in
     disable = None if config.progress is None else not config.progress
     try:
         # The engine starts first: if it cannot (Ray missing, cluster unreachable), nothing is written.
-        with open_engine(run_config) as engine:
+        with open_engine(run_config, engine_factory) as engine:
             stats.startup_seconds = time.perf_counter() - t_start
             cache = ScoreCache(config.cache, namespace)
             writer = OrderedRowWriter(config.resolved_output)

@@ -23,7 +23,7 @@ from ..client import ScoringClient
 from ..config import ClientConfig, RunConfig, split_evenly
 from ..limits import LimitSettings, RunLimiter, settings_for
 from ..loops import new_event_loop
-from . import Result, WorkItem
+from .dispatch import Result, WorkItem
 
 _STOP = None
 
