@@ -320,6 +320,10 @@ def _score_open_file(config: RunConfig, run_config: RunConfig, source, total: in
         # The engine starts first: if it cannot (Ray missing, cluster unreachable), nothing is written.
         with open_engine(run_config, engine_factory) as engine:
             stats.startup_seconds = time.perf_counter() - t_start
+            if (server_info or {}).get("kind") == "embedded" and hasattr(engine, "open_gate"):
+                # This process's own simulator, just started, asks for no key: no answer of it can be fatal,
+                # so the first-contact gate (which holds all but a few requests for a moment) has nothing to do.
+                engine.open_gate()
             cache = ScoreCache(config.cache, namespace)
             writer = OrderedRowWriter(config.resolved_output)
             with progress_bar(config.progress, total) as bar:

@@ -232,6 +232,11 @@ class AsyncioEngine:
     def room(self) -> int:
         return self.pool.room()
 
+    def open_gate(self) -> None:
+        """The service is known to answer (the CLI's embedded simulator): no first-contact probing, the
+        first requests go out at once (limits.RunLimiter.open_gate). Call before the first submit."""
+        self.pool.limiter.open_gate()
+
     def submit(self, items: list[WorkItem]) -> None:
         self.pool.submit(items, self._results)
 

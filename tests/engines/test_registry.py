@@ -69,3 +69,25 @@ def test_score_file_runs_the_engine_it_is_handed(make_input, tmp_path, how):
     result = score_file(config, engine=FakeEngine if how == "factory" else "fake-for-test")
     assert [r["score"] for r in read_rows(result.output)] == [0.01, 0.02, 0.01, 0.04]
     assert FakeEngine.opened == [4]  # the run's config, its concurrency clipped to the 4 lines
+
+
+class GatedFakeEngine(FakeEngine):
+    gates_opened: list[bool] = []
+
+    def open_gate(self) -> None:
+        GatedFakeEngine.gates_opened.append(True)
+
+
+@pytest.mark.parametrize("kind, opened", [("embedded", [True]), ("external", [])])
+def test_the_first_contact_gate_opens_at_once_only_for_the_embedded_simulator(make_input, tmp_path, kind, opened):
+    path = make_input(["a", "b"])
+    GatedFakeEngine.gates_opened.clear()
+    score_file(run_config(path, "http://127.0.0.1:9/", tmp_path, records_dir=None),
+               server_info={"kind": kind, "url": "http://127.0.0.1:9/"}, engine=GatedFakeEngine)
+    assert GatedFakeEngine.gates_opened == opened
+
+
+def test_the_asyncio_engine_can_open_its_gate(make_input, tmp_path):
+    with AsyncioEngine(run_config(make_input(["a"]), "http://127.0.0.1:9/", tmp_path, threads=1)) as engine:
+        engine.open_gate()
+        assert engine.pool.limiter._opened
