@@ -7,6 +7,7 @@ import time
 import pytest
 
 from scoring_lib import engines, score_file
+from scoring_lib.bench import InstantEngine
 from scoring_lib.client import Outcome
 from scoring_lib.engines.asyncio_engine import AsyncioEngine
 from scoring_lib.errors import ConfigError
@@ -14,38 +15,22 @@ from scoring_lib.errors import ConfigError
 from conftest import read_rows, run_config
 
 
-class FakeEngine:
+class FakeEngine(InstantEngine):
     """Scores every text by its length, at once, with no service: what a test or bench hands the pipeline."""
 
     opened: list[int] = []
 
     def __init__(self, config) -> None:
+        super().__init__(config, room=8)
         self.config = config
-        self._done: list = []
 
     def __enter__(self) -> "FakeEngine":
         FakeEngine.opened.append(self.config.concurrency_ceiling)
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-    def room(self) -> int:
-        return 8 - len(self._done)
-
     def submit(self, items: list) -> None:
         now = time.time()
         self._done += [(key, Outcome(len(text) / 100, None, 1, now, now, 0.0, now)) for key, text in items]
-
-    def poll(self, timeout: float) -> list:
-        done, self._done = self._done, []
-        return done
-
-    def info(self) -> dict:
-        return {"sessions": 0, "startup_seconds": 0.0}
-
-    def close(self, cancel: bool = False) -> None:
-        pass
 
 
 def test_built_in_engines_are_registered_by_name():
