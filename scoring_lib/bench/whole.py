@@ -4,10 +4,12 @@ start-up and teardown included (cases z and b), and peak memory by input length 
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 from ..bounds import bound_seconds
 from ..config import ServerConfig
+from ..engines.asyncio_engine import choose_threads
 from ..loops import EVENT_LOOP_ENV, event_loop_name
 from ..server import ServiceProcess
 from .measure import (Measurement, Target, bare_args, median_runs, recorded, run_process, score_args,
@@ -42,8 +44,7 @@ def case_zero(work: Path, n: int = 40_000, concurrency: int = 100, repeats: int 
     c = str(concurrency)
     with ServiceProcess(ServerConfig(latency=0, capacity=0)) as svc:
         settings = {BARE: (bare_args(path, svc.url, concurrency, work / "zero.bare.jsonl"), None),
-                    DEFAULT: (score_args(path, svc.url, "--max-concurrent-tasks", c, records=work / "z-default"),
-                              None)}
+                    DEFAULT: (score_args(path, svc.url, "--max-concurrent-tasks", c), None)}
         for name, extra, env in _threads_settings(event_loop_name()):
             settings[name] = (score_args(path, svc.url, "--max-concurrent-tasks", c, *extra), env)
         if ray:
@@ -57,16 +58,16 @@ def case_zero(work: Path, n: int = 40_000, concurrency: int = 100, repeats: int 
                  "speed_vs_bare": round(bare.wall / r.wall, 3), "cpu_vs_bare": round(r.cpu / bare.cpu, 2)}
         out.append(Measurement("z", f"{name}, C={concurrency}", n, r.wall, extra=extra))
     default = out[1]
-    default.extra["threads_chosen"] = _chosen(work / "z-default")
+    default.extra["threads_chosen"] = _chosen(n, concurrency)
     default.targets.append(Target("speed_vs_bare", ">=", 0.85))
     _mark_best([m for m in out if "--threads" in m.setting], "speed_vs_bare", Target("speed_vs_bare", ">=", 0.9))
     return out
 
 
-def _chosen(records: Path) -> str | None:
-    """What a default run chose for its threads, and why (from its record)."""
-    info = recorded(records, "engine_info") or {}
-    return f"{info.get('threads_chosen')} ({info.get('threads_reason')})" if info else None
+def _chosen(lines: int, concurrency: int) -> str:
+    """What a default run against this (external, latency unknown) service chooses for its threads, and why."""
+    threads, reason = choose_threads(lines, concurrency, None, os.cpu_count())
+    return f"{threads} ({reason})"
 
 
 def case_b(work: Path, time_scale: float, repeats: int = 3) -> list[Measurement]:
@@ -97,7 +98,7 @@ def case_b(work: Path, time_scale: float, repeats: int = 3) -> list[Measurement]
             extra["scoring_phase_vs_bound"] = round(scoring / bound, 3) if scoring else None
         out.append(Measurement("b", f"{name}, C={concurrency} (whole process)", n, runs[name].wall, bound,
                                extra=extra))
-    out[1].extra["threads_chosen"] = _chosen(work / "b-records-1")
+    out[1].extra["threads_chosen"] = _chosen(n, concurrency)
     out[1].targets.append(Target("whole_vs_bare", "<=", 1.03))
     return out
 

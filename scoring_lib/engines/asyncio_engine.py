@@ -46,7 +46,7 @@ def choose_threads(lines: int | None, concurrency: int, latency: float | None,
         return 1, (f"a fast service ({latency:g} s): one loop keeps up, a second would share its GIL and add "
                    "hand-overs")
     if wave < 2 * IN_FLIGHT_PER_LOOP:
-        return 1, f"at most {wave} in flight: one loop keeps up (a second pays from {2 * IN_FLIGHT_PER_LOOP})"
+        return 1, f"at most {wave} in flight: one loop keeps up; a second pays from {2 * IN_FLIGHT_PER_LOOP}"
     n = min(cores, wave // IN_FLIGHT_PER_LOOP)
     return n, f"{wave} in flight: one loop per {IN_FLIGHT_PER_LOOP}, at most one per core ({cores})"
 
