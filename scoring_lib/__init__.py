@@ -2,26 +2,61 @@
 
 The public API is small: build a RunConfig (with a ClientConfig), call score_file; start a
 SimulatedService for local runs; probe a service.
+
+Names are imported when first used (module `__getattr__`, PEP 562): `python -m scoring_lib` runs
+this file first, and a `score` process should not pay for the simulator's web server or the probe.
 """
 
-from .config import ClientConfig, RunConfig, ServerConfig
-from .errors import ScoringError
-from .pipeline import RunResult, score_file, score_file_async
-from .probe import ProbeReport, probe
-from .server import SimulatedService, deterministic_score
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING
 
 __all__ = ["ClientConfig", "RunConfig", "ServerConfig", "ScoringError", "RunResult", "score_file",
-           "score_file_async", "ProbeReport", "probe", "SimulatedService", "deterministic_score"]
-__all__ += ["build_report", "compare_runs", "load_runs"]
+           "score_file_async", "ProbeReport", "probe", "SimulatedService", "deterministic_score",
+           "build_report", "compare_runs", "load_runs"]
 __version__ = "0.1.0"
 
-_STUDY = {"build_report": "report", "compare_runs": "compare", "load_runs": "runs"}
+_HOME = {"ClientConfig": "config", "RunConfig": "config", "ServerConfig": "config", "ScoringError": "errors",
+         "RunResult": "pipeline", "score_file": "pipeline", "score_file_async": "pipeline", "ProbeReport": "probe",
+         "probe": "probe", "SimulatedService": "server", "deterministic_score": "server",
+         # the study side pulls pandas, which `score` never needs
+         "build_report": "report", "compare_runs": "compare", "load_runs": "runs"}
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ imports on first use
+    from .config import ClientConfig, RunConfig, ServerConfig
+    from .errors import ScoringError
+    from .pipeline import RunResult, score_file, score_file_async
+    from .probe import ProbeReport, probe
+    from .server import SimulatedService, deterministic_score
+    from .report import build_report
+    from .compare import compare_runs
+    from .runs import load_runs
 
 
 def __getattr__(name: str):
-    """The study side (report, compare, the tidy frame) on first use: it pulls pandas, which `score` never needs."""
-    if name in _STUDY:
-        import importlib
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{home}", __name__), name)
+    globals()[name] = value  # the next lookup finds it directly
+    return value
 
-        return getattr(importlib.import_module(f".{_STUDY[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)
+
+
+class _Package(types.ModuleType):
+    """`scoring_lib.probe` is the function (the public API), as when this file imported it eagerly: the
+    import system, loading the submodule of the same name later, must not put the module in its place."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if isinstance(value, types.ModuleType) and _HOME.get(name) == name:
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

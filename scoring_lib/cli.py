@@ -148,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time scale of case p's 4.15 s latency (probe --ramp at capacities 50, 200, 1000; "
                         "not in the default cases; default 0.5)")
     p.add_argument("--p-capacities", default="50,200,1000", help="service capacities of case p")
+    p.add_argument("--strict", action="store_true", help="exit 1 when any target is missed (for CI or a nightly run)")
     return parser
 
 
@@ -200,7 +201,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import run_bench
+    from .bench import run_bench, tally
 
     try:
         sizes = tuple(int(s) for s in args.rss_sizes.split(","))
@@ -212,9 +213,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         capacities = tuple(int(s) for s in args.p_capacities.split(","))
     except ValueError:
         raise ConfigError(f"--p-capacities takes whole numbers separated by commas, got {args.p_capacities!r}") from None
-    run_bench(args.cases, args.time_scale, args.b_time_scale, sizes, ray=args.ray, soak_lines=args.soak_lines,
-              p_time_scale=args.p_time_scale, p_capacities=capacities)
-    return 0
+    results = run_bench(args.cases, args.time_scale, args.b_time_scale, sizes, ray=args.ray,
+                        soak_lines=args.soak_lines, p_time_scale=args.p_time_scale, p_capacities=capacities)
+    return 1 if args.strict and tally(results)[1] else 0
 
 
 def _stdin_hint(path) -> None:

@@ -104,15 +104,20 @@ class OrderedRowWriter:
         return self._next - 1
 
     def add(self, row: Row) -> None:
-        self._pending[row.line] = row
+        if row.line != self._next:  # out of order: held until the rows before it are in
+            self._pending[row.line] = row
+            return
         try:
+            self._write(row)
             while (ready := self._pending.pop(self._next, None)) is not None:
-                self._file.write(ready.to_json())
-                self._file.write("\n")
-                self.counts[ready.status] += 1
-                self._next += 1
+                self._write(ready)
         except OSError as exc:
             raise write_error("output", self.path, exc) from None
+
+    def _write(self, row: Row) -> None:
+        self._file.write(row.to_json() + "\n")
+        self.counts[row.status] += 1
+        self._next += 1
 
     def commit(self) -> Path:
         """Flush, fsync and rename into place; the output exists only from here on."""

@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import urlsplit
-
-from tqdm.auto import tqdm
 
 from .cache import ScoreCache, cache_namespace
 from .client import Outcome
 from .config import RunConfig
-from .engines import Dispatcher, open_engine
+from .engines import Dispatcher, EngineFactory, open_engine
+from .engines.asyncio_engine import choose_threads
 from .errors import ConfigError, RunInterrupted, RunTerminated, ServiceUnusable, Terminated
 from .failures import Failure, key_hint
 from .inputs import count_lines, open_input, read_lines
@@ -44,9 +45,45 @@ class RunResult:
         return 1 if self.stats.counts["error"] else 0
 
 
+class ProgressBar(Protocol):
+    """What the run needs of a progress bar (tqdm's, or none)."""
+
+    def update(self, n: int = 1) -> object: ...
+
+
+class _NoBar:
+    """No bar is shown: nothing to draw, no tqdm to import, no monitor thread to start."""
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def __enter__(self) -> "_NoBar":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+def progress_bar(progress: bool | None, total: int | None):
+    """A tqdm bar when one is shown (`progress` True, or None and stderr is a terminal), else a no-op."""
+    if progress is False or (progress is None and not _on_terminal()):
+        return _NoBar()
+    from tqdm.auto import tqdm  # start-up: only a run that shows a bar loads tqdm.auto (notebook detection)
+
+    return tqdm(total=total, unit="line", disable=None if progress is None else False, dynamic_ncols=True,
+                leave=False)
+
+
+def _on_terminal() -> bool:
+    try:
+        return sys.stderr is not None and sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stderr
+        return False
+
+
 class _Run:
     def __init__(self, config: RunConfig, engine: Dispatcher, cache: ScoreCache, writer: OrderedRowWriter,
-                 stats: RunStats, bar: tqdm, source=None) -> None:
+                 stats: RunStats, bar: "ProgressBar", source=None) -> None:
         self.config, self.engine, self.cache, self.writer, self.stats, self.bar = (
             config, engine, cache, writer, stats, bar)
         self.source = source if source is not None else config.input  # an open input is read once
@@ -145,16 +182,19 @@ def redirect_hint(failure: Failure | None) -> str:
 
 
 def score_file(config: RunConfig, *, server_info: dict | None = None, write_record: bool = True,
-               in_process_service: bool = False) -> RunResult:
+               in_process_service: bool = False, engine: str | EngineFactory | None = None) -> RunResult:
     """Score every line of `config.input`; blocking, safe to call from Jupyter (engines run their
     event loops in their own threads or processes, never in the caller's loop).
     `in_process_service`: the service runs in this process (the CLI's embedded one), so its
-    sockets count against this process's open-file limit too."""
+    sockets count against this process's open-file limit too.
+    `engine`: a registered engine name or a factory (engines.EngineFactory) to use instead of the one
+    `config.engine` names (bench's instant engine, a test's fake service-less engine)."""
     # The input is opened once (pipes and FIFOs can be read only once); this is also the input check.
     source = open_input(config.input)
     try:
         check_paths(config)
         total = count_lines(source)  # None for a stream: progress without a total
+        config, threads_reason = resolve_threads(config, total, server_info)
         # Never more workers than lines that can be in flight: C = 10^6 on a 3-line file costs nothing.
         run_config = config
         if total is not None and total < config.concurrency_ceiling:
@@ -162,9 +202,29 @@ def score_file(config: RunConfig, *, server_info: dict | None = None, write_reco
             run_config = dataclasses.replace(config, **{field_name: max(1, total)})
         extra = sockets_needed(run_config) if in_process_service else 0
         ensure_open_files(files_needed(run_config, extra), f"--max-concurrent-tasks {config.max_concurrent_tasks}")
-        return _score_open_file(config, run_config, source, total, server_info, write_record)
+        return _score_open_file(config, run_config, source, total, server_info, write_record, engine,
+                                threads_reason)
     finally:
         source.close()
+
+
+def resolve_threads(config: RunConfig, total: int | None, server_info: dict | None) -> tuple[RunConfig, str | None]:
+    """The asyncio engine's event-loop threads when --threads was not given, chosen from what is known
+    (engines.asyncio_engine.choose_threads), and why; the config as given otherwise."""
+    if config.engine != "asyncio" or config.threads is not None:
+        return config, None
+    threads, reason = choose_threads(total, config.concurrency_ceiling, known_latency(server_info), os.cpu_count())
+    return dataclasses.replace(config, threads=threads), reason
+
+
+def known_latency(server_info: dict | None) -> float | None:
+    """The service's unloaded latency in seconds on the wire, when a profile or the simulator's settings
+    say it; None when unknown."""
+    info = server_info or {}
+    value = ((info.get("profile") or {}).get("latency") or {}).get("value")
+    if value is None and isinstance(info.get("latency"), (int, float)):  # a simulator at zero latency
+        value = info["latency"] * info.get("time_scale", 1.0)
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def check_paths(config: RunConfig) -> None:
@@ -181,19 +241,24 @@ def check_paths(config: RunConfig) -> None:
 
 
 def _score_open_file(config: RunConfig, run_config: RunConfig, source, total: int | None,
-                     server_info: dict | None, write_record: bool) -> RunResult:
+                     server_info: dict | None, write_record: bool,
+                     engine_factory: str | EngineFactory | None = None,
+                     threads_reason: str | None = None) -> RunResult:
     namespace = cache_namespace(config.namespace, config.client.request_field, config.client.score_field)
     stats = RunStats()
     t_start = time.perf_counter()
     cache = writer = None
-    disable = None if config.progress is None else not config.progress
     try:
         # The engine starts first: if it cannot (Ray missing, cluster unreachable), nothing is written.
-        with open_engine(run_config) as engine:
+        with open_engine(run_config, engine_factory) as engine:
             stats.startup_seconds = time.perf_counter() - t_start
+            if (server_info or {}).get("kind") == "embedded" and hasattr(engine, "open_gate"):
+                # This process's own simulator, just started, asks for no key: no answer of it can be fatal,
+                # so the first-contact gate (which holds all but a few requests for a moment) has nothing to do.
+                engine.open_gate()
             cache = ScoreCache(config.cache, namespace)
             writer = OrderedRowWriter(config.resolved_output)
-            with tqdm(total=total, unit="line", disable=disable, dynamic_ncols=True, leave=False) as bar:
+            with progress_bar(config.progress, total) as bar:
                 stats.scoring_started = time.time()
                 t_scoring = time.perf_counter()
                 _Run(run_config, engine, cache, writer, stats, bar, source).run()
@@ -219,6 +284,8 @@ def _score_open_file(config: RunConfig, run_config: RunConfig, source, total: in
     stats.total_seconds = time.perf_counter() - t_start
     if run_config is not config:
         stats.engine_info["effective_concurrency"] = run_config.concurrency_ceiling
+    if threads_reason is not None:
+        stats.engine_info |= {"threads_chosen": config.threads, "threads_reason": threads_reason}
     record = build_record(config, stats, server_info=server_info)
     warnings = []
     record_path = None

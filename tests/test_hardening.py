@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from scoring_lib import pipeline, score_file, watchdog
+from scoring_lib import score_file, watchdog
 from scoring_lib.client import ScoringClient
 from scoring_lib.errors import RunStalled
 
@@ -407,12 +407,11 @@ class _LosesEverything:
 
 @pytest.mark.timeout(60)  # without the watchdog the run waits forever
 def test_a_run_that_stops_moving_is_an_error_not_a_hang(tmp_path, make_input, monkeypatch):
-    monkeypatch.setattr(pipeline, "open_engine", _LosesEverything)
     monkeypatch.setattr(watchdog, "WATCHDOG_SLACK", 0.0)
     config = run_config(make_input(["a", "b"], "in.txt"), "http://127.0.0.1:9/score", tmp_path, timeout=0.2,
                         max_retries=1, backoff_cap=0.1)
     with pytest.raises(RunStalled, match="no line finished and nothing moved for 0.8 s with 2 lines outstanding"):
-        score_file(config)
+        score_file(config, engine=_LosesEverything)  # the engine seam, not a patch of the pipeline
     assert not (tmp_path / "out.jsonl").exists()
 
 
