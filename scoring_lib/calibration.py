@@ -31,7 +31,7 @@ MIN_LINES, MAX_LINES = 2000, 5000  # lines of the calibration run: two waves of 
 LOAD_INTERVAL = 2.0  # seconds between two samples of the machine's load
 
 __all__ = ["Calibration", "LoadSummary", "LoadSampler", "measure_client", "calibrate", "calibrate_sweep", "save_load", "needed_time_scale", "save_calibration",
-           "load_calibration", "gap_explained", "time_scale_warning", "CALIBRATION_FILE", "TARGET_SHARE"]
+           "load_calibration", "gap_explained", "calibration_note", "time_scale_warning", "CALIBRATION_FILE", "TARGET_SHARE"]
 
 
 @dataclass(frozen=True)
@@ -257,6 +257,20 @@ def load_calibration(records_dir: str | os.PathLike, sweep: str) -> Calibration 
         return Calibration.from_json(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError, TypeError):
         return None
+
+
+def calibration_note(cal: Calibration) -> str:
+    """One sentence for the report: what the client costs here, and how loaded the machine was."""
+    text = (f"Client CPU per request on this machine: {cal.cpu_per_request * 1e6:.0f} us "
+            f"({cal.cpu_per_wave * 1000:.3g} ms per wave of {cal.concurrency}, measured at zero latency)")
+    if cal.latency is not None and cal.time_scale is not None:
+        text += f", {cal.cpu_per_wave / (cal.latency * cal.time_scale):.0%} of the latency at time scale {cal.time_scale:g}"
+        if cal.time_scale_needed is not None:
+            text += f" (2% needs time scale {cal.time_scale_needed:g})"
+    if cal.load is not None:
+        text += (f"; load average {cal.load.load1_mean:.1f} (max {cal.load.load1_max:.1f}) on {cal.load.cores} cores, "
+                 f"CPU {cal.load.cpu_percent_mean:.0f}% during the sweep")
+    return text + "."
 
 
 def gap_explained(calibration: Calibration, concurrency: int, lines: int, latency: float, wall: float,

@@ -67,6 +67,17 @@ def test_the_model_counts_the_clients_cpu_of_every_wave_against_the_gap():
     assert math.isnan(gap_explained(c, 100, 1000, 0.2, wall=2.0, bound=2.0))  # no gap, nothing to explain
 
 
+def test_the_reports_sentence_states_the_cost_the_share_of_the_latency_and_the_load():
+    from scoring_lib.calibration import LoadSummary, calibration_note
+
+    c = cal(cpu_per_request=2.5e-4, concurrency=400, time_scale_needed=1.3,
+            load=LoadSummary(samples=9, load1_mean=8.46, load1_max=9.2, cpu_percent_mean=66.6, cpu_percent_max=100,
+                             cores=2))
+    assert calibration_note(c) == ("Client CPU per request on this machine: 250 us (100 ms per wave of 400, measured "
+                                   "at zero latency), 48% of the latency at time scale 0.05 (2% needs time scale "
+                                   "1.3); load average 8.5 (max 9.2) on 2 cores, CPU 67% during the sweep.")
+
+
 def test_the_time_scale_needed_keeps_a_waves_cpu_under_two_per_cent_of_the_latency():
     # C=400 at 250 us a request: 0.1 s of CPU per wave; 2% of 4.15 s x scale >= 0.1 s from scale 1.2048.
     assert needed_time_scale(2.5e-4, 400, 4.15) == 1.3
