@@ -174,3 +174,10 @@ def test_a_real_sweep_saves_its_calibration_and_one_notebook_per_repeat(tmp_path
     made = load_calibration(tmp_path / "runs", "cal")
     assert made.concurrency == 4 and made.lines == 50 and made.cpu_per_request > 0 and made.load.samples >= 1
     assert len(read_records(tmp_path / "runs")) == 4
+
+
+def test_a_grid_with_calibration_lines_0_measures_nothing_and_warns_nothing(tmp_path, papermill_in_process, capsys):
+    grid = grid_of(tmp_path, GRID | {"calibration_lines": 0, "repeats": 1})
+    run_sweep(grid, records_dir=tmp_path / "runs", notebooks_dir=tmp_path / "nb", progress=False)
+    assert load_calibration(tmp_path / "runs", "cal") is None and "warning" not in capsys.readouterr().err
+    assert len(read_records(tmp_path / "runs")) == 3
