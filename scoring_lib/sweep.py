@@ -259,7 +259,7 @@ def run_sweep(grid: Grid | str | os.PathLike, records_dir: str | os.PathLike = p
                                        disable=None if progress is None else not progress))
         for point, repeat in bar:
             bar.set_postfix_str(f"{point.id} repeat {repeat}")
-            _run_repeat(summary, point, repeat, url, have, outputs)
+            _run_repeat(summary, point, repeat, url, outputs)
     summary.done = [p.id for p in grid.points if p.id in summary.ran_points and p.id not in dict(summary.failed)]
     return summary
 
@@ -270,7 +270,7 @@ def schedule(grid: Grid, have: dict[str, set]) -> list[tuple[Point, int]]:
     return [(p, r) for r in range(grid.repeats) for p in grid.points if r not in have.get(p.id, set())]
 
 
-def _run_repeat(summary: SweepSummary, point: Point, repeat: int, url: str, have: dict, outputs: Path) -> None:
+def _run_repeat(summary: SweepSummary, point: Point, repeat: int, url: str, outputs: Path) -> None:
     """One repeat of one point through papermill; a failure is recorded and the point's later repeats
     are left out (the sweep goes on with the other points)."""
     import papermill as pm

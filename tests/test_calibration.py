@@ -181,3 +181,18 @@ def test_a_grid_with_calibration_lines_0_measures_nothing_and_warns_nothing(tmp_
     run_sweep(grid, records_dir=tmp_path / "runs", notebooks_dir=tmp_path / "nb", progress=False)
     assert load_calibration(tmp_path / "runs", "cal") is None and "warning" not in capsys.readouterr().err
     assert len(read_records(tmp_path / "runs")) == 3
+
+
+def test_a_calibration_that_fails_is_one_warning_and_the_sweep_goes_on(tmp_path, papermill_in_process, monkeypatch,
+                                                                        capsys):
+    from scoring_lib.errors import ConfigError
+
+    def refused(concurrency, lines, fields):
+        raise ConfigError("too many open files for the calibration")
+
+    monkeypatch.setattr(calibration, "measure_client", refused)
+    summary = run_sweep(grid_of(tmp_path, GRID | {"repeats": 1}), records_dir=tmp_path / "runs",
+                        notebooks_dir=tmp_path / "nb", progress=False)
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("warning: sweep cal: no calibration (ConfigError: too many open files")
+    assert summary.exit_code == 0 and len(summary.done) == 3 and load_calibration(tmp_path / "runs", "cal") is None
