@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Extra arguments for pytest (test, test-fast) or bench: `make test-fast ARGS='-k cache'`.
+ARGS ?=
 
 .PHONY: run test test-fast bench venv git-filter lab reference clean
 
@@ -17,12 +19,14 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # nbstripout as the git filter for *.ipynb (.gitattributes names it): saving a notebook with its outputs
-# in JupyterLab leaves `git status` clean. Idempotent; does nothing outside a git checkout.
+# in JupyterLab leaves `git status` clean. Idempotent; does nothing outside a git checkout. Uses .venv's
+# Python, or without .venv (a conda environment) the $(PYTHON) on PATH.
+FILTER_PY = $(if $(wildcard $(PY)),$(PY),$(PYTHON))
 git-filter:
 	@if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
-		$(PY) -m nbstripout --install && \
+		$(FILTER_PY) -m nbstripout --install && \
 		git config filter.nbstripout.extrakeys \
-			"$$($(PY) -c 'from scoring_lib.notebook import STRIP_EXTRA_KEYS as k; print(" ".join(k))')" && \
+			"$$($(FILTER_PY) -c 'from scoring_lib.notebook import STRIP_EXTRA_KEYS as k; print(" ".join(k))')" && \
 		echo "nbstripout: git filter installed (notebook outputs are stripped when staged)"; \
 	fi
 
@@ -43,14 +47,14 @@ lab: $(STAMP)
 
 # Everything: unit tests, notebooks, Ray, and the browser test (skipped, saying so, without Chromium).
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest $(ARGS)
 
-# The inner loop: no notebooks, no Ray, no browser; under a minute.
+# The inner loop: no notebooks, no Ray, no browser.
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow and not ray and not browser"
+	$(PY) -m pytest -q -m "not slow and not ray and not browser" $(ARGS)
 
 bench: $(STAMP)
-	$(PY) -m scoring_lib bench
+	$(PY) -m scoring_lib bench $(ARGS)
 
 # The committed reference report, rebuilt from its committed records (results/reference/runs/).
 reference: $(STAMP)

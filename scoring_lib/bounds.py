@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import math
 
+from .config import split_evenly
+from .service import whole_capacity
+
 
 def effective_pool(connector_limit: int | str | None, sessions: int) -> float:
     """Connections the whole run may hold: the per-session limit times the sessions (inf if unlimited).
@@ -35,8 +38,6 @@ def bound_seconds(requests: int, latency: float, pool: float, concurrency: int, 
 def sessions_of(engine: str, threads: int, workers: int | None, concurrency: int) -> int:
     """aiohttp sessions a run opens: one per event loop (asyncio threads; Ray workers x threads),
     never more than the concurrency since each needs a share of at least one."""
-    from .config import split_evenly
-
     if engine == "asyncio":
         return min(threads, concurrency)
     return sum(min(threads, share) for share in split_evenly(concurrency, workers or 1))
@@ -60,8 +61,6 @@ def honest_bound(requests: int, pool: float, concurrency: int, latency: float | 
     known_cap = capacity if capacity_source != "unknown" else None
     # A probed capacity is an estimate (199.4): rounded up, as the recommendation does, so the bound stays
     # a lower bound (rounded down, 199 would add a wave the service does not impose).
-    from .service import whole_capacity
-
     seconds = bound_seconds(requests, latency, pool, concurrency, whole_capacity(known_cap) if known_cap else None)
     used = [latency_source]
     if rate_limit and rate_source != "unknown" and requests > 0:

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import psutil
 
+from .runs import CALIBRATION_FILE
 from .settings import ClientConfig, RunConfig, ServerConfig
 
 CALIBRATION_SCHEMA = 1
-CALIBRATION_FILE = "calibration.json"
 TARGET_SHARE = 0.02  # the client's CPU per wave should stay under this share of the latency
 MIN_LINES, MAX_LINES = 2000, 5000  # lines of the calibration run: two waves of the largest C, within these
 LOAD_INTERVAL = 2.0  # seconds between two samples of the machine's load

@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sweep", help="run every point of a grid through papermill (notebooks/run.ipynb)")
     p.add_argument("grid", metavar="GRID.yaml", help="grid file, e.g. notebooks/grids/quick.yaml")
-    p.add_argument("--resume", action="store_true", help="skip points already recorded for this grid")
+    p.add_argument("--resume", action="store_true", help="run only the measured repeats not yet recorded as ok")
     p.add_argument("--ray-address", default=os.environ.get("RAY_ADDRESS") or None, metavar="ADDR",
                    help="Ray points join this cluster (default $RAY_ADDRESS); without it the sweep starts one "
                         "local Ray cluster for all its Ray points and stops it at the end")
@@ -117,8 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Report on the records of the named sweeps (default: the sweep run last); "
                                    "plain `score` runs only with --adhoc. Runs against different services or "
                                    "time scales are refused (exit 2), as is a report with no measured run.")
-    p.add_argument("--runs", type=Path, default=paths.RUNS, help="records, searched recursively "
-                   "(default results/runs under the project root)")
+    p.add_argument("--runs", type=Path, default=None, help="records, searched recursively (default results/runs "
+                   "under the project root; with no sweep there, the committed reference, said so)")
     p.add_argument("--sweep", action="append", metavar="NAME|GRID.yaml",
                    help="a sweep to report, by name or grid file; repeat for several; 'all' for every sweep "
                         "recorded (default: the sweep run last)")
@@ -126,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=paths.REPORT,
                    help="report.md, report.html, figures and CSVs (default results/report, ignored by git)")
     p.add_argument("--profile", metavar="NAME", help="service profile whose capacity tests the seed's hypothesis")
+    p.add_argument("--compare", nargs=2, metavar=("A", "B"), help="compare B with A per setting (each a folder of "
+                   "records, a sweep name or a commit): ratio B/A with its 95%% interval, changes beyond 1.10x flagged")
+    p.add_argument("--fail-above", type=float, metavar="RATIO", help="with --compare: exit 1 when a setting of B "
+                   "is slower than RATIO x A beyond the noise (e.g. 1.10)")
 
     p = sub.add_parser("bench", help="measure the engines against the simulated service and the physical limit")
     p.add_argument("--cases", default="zdabcrw", help="which cases: z (zero latency: score vs a bare aiohttp "
@@ -171,13 +175,20 @@ def _sweep_name(text: str) -> str:
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import build_report
 
-    if not args.runs.is_dir():
+    if args.runs is not None and not args.runs.is_dir():
         raise ConfigError(f"no run records: {args.runs} is not a directory")
+    if args.compare:
+        from .compare import compare_runs
+
+        found = compare_runs(*args.compare, runs_dir=args.runs, out_dir=args.out / "compare" if args.out else None)
+        print("\n".join(found.lines()) + f"\n-> {paths.shown(found.page)}")
+        worse = found.regressions(args.fail_above) if args.fail_above else []
+        return 1 if len(worse) else 0
     sweeps = None
     if args.sweep:
         sweeps = [_sweep_name(s) for s in args.sweep]
     how = "`python -m scoring_lib report " + " ".join(
-        [f"--runs {paths.shown(args.runs)}"] + [f"--sweep {s}" for s in (sweeps or [])]
+        ([f"--runs {paths.shown(args.runs)}"] if args.runs else []) + [f"--sweep {s}" for s in (sweeps or [])]
         + (["--adhoc"] if args.adhoc else []) + [f"--out {paths.shown(args.out)}"]) + "`"
     profile = load_profile(args.profile) if args.profile else None
     report = build_report(args.runs, args.out, how=how, sweeps=sweeps, adhoc=args.adhoc, profile=profile)

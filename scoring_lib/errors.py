@@ -109,6 +109,12 @@ class ServiceUnusable(ScoringError):
     exit_code = 1
 
 
+class RunStalled(ScoringError):
+    """No line finished and nothing moved for longer than any line may take: the engine lost work."""
+
+    exit_code = 1
+
+
 class ReportError(ScoringError):
     """The report has nothing honest to draw: no measured runs, an unknown sweep, or runs against
     different services or time scales that must not share a figure."""

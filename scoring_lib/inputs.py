@@ -96,6 +96,9 @@ def _skip_rest_of_line(f: BinaryIO) -> None:
             return
 
 
+_BOM = b"\xef\xbb\xbf"
+
+
 def read_lines(source: str | os.PathLike | BinaryIO, max_line_bytes: int) -> Iterator[InputLine]:
     """Yield every line in order, in constant memory, never holding more than one capped line.
 
@@ -107,11 +110,12 @@ def read_lines(source: str | os.PathLike | BinaryIO, max_line_bytes: int) -> Ite
         return
     f = source
     number = 0
-    # +2 leaves room for "\r\n" so a line of exactly max_line_bytes is accepted.
+    # +2 leaves room for "\r\n" so a line of exactly max_line_bytes is accepted; the first line also has
+    # room for a UTF-8 byte-order mark, which is not part of its text.
     limit = max_line_bytes + 2
-    while raw := f.readline(limit):
+    while raw := f.readline(limit + (len(_BOM) if number == 0 else 0)):
         number += 1
-        if not raw.endswith(b"\n") and len(raw) == limit:
+        if not raw.endswith(b"\n") and len(raw) >= limit + (len(_BOM) if number == 1 else 0):
             _skip_rest_of_line(f)
             yield InputLine(number, None, "error", f"line is longer than {max_line_bytes} bytes")
             continue
@@ -119,8 +123,8 @@ def read_lines(source: str | os.PathLike | BinaryIO, max_line_bytes: int) -> Ite
             raw = raw[:-1]
             if raw.endswith(b"\r"):
                 raw = raw[:-1]
-        if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
-            raw = raw[3:]
+        if number == 1 and raw.startswith(_BOM):
+            raw = raw[len(_BOM):]
         if len(raw) > max_line_bytes:
             yield InputLine(number, None, "error", f"line is longer than {max_line_bytes} bytes")
             continue

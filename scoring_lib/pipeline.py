@@ -4,11 +4,8 @@ cache, dispatch, collect, write in order, record. Engines only keep requests in 
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
-import random
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -20,81 +17,15 @@ from .client import Outcome
 from .config import RunConfig
 from .engines import Dispatcher, open_engine
 from .errors import ConfigError, RunInterrupted, RunTerminated, ServiceUnusable, Terminated
+from .failures import Failure, key_hint
 from .inputs import count_lines, open_input, read_lines
 from .outputs import OrderedRowWriter, Row
+from .record import RunRecord, build_record, save_record
 from .resources import ensure_open_files, files_needed, sockets_needed
+from .stats import SAMPLE_SIZE, Reservoir, RunStats  # noqa: F401 - re-exported: moved to stats.py
+from .watchdog import Watchdog, stall_seconds
 
 REORDER_LIMIT = 50_000  # rows held for order before the reader waits
-SAMPLE_SIZE = 20_000  # requests kept for latency percentiles and the in-flight timeline
-
-
-class Reservoir:
-    """A uniform sample of at most `size` items, so a million-line run keeps a fixed-size summary.
-
-    Li's Algorithm L: once full, it draws how many items to skip before the next one is kept, so an
-    item that is not kept costs a comparison, not a random number (this runs once per request)."""
-
-    def __init__(self, size: int, seed: int = 0) -> None:
-        self.size = size
-        self.seen = 0
-        self.items: list = []
-        self._rng = random.Random(seed)
-        self._w = 1.0
-        self._next = size  # the index (0-based, in arrival order) of the next item kept once full
-
-    def _uniform(self) -> float:
-        return self._rng.random() or 1e-12  # in (0, 1): both logarithms below stay finite
-
-    def _skip(self) -> None:
-        self._w *= math.exp(math.log(self._uniform()) / self.size)
-        self._next += int(math.log(self._uniform()) / math.log1p(-self._w)) + 1
-
-    def add(self, item) -> None:
-        index = self.seen
-        self.seen = index + 1
-        if index < self.size:
-            self.items.append(item)
-            if self.seen == self.size:
-                self._next = index
-                self._skip()
-        elif index == self._next:
-            self.items[self._rng.randrange(self.size)] = item
-            self._skip()
-
-
-@dataclass
-class RunStats:
-    """What a run measured; turned into the run record."""
-
-    lines: int = 0
-    counts: dict = field(default_factory=lambda: {"ok": 0, "empty": 0, "error": 0})
-    unique_requested: int = 0
-    cache_hits: int = 0
-    duplicates: int = 0
-    requests: int = 0
-    retries: int = 0
-    startup_seconds: float = 0.0
-    scoring_seconds: float = 0.0
-    total_seconds: float = 0.0
-    scoring_started: float = 0.0  # wall clock
-    requests_sample: Reservoir = field(default_factory=lambda: Reservoir(SAMPLE_SIZE))
-    engine_info: dict = field(default_factory=dict)
-    causes: Counter = field(default_factory=Counter)  # error rows by cause ("HTTP 503", "timeout", ...)
-
-    def summary(self) -> str:
-        rate = self.lines / self.scoring_seconds if self.scoring_seconds > 0 else float("inf")
-        c = self.counts
-        errors = ""
-        if self.causes:
-            top = self.causes.most_common(3)
-            rest = sum(self.causes.values()) - sum(n for _, n in top)
-            errors = " (" + ", ".join(f"{n} {cause}" for cause, n in top) + (f", {rest} other" if rest else "") + ")"
-        limits = self.engine_info.get("limits") or {}
-        limit = (f", limit now {round(limits['final_limit'])}" if limits.get("mode") == "adaptive" and self.requests
-                 else "")
-        return (f"{self.lines} lines: {c['ok']} ok, {c['empty']} empty, {c['error']} error{errors}; "
-                f"{self.requests} requests, {self.retries} retries; {self.cache_hits} from cache{limit}; "
-                f"scoring {self.scoring_seconds:.2f} s ({rate:.1f} lines/s), start-up {self.startup_seconds:.2f} s")
 
 
 @dataclass
@@ -104,7 +35,7 @@ class RunResult:
     config: RunConfig
     output: Path
     stats: RunStats
-    record: dict
+    record: RunRecord
     record_path: Path | None
     warnings: list = field(default_factory=list)  # things a user should know that did not fail the run
 
@@ -123,6 +54,7 @@ class _Run:
         self.run_errors: dict[bytes, str] = {}  # texts that failed in this run: duplicates share the error
         self.run_causes: dict[bytes, str | None] = {}
         self.outstanding = 0
+        self.watchdog = Watchdog(stall_seconds(config), getattr(engine, "activity", None))
 
     def emit(self, row: Row) -> None:
         self.writer.add(row)
@@ -167,10 +99,11 @@ class _Run:
                 # No request succeeded and more will not help: stop, and write nothing that looks like a result.
                 where = urlsplit(self.config.client.url)
                 raise ServiceUnusable(f"{outcome.error} ({where.scheme}://{where.hostname}:{where.port or ''}"
-                                      f"{where.path}){key_hint(outcome.cause, self.config.client)}; nothing written")
+                                      f"{where.path}){key_hint(outcome.failure, self.config.client)}"
+                                      f"{redirect_hint(outcome.failure)}; nothing written")
             self.outstanding -= 1
             self.stats.requests += outcome.attempts
-            self.stats.retries += outcome.attempts - 1
+            self.stats.retries += max(0, outcome.attempts - 1)  # 0 attempts: stopped or failed before sending
             self.stats.requests_sample.add((outcome.sent, outcome.finished, outcome.latency, outcome.ok))
             numbers = self.waiting.pop(key)
             if outcome.ok:
@@ -199,15 +132,16 @@ class _Run:
             if not more and self.outstanding == 0:
                 return
             if self.outstanding:
-                self.collect(self.engine.poll(timeout=0.05))
+                results = self.engine.poll(timeout=0.05)
+                self.watchdog.check(bool(results), self.outstanding)
+                self.collect(results)
 
 
-def key_hint(cause: str | None, client) -> str:
-    """What to check when the service refused the key (never the key itself)."""
-    if cause not in ("HTTP 401", "HTTP 403"):
+def redirect_hint(failure: Failure | None) -> str:
+    """Where a service that only redirects points (redirects are never followed)."""
+    if failure is None or failure.location is None:
         return ""
-    sent = "a key from" if client.api_key() else "no key: nothing in"
-    return f"; the service refused the API key (this run sent {sent} ${client.api_key_env}; see --api-key-env)"
+    return f"; it redirects to {failure.location} (not followed: give that url with --url if it is the service)"
 
 
 def score_file(config: RunConfig, *, server_info: dict | None = None, write_record: bool = True,
@@ -248,8 +182,6 @@ def check_paths(config: RunConfig) -> None:
 
 def _score_open_file(config: RunConfig, run_config: RunConfig, source, total: int | None,
                      server_info: dict | None, write_record: bool) -> RunResult:
-    from .records import build_record, save_record
-
     namespace = cache_namespace(config.namespace, config.client.request_field, config.client.score_field)
     stats = RunStats()
     t_start = time.perf_counter()

@@ -11,7 +11,8 @@ if not matplotlib.get_backend().lower().startswith(("module://", "nbagg", "widge
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .report import is_auto  # noqa: E402
+from .bounds import bound_seconds  # noqa: E402
+from .points import is_auto  # noqa: E402
 
 MEASURED = "scoring_seconds"
 
@@ -24,6 +25,14 @@ def _pool_label(row) -> str:
 
 def _is_missing(v) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _spread(g: pd.DataFrame) -> list:
+    """Error bars around each median: the 95% interval where a setting has one (2+ repeats), else the
+    fastest and slowest repeat."""
+    low = g["ci95_low"].fillna(g["wall_min"]) if "ci95_low" in g else g["wall_min"]
+    high = g["ci95_high"].fillna(g["wall_max"]) if "ci95_high" in g else g["wall_max"]
+    return [(g["wall_median"] - low).clip(lower=0), (high - g["wall_median"]).clip(lower=0)]
 
 
 def time_axis(ax, time_scale: float = 1.0, what: str = "scoring-phase wall time", axis: str = "y") -> None:
@@ -45,8 +54,6 @@ def _bound_label(g: pd.DataFrame) -> str:
 
 def _bound_staircase(g: pd.DataFrame, cs: list[int]) -> tuple[list[int], list[float]] | None:
     """The bound at every C between the series' first and last point: a staircase, not a line."""
-    from .bounds import bound_seconds
-
     r = g.iloc[0]
     if _is_missing(r.get("latency_s")) or _is_missing(r.get("requested")) or "bound_seconds" not in g:
         return None
@@ -77,7 +84,7 @@ def wall_vs_concurrency(points: pd.DataFrame, time_scale: float = 1.0) -> plt.Fi
         ax.grid(alpha=0.3)
     # The panels share one y axis: its range is set once every panel is drawn (set per panel, the first
     # one's range froze it, and slower Ray settings fell off the top unseen).
-    top = max([float(v) for col in ("wall_max", "wall_median", "bound_seconds") if col in points
+    top = max([float(v) for col in ("wall_max", "ci95_high", "wall_median", "bound_seconds") if col in points
                for v in pd.to_numeric(points[col], errors="coerce").dropna()] or [1.0])
     axes[0][0].set_ylim(0, top * 1.08)
     time_axis(axes[0][0], time_scale)
@@ -109,8 +116,7 @@ def _asyncio_panel(ax, asy: pd.DataFrame) -> None:
     for i, (name, g) in enumerate(sorted(asy.groupby("series"), key=lambda kv: kv[0])):
         g = g.sort_values("max_concurrent_tasks")
         color = f"C{i}"
-        ax.errorbar(g["max_concurrent_tasks"], g["wall_median"],
-                    yerr=[g["wall_median"] - g["wall_min"], g["wall_max"] - g["wall_median"]],
+        ax.errorbar(g["max_concurrent_tasks"], g["wall_median"], yerr=_spread(g),
                     marker="o", ls=":", color=color, label=f"{name}: measured", capsize=3)
         cs = [int(c) for c in g["max_concurrent_tasks"]]
         stairs = _bound_staircase(g, cs)
@@ -118,8 +124,7 @@ def _asyncio_panel(ax, asy: pd.DataFrame) -> None:
             ax.step(*stairs, where="post", ls="--", color=color, alpha=0.8, label=f"{name}: {_bound_label(g)}")
     for _, r in auto.iterrows():  # no single C: a star at the limit it ended at, beside the fixed settings
         x = _auto_x(r)
-        spread = [[r["wall_median"] - r["wall_min"]], [r["wall_max"] - r["wall_median"]]]
-        ax.errorbar([x], [r["wall_median"]], yerr=spread,
+        ax.errorbar([x], [r["wall_median"]], yerr=[list(v) for v in _spread(auto.loc[[r.name]])],
                     marker="*", ms=14, ls="none", color="k", mfc="gold", capsize=3,
                     label=f"auto, {_pool_label(r)}: measured at its final limit {x:.0f} (ceiling "
                           f"{int(r['max_concurrent_tasks'])})")
@@ -139,8 +144,7 @@ def _ray_panel(ax, ray: pd.DataFrame) -> None:
     ray = ray.sort_values(["max_concurrent_tasks", "workers", "threads", "connector_limit"]).reset_index(drop=True)
     ax.set_title("Ray: wall time per workers x threads")
     x = list(range(len(ray)))
-    ax.errorbar(x, ray["wall_median"], yerr=[ray["wall_median"] - ray["wall_min"],
-                                             ray["wall_max"] - ray["wall_median"]],
+    ax.errorbar(x, ray["wall_median"], yerr=_spread(ray),
                 fmt="s", color="C3", capsize=3, label="measured")
     ax.hlines(ray["bound_seconds"], [i - 0.4 for i in x], [i + 0.4 for i in x], colors="k", linestyles="--",
               label=_bound_label(ray))
@@ -241,11 +245,13 @@ def latency_percentiles(points: pd.DataFrame, time_scale: float = 1.0) -> plt.Fi
     return fig
 
 
-def inflight_timeline(records: list[dict], time_scale: float = 1.0) -> plt.Figure:
+def inflight_timeline(records: list, time_scale: float = 1.0) -> plt.Figure:
     """Requests in flight over the scoring phase for a few runs (from their records' timelines)."""
     from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(8, 4))
+    # Run records, or their JSON form (notebooks and tests draw hand-made ones).
+    records = [rec.to_json() if hasattr(rec, "to_json") else rec for rec in records]
     for rec in records:
         tl = rec.get("timeline") or []
         if not tl:
@@ -287,5 +293,24 @@ def latency_histogram(latencies: list[float], service_latency: float | None = No
     ax.set_ylabel("requests")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(f"Latency of {len(latencies)} probe requests")
+    fig.tight_layout()
+    return fig
+
+
+def compare_ratios(table: pd.DataFrame, factor: float, title: str) -> plt.Figure:
+    """B/A per setting with its 95% interval, beside 1 and the noise factor either way."""
+    t = table.sort_values("ratio")
+    fig, ax = plt.subplots(figsize=(8, max(3, 0.3 * len(t) + 1.4)))
+    low = (t["ratio"] - t["ratio_low"]).fillna(0).clip(lower=0)
+    high = (t["ratio_high"] - t["ratio"]).fillna(0).clip(lower=0)
+    colors = ["C3" if c == "slower" else "C2" if c == "faster" else "C7" for c in t["change"]]
+    ax.errorbar(t["ratio"], t["point_id"].astype(str), xerr=[low, high], fmt="none", ecolor="0.5", capsize=3)
+    ax.scatter(t["ratio"], t["point_id"].astype(str), c=colors, zorder=3)
+    ax.axvline(1.0, color="k", lw=1)
+    for x in (factor, 1 / factor):
+        ax.axvline(x, color="k", lw=1, ls=":")
+    ax.set_xlabel(f"wall time B / A (dotted: the noise factor {factor:g}; red slower, green faster)")
+    ax.tick_params(axis="y", labelsize=7)
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig

@@ -12,7 +12,7 @@ import aiohttp
 from .aio import run_sync
 from .client import ScoringClient
 from .config import ClientConfig
-from .records import percentiles
+from .stats import percentiles
 from .server import BATCH_KEYS
 
 PROBE_TEXTS = [

@@ -115,20 +115,20 @@ def run_point(input: str | os.PathLike = "data/sample.txt", repeats: int = 1, wa
 def _run_once(base: RunConfig, server_info: dict, extra: dict) -> dict:
     """One recorded run of a point; its tidy row. Error rows fail it (recorded, then PointFailed)."""
     from .pipeline import score_file
-    from .records import save_record, tidy_row
+    from .records import RunStatus, save_record, tidy_row
 
     result = score_file(replace(base, extra=extra), server_info=server_info, write_record=False)
     record = result.record
     errors = result.stats.counts["error"]
     if errors:
-        record["status"] = "failed"
-        record["failure"] = f"{errors} of {result.stats.lines} rows are errors, e.g. {_first_error(result.output)}"
+        record = replace(record, status=RunStatus.FAILED, failure=(
+            f"{errors} of {result.stats.lines} rows are errors, e.g. {_first_error(result.output)}"))
     try:
         save_record(record, base.records_dir)
     except OSError as exc:
         print(f"warning: run record not written to {base.records_dir}: {exc.strerror or exc}", file=sys.stderr)
     if errors:
-        raise PointFailed(f"{extra['point_id'] or base.engine}: {record['failure']}")
+        raise PointFailed(f"{extra['point_id'] or base.engine}: {record.failure}")
     return tidy_row(record)
 
 
@@ -149,9 +149,9 @@ def recorded_points(records_dir: Path, sweep: str) -> dict[str, set]:
 
     done: dict[str, set] = {}
     for rec in read_records(records_dir):
-        extra = rec.get("extra") or {}
-        if extra.get("sweep") == sweep and rec.get("status", "ok") == "ok" and not extra.get("warmup"):
-            done.setdefault(extra.get("point_id"), set()).add(extra.get("repeat"))
+        tags = rec.tags
+        if tags.sweep == sweep and rec.status.value == "ok" and not tags.warmup:
+            done.setdefault(tags.point_id, set()).add(tags.repeat)
     return done
 
 
@@ -230,6 +230,7 @@ def run_sweep(grid: Grid | str | os.PathLike, records_dir: str | os.PathLike = p
         raise MissingDependencyError("papermill", "notebooks") from None
     from tqdm.auto import tqdm
 
+    from .provenance import shared_with_children
     from .server import ServiceProcess
 
     if not isinstance(grid, Grid):
@@ -244,6 +245,7 @@ def run_sweep(grid: Grid | str | os.PathLike, records_dir: str | os.PathLike = p
     todo = schedule(grid, have)
     summary.skipped = [p.id for p in grid.points if all(q is not p for q, _r in todo)]
     with ExitStack() as stack:
+        stack.enter_context(shared_with_children())  # the commit, read once, for every run's record
         calibration = calibrate_sweep(grid.name, grid.largest_concurrency(), grid.calibration_lines,
                                       _sweep_server(grid) if grid.url is None else None, _grid_fields(grid),
                                       records.parent)
@@ -338,33 +340,12 @@ def _url_to_kernels(url: str):
 
 @contextmanager
 def _one_ray_for_the_sweep(summary: SweepSummary, address: str | None, dashboard: bool):
-    """Point every kernel at one Ray (through $RAY_ADDRESS, which kernels inherit): the given one,
-    or a local cluster started here and stopped when the sweep ends."""
-    from .engines.ray_engine import SWEEP_CLUSTER_ENV, LocalCluster, dashboard_help
+    """Point every kernel at one Ray: the given one, or a local cluster started here (engines.ray_cluster)."""
+    from .engines.ray_cluster import sweep_ray  # imports no Ray itself; kept lazy as the engines are
 
-    saved = {k: os.environ.get(k) for k in ("RAY_ADDRESS", SWEEP_CLUSTER_ENV)}
-    with ExitStack() as stack:
-        env = {"RAY_ADDRESS": address} if address else {}
-        if not address:
-            try:
-                cluster = stack.enter_context(LocalCluster(dashboard=dashboard))
-            except MissingDependencyError:
-                pass  # each Ray point fails (and is recorded) on its own; the other points run
-            except ClusterConnectError as exc:
-                print(f"warning: {exc}; each Ray point starts its own Ray", file=sys.stderr, flush=True)
-            else:
-                env, summary.ray_startup_seconds = cluster.env(), cluster.startup_seconds
-                if dashboard:
-                    print(dashboard_help(cluster.dashboard_url, kept=False, sweep=True), flush=True)
-        os.environ.update(env)
-        try:
-            yield env.get("RAY_ADDRESS")
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+    with sweep_ray(address, dashboard) as ray:
+        summary.ray_startup_seconds = ray.startup_seconds
+        yield ray.address
 
 
 def score_sample(input: str | os.PathLike, url: str, lines: int = 50, profile: ServiceProfile | None = None,

@@ -14,17 +14,21 @@ tests alike. It listens on 127.0.0.1 only, on a free port.
 from __future__ import annotations
 
 import asyncio
+import functools
+import gzip
 import hashlib
 import json
 import socket
 import struct
 import threading
+import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 Action = Callable[["Conn"], Awaitable[None]]
 REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
            408: "Request Timeout", 413: "Payload Too Large", 422: "Unprocessable Entity", 429: "Too Many Requests",
+           301: "Moved Permanently", 302: "Found", 303: "See Other", 307: "Temporary Redirect", 308: "Permanent Redirect",
            500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
 
 
@@ -76,6 +80,43 @@ def reply(status: int = 200, body: bytes | str | dict = b'{"score": 0.5}', heade
     async def act(c: Conn) -> None:
         await c.send(head(status, headers, len(raw)) + raw)
     return act
+
+
+@functools.lru_cache(maxsize=2)
+def _gzip_zeros(decoded_mib: int) -> bytes:
+    z = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = bytes(1 << 20)
+    return b"".join([z.compress(block) for _ in range(decoded_mib)] + [z.flush()])
+
+
+def gzip_bomb(decoded_mib: int = 400) -> Action:
+    """200 with `Content-Encoding: gzip` and an honest Content-Length: a body of about decoded_mib/1000 MiB
+    that inflates to `decoded_mib` MiB of zeros (a gzip bomb). Built once per size (some seconds)."""
+    raw = _gzip_zeros(decoded_mib)
+
+    async def act(c: Conn) -> None:
+        await c.send(head(200, {"Content-Encoding": "gzip"}, len(raw)) + raw)
+    return act
+
+
+def encoded(body: bytes, encoding: str, status: int = 200) -> Action:
+    """A reply whose body is sent compressed with `encoding` (gzip, deflate, or raw-deflate without zlib's wrapper)."""
+    if encoding == "gzip":
+        raw = gzip.compress(body)
+    elif encoding == "deflate":
+        raw = zlib.compress(body)
+    else:
+        z = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+        raw, encoding = z.compress(body) + z.flush(), "deflate"
+
+    async def act(c: Conn) -> None:
+        await c.send(head(status, {"Content-Encoding": encoding}, len(raw)) + raw)
+    return act
+
+
+def redirect(status: int, location: str) -> Action:
+    """A 3xx pointing at `location`."""
+    return reply(status, b"", {"Location": location})
 
 
 def score(value: float | str = 0.5) -> Action:
@@ -260,3 +301,30 @@ def good(delay: float = 0.0) -> Action:
         digest = hashlib.sha256(text.encode("utf-8")).digest()
         await reply(200, {"score": round(int.from_bytes(digest[:8], "big") / 2**64, 9)})(c)
     return act
+
+
+class FlakyButAlive:
+    """A service that is alive but flaky: the first `fail_first` attempts of every line fail, each with
+    one of a mix of transient causes (503, 429, a reset, a 200 whose body is not JSON, 500; which one
+    depends on the line and the attempt), then the line gets its good score. Use as `behave`."""
+
+    CAUSES = ("503", "429", "reset", "not-json", "500")
+
+    def __init__(self, fail_first: int = 4) -> None:
+        self.fail_first = fail_first
+        self.seen: dict = {}  # text -> attempts so far
+        self.causes: list[str] = []  # every failure sent, in order
+        self._lock = threading.Lock()
+
+    def __call__(self, req: Request) -> Action:
+        with self._lock:
+            n = self.seen.get(req.text, 0)
+            self.seen[req.text] = n + 1
+            if n >= self.fail_first:
+                return good()
+            start = self.CAUSES.index(stable_choice(req.text, list(self.CAUSES)))
+            cause = self.CAUSES[(start + n) % len(self.CAUSES)]
+            self.causes.append(cause)
+        return {"503": reply(503, "busy"), "429": reply(429, "slow down"), "reset": reset(),
+                "not-json": reply(200, "<html>upstream hiccup</html>", {"Content-Type": "text/html"}),
+                "500": reply(500, "oops")}[cause]

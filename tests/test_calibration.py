@@ -125,7 +125,7 @@ def test_repeats_are_interleaved_repeat_0_of_every_point_first(tmp_path, papermi
     assert [(c["point_id"], c["skip_repeats"]) for c in papermill_in_process][:4] == [
         (ids[0], [1, 2]), (ids[1], [1, 2]), (ids[2], [1, 2]), (ids[0], [0, 2])]
     records = read_records(tmp_path / "runs")
-    assert sorted((r["extra"]["point_id"], r["extra"]["repeat"]) for r in records) == sorted(summary.ran)
+    assert sorted((r.tags.point_id, r.tags.repeat) for r in records) == sorted(summary.ran)
     assert load_calibration(tmp_path / "runs", "cal").concurrency == 8
 
 
@@ -133,7 +133,7 @@ def test_a_warmup_runs_once_per_point_before_its_first_repeat(tmp_path, papermil
     grid = grid_of(tmp_path, GRID | {"warmup": 1, "repeats": 2})
     run_sweep(grid, records_dir=tmp_path / "runs", notebooks_dir=tmp_path / "nb", progress=False)
     assert [c["warmup"] for c in papermill_in_process] == [1, 1, 1, 0, 0, 0]
-    assert sum(r["extra"]["warmup"] for r in read_records(tmp_path / "runs")) == 3
+    assert sum(r.tags.warmup for r in read_records(tmp_path / "runs")) == 3
 
 
 def test_resume_after_an_interrupted_interleaved_sweep_runs_only_what_is_missing(tmp_path, papermill_in_process):
@@ -142,13 +142,13 @@ def test_resume_after_an_interrupted_interleaved_sweep_runs_only_what_is_missing
     with pytest.raises(KeyboardInterrupt):
         run_sweep(grid, records_dir=tmp_path / "runs", notebooks_dir=tmp_path / "nb", progress=False)
     ids = [p.id for p in grid.points]
-    before = {(r["extra"]["point_id"], r["extra"]["repeat"]) for r in read_records(tmp_path / "runs")}
+    before = {(r.tags.point_id, r.tags.repeat) for r in read_records(tmp_path / "runs")}
     assert before == {(ids[0], 0), (ids[1], 0), (ids[2], 0), (ids[0], 1)}
     papermill_in_process.interrupt_at = None
     summary = run_sweep(grid, records_dir=tmp_path / "runs", notebooks_dir=tmp_path / "nb", resume=True,
                         progress=False)
     assert summary.ran == [(ids[1], 1), (ids[2], 1), (ids[0], 2), (ids[1], 2), (ids[2], 2)]
-    after = sorted((r["extra"]["point_id"], r["extra"]["repeat"]) for r in read_records(tmp_path / "runs"))
+    after = sorted((r.tags.point_id, r.tags.repeat) for r in read_records(tmp_path / "runs"))
     assert after == sorted((i, r) for i in ids for r in range(3)), "every repeat recorded once"
 
 

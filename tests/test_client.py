@@ -10,6 +10,7 @@ from aiohttp import web
 
 from scoring_lib.client import ScoringClient, parse_retry_after
 from scoring_lib.config import ClientConfig
+from scoring_lib.failures import FailureKind
 
 
 class Script:
@@ -192,3 +193,36 @@ async def test_connector_limit_caps_requests_in_flight(aiohttp_server, limit, ex
         outs = await asyncio.gather(*(c.score(str(i)) for i in range(6)))
     assert all(o.ok for o in outs)
     assert state["peak"] == expected_peak
+
+
+class RecordingGate:
+    """A limiter gate that lets everything through and keeps what the client tells it of each attempt."""
+
+    def __init__(self) -> None:
+        self.attempts: list = []
+
+    async def acquire(self):
+        return None
+
+    def release(self, ticket, attempt) -> None:
+        self.attempts.append(attempt)
+
+
+async def test_every_attempt_reaches_the_limiter_as_a_typed_failure(scripted):
+    script, url = await scripted([(503, "busy", {"Retry-After": "0"}), (503, "busy"), (429, "slow"), (500, "oops"),
+                                  (200, "<html>not json</html>"), (200, {"result": 1})])
+    gate = RecordingGate()
+    async with ScoringClient(config(url, max_retries=6), concurrency=1, limiter=gate) as client:
+        out = await client.score("hello")
+    kinds = [(a.failure.kind, a.failure.status) if a.failure else "ok" for a in gate.attempts]
+    assert kinds == [(FailureKind.THROTTLED, 503), (FailureKind.OVERLOADED, 503), (FailureKind.THROTTLED, 429),
+                     (FailureKind.HTTP, 500), (FailureKind.UNPARSEABLE, None), (FailureKind.WRONG_SHAPE, None), "ok"]
+    assert gate.attempts[0].failure.retry_after == 0.0 and [a.label for a in gate.attempts][:2] == ["HTTP 503"] * 2
+    assert out.ok and out.attempts == 7
+
+
+async def test_a_line_that_fails_keeps_its_last_failure_typed(scripted):
+    script, url = await scripted([(404, "no such route")])
+    out = await score_once(url)
+    assert not out.ok and out.failure.kind is FailureKind.HTTP and out.failure.status == 404
+    assert out.failure.fatal_if_unanimous and out.cause == "HTTP 404" and out.error == "HTTP 404: no such route"

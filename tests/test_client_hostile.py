@@ -2,14 +2,18 @@
 scores only, nothing of the key in what comes back."""
 
 import asyncio
+import threading
 import time
 
+import psutil
 import pytest
 
-from scoring_lib.client import ScoringClient, parse_score, _Retryable
+from scoring_lib.client import ScoringClient, parse_score
+from scoring_lib.failures import FailedAttempt, FailureKind
 from scoring_lib.config import ClientConfig
 
-from hostile import HostileServer, echo, reply, score, slow_body, slow_chunked, slow_headers, hang, reset
+from hostile import (HostileServer, echo, encoded, good, gzip_bomb, hang, redirect, reply, reset, score, slow_body,
+                     slow_chunked, slow_headers)
 
 
 def config(url, **kw):
@@ -54,7 +58,7 @@ def test_parse_score_accepts_finite_numbers_only():
     assert parse_score(b'{"score": 1e308}', "score") == 1e308
     assert parse_score(b'{"score": -3}', "score") == -3.0
     for body in (b'{"score": NaN}', b'{"score": Infinity}', b'{"score": 1e999}', b'[' * 100000 + b']' * 100000):
-        with pytest.raises(_Retryable):
+        with pytest.raises(FailedAttempt):
             parse_score(body, "score")
 
 
@@ -102,3 +106,63 @@ async def test_a_key_straddling_the_200_character_cut_is_masked_not_cut(monkeypa
     with HostileServer(lambda req: reply(400, body)) as srv:
         out = await score_once(srv.url)
     assert "sk-live" not in out.error and "***" in out.error
+
+
+# -- issue 17, class 4: bytes are capped after decoding ------------------------------------------------
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "raw-deflate"])
+async def test_a_compressed_reply_is_decoded(encoding):
+    with HostileServer(lambda req: encoded(b'{"score": 0.75}', encoding)) as srv:
+        out = await score_once(srv.url)
+        assert srv.requests[0].headers["accept-encoding"] == "gzip, deflate"
+    assert out.ok and out.score == 0.75
+
+
+def peak_rss_while(coro_fn) -> tuple[object, int]:
+    """Run `coro_fn()` while a thread samples this process's RSS; (its result, peak growth in bytes)."""
+    me = psutil.Process()
+    base = me.memory_info().rss
+    peak = [base]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], me.memory_info().rss)
+            done.wait(0.002)
+    watcher = threading.Thread(target=sample, daemon=True)
+    watcher.start()
+    try:
+        result = asyncio.run(coro_fn())
+    finally:
+        done.set()
+        watcher.join()
+    return result, peak[0] - base
+
+
+def test_a_gzip_bomb_is_cut_at_the_cap_with_bounded_memory():
+    bomb = gzip_bomb(400)  # about 400 KB on the wire, 400 MiB inflated; the cap is 1 MiB
+    with HostileServer(lambda req: bomb) as srv:
+        out, grew = peak_rss_while(lambda: score_once(srv.url, max_retries=1))
+    assert not out.ok and out.failure.kind is FailureKind.UNPARSEABLE and out.attempts == 2
+    assert "exceeds" in out.error and "after decoding" in out.error
+    assert grew < 100 * 2**20, f"RSS grew by {grew / 2**20:.0f} MiB"
+
+
+@pytest.mark.parametrize("action", [lambda: reply(200, b"\x1f\x8b\x08garbage", {"Content-Encoding": "gzip"}),
+                                    lambda: reply(200, b'{"score": 1}', {"Content-Encoding": "br"})],
+                         ids=["broken-gzip", "unasked-brotli"])
+async def test_a_body_that_cannot_be_decoded_is_malformed(action):
+    with HostileServer(lambda req: action()) as srv:
+        out = await score_once(srv.url)
+    assert not out.ok and out.failure.kind is FailureKind.UNPARSEABLE and out.attempts == 2
+
+
+# -- issue 17, class 8: redirects are never followed ----------------------------------------------------
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+async def test_a_redirect_is_an_error_naming_the_location_and_never_followed(status):
+    with HostileServer(lambda req: good()) as other:
+        with HostileServer(lambda req: redirect(status, other.url)) as srv:
+            out = await score_once(srv.url, max_retries=3)
+            assert len(srv.requests) == 1
+        assert other.requests == []  # nothing reached the other host, not even a body-less GET
+    assert not out.ok and out.attempts == 1 and out.failure.kind is FailureKind.REDIRECT
+    assert out.failure.location == other.url and other.url in out.error and f"HTTP {status}" in out.error

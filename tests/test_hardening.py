@@ -12,8 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, cli, read_rows
-from hostile import HostileServer, echo, good, hang, reset, score, slow_body, stable_choice
+from scoring_lib import pipeline, score_file, watchdog
+from scoring_lib.client import ScoringClient
+from scoring_lib.errors import RunStalled
+
+from conftest import REPO, cli, read_rows, run_config
+from hostile import HostileServer, echo, good, hang, redirect, reset, score, slow_body, stable_choice
 
 QUIET = ["--no-progress", "--threads", "2"]
 
@@ -327,3 +331,98 @@ def test_embedded_service_with_too_many_sockets_for_the_limit_is_exit_5(tmp_path
     proc = bash(f"ulimit -n 1024 && cd {REPO} && {PY} score {path} --max-concurrent-tasks 800 "
                 f"--server-time-scale 0.01 --output {tmp_path}/o.jsonl --no-cache --no-record --no-progress", tmp_path)
     assert "open files" in assert_one_line_error(proc, 5)
+
+
+# ------------------------------------------------------------------------------- issue 17, class 6: wrong shape
+def test_a_score_path_the_service_never_has_stops_early_and_writes_nothing(tmp_path, make_input):
+    path = make_input([f"line {i}" for i in range(200)], "in.txt")
+    with HostileServer(lambda r: good()) as srv:
+        proc = cli("score", path, "--url", srv.url, "--score-field", "result.score", "--backoff-base", "0",
+                   "--output", tmp_path / "o.jsonl", "--no-cache", "--no-record", *QUIET, timeout=60)
+        sent = len(srv.requests)
+    line = assert_one_line_error(proc, 1)
+    assert "service unusable: wrong shape" in line and "nothing written" in line
+    assert sent <= 20 and not (tmp_path / "o.jsonl").exists()
+
+
+# ------------------------------------------------------------------------------- issue 17, class 8: redirects
+def test_a_service_that_only_redirects_stops_the_run_and_nothing_is_followed(tmp_path, make_input):
+    path = make_input([f"line {i}" for i in range(50)], "in.txt")
+    with HostileServer(lambda r: good()) as other:
+        with HostileServer(lambda r: redirect(307, other.url)) as srv:
+            proc = cli("score", path, "--url", srv.url, "--output", tmp_path / "o.jsonl", "--no-cache", "--no-record",
+                       *QUIET, timeout=60)
+            sent = len(srv.requests)
+        assert other.requests == []
+    line = assert_one_line_error(proc, 1)
+    assert "HTTP 307" in line and f"redirects to {other.url}" in line and "nothing written" in line
+    assert sent <= 20 and not (tmp_path / "o.jsonl").exists()
+
+
+# ------------------------------------------------------------------------------- issue 17, class 5: no task dies unseen
+@pytest.mark.timeout(120)  # without the guard the run waits forever for the lost lines
+@pytest.mark.parametrize("exc", [MemoryError, OverflowError, KeyError])
+def test_an_exception_escaping_a_request_is_that_lines_error_row(tmp_path, make_input, monkeypatch, exc):
+    real = ScoringClient.score
+
+    async def score_or_raise(self, text):
+        if text.startswith("bad"):
+            raise exc("cannot convert float infinity to integer")
+        return await real(self, text)
+    monkeypatch.setattr(ScoringClient, "score", score_or_raise)
+    path = make_input(["good 1", "bad 1", "good 2", "bad 2", "good 3"], "in.txt")
+    with HostileServer(lambda r: good()) as srv:
+        result = score_file(run_config(path, srv.url, tmp_path, max_concurrent_tasks=2, threads=1))
+    rows = strict_rows(result.output)
+    assert [r["status"] for r in rows] == ["ok", "error", "ok", "error", "ok"] and result.exit_code == 1
+    assert rows[1]["error"].startswith(f"internal error: {exc.__name__}") and "Traceback" not in rows[1]["error"]
+    assert result.stats.causes["internal error"] == 2 and result.stats.retries == 0  # no request: no retry either
+
+
+class _LosesEverything:
+    """An engine that takes work and never hands anything back (a lost worker), as the watchdog sees it."""
+
+    def __init__(self, config) -> None:
+        self.config = config
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def room(self) -> int:
+        return 4
+
+    def submit(self, items) -> None:
+        pass
+
+    def poll(self, timeout: float) -> list:
+        time.sleep(timeout)
+        return []
+
+    def info(self) -> dict:
+        return {}
+
+
+@pytest.mark.timeout(60)  # without the watchdog the run waits forever
+def test_a_run_that_stops_moving_is_an_error_not_a_hang(tmp_path, make_input, monkeypatch):
+    monkeypatch.setattr(pipeline, "open_engine", _LosesEverything)
+    monkeypatch.setattr(watchdog, "WATCHDOG_SLACK", 0.0)
+    config = run_config(make_input(["a", "b"], "in.txt"), "http://127.0.0.1:9/score", tmp_path, timeout=0.2,
+                        max_retries=1, backoff_cap=0.1)
+    with pytest.raises(RunStalled, match="no line finished and nothing moved for 0.8 s with 2 lines outstanding"):
+        score_file(config)
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_the_watchdog_waits_while_attempts_still_move():
+    moves = iter(range(10**6))
+    dog = watchdog.Watchdog(0.0, activity=lambda: next(moves))  # attempts keep starting and ending
+    for _ in range(5):
+        time.sleep(0.01)
+        dog.check(False, 3)  # no line finished, but something moved: not stalled
+    still = watchdog.Watchdog(0.0, activity=lambda: 7)
+    time.sleep(0.01)
+    with pytest.raises(RunStalled):
+        still.check(False, 3)

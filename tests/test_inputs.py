@@ -44,6 +44,13 @@ def test_utf8_bom_is_not_part_of_the_first_line(make_input):
     assert rows(make_input("\ufeffhello\n".encode()))[0][1] == "hello"
 
 
+def test_a_first_line_of_the_limit_after_a_bom_is_accepted(make_input):
+    """The byte-order mark is not part of the text, so it does not count toward --max-line-bytes
+    (Hypothesis found a BOM plus a line of exactly the limit refused as too long)."""
+    path = make_input(b"\xef\xbb\xbf" + b"x" * 10 + b"\r\n" + b"\xef\xbb\xbf" + b"y" * 8 + b"\n")
+    assert [(t, s) for _, t, s, _ in rows(path, max_bytes=10)] == [("x" * 10, None), (None, "error")]
+
+
 def test_missing_and_directory_inputs_raise_clear_errors(tmp_path):
     with pytest.raises(InputFileError, match="not found"):
         list(read_lines(tmp_path / "nope.txt", 100))

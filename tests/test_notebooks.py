@@ -113,7 +113,7 @@ def test_sweep_and_report_notebooks(tmp_path, where):
     assert (tmp_path / "report" / "wall_vs_concurrency.png").exists()
     assert (tmp_path / "report" / "report.html").exists()
     text = json.dumps(nb)
-    assert text.count("image/png") >= 5 and "Fastest setting" in text
+    assert text.count("image/png") >= 5 and "astest setting" in text  # named, or "No single fastest setting"
 
 
 def _refused(url: str) -> bool:

@@ -169,7 +169,8 @@ def test_a_cpu_bound_service_on_this_machine_is_named_in_the_warning(cpu_bound_s
     saturated = [s for s in result.steps if s.saturated]
     assert saturated and all(s.service_cpu is not None for s in result.steps), "\n".join(result.lines())
     # The service burns the CPU (all of a core, or what a busy machine leaves it); this process does not.
-    assert max(s.service_cpu for s in saturated) > 0.3 and max(s.client_cpu for s in saturated) < 0.3
+    # Compared with each other, not with a fixed share: another suite on the machine takes its share of both.
+    assert max(s.service_cpu for s in saturated) > 2 * max(s.client_cpu for s in saturated)
     warning = result.client_bound()
     assert warning and f"the service's process (pid {proc.pid}, on this machine) used" in warning
     text = "\n".join(result.lines())

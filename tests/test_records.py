@@ -3,7 +3,8 @@
 import json
 import math
 
-from scoring_lib.records import build_record, load_runs, read_records, save_record, in_flight_timeline, percentiles
+from scoring_lib.records import load_runs, read_records, save_record
+from scoring_lib.stats import in_flight_timeline, percentiles
 
 
 def test_percentiles_and_timeline():

@@ -128,21 +128,45 @@ def test_adhoc_runs_alone_are_named_like_sweep_points(tmp_path):
     assert report.time_scale == 1.0 and "All times are full-scale seconds" in report.page.read_text()
 
 
-def test_page_names_the_fastest_setting_first_with_its_distance_from_the_bound(fixed_records, tmp_path):
+def test_settings_whose_intervals_overlap_are_said_to_tie(fixed_records, tmp_path):
     report = build_report(fixed_records, tmp_path / "report")
     assert list(report.points["wall_median"]) == sorted(report.points["wall_median"])
     first = [line for line in report.page.read_text().splitlines() if line.strip()][1]
     best = report.points.iloc[0]
-    assert first.startswith(f"**Fastest setting: `{best['point_id']}`**")
-    assert f"{best['wall_median'] / best['bound_seconds']:.2f}x the bound" in first
+    assert first.startswith("**No single fastest setting:") and f"`{best['point_id']}`" in first
+    assert "Fastest setting" not in report.page.read_text()
     assert f"({best['wall_median'] / SCALE:.3g} s at full scale)" in first
+
+
+def test_the_fastest_setting_is_named_when_its_interval_clears_the_next(tmp_path):
+    runs = tmp_path / "runs"
+    walls = {100: [4.30, 4.32, 4.31], 200: [2.20, 2.21, 2.22], 400: [2.40, 2.41, 2.42]}
+    for c, times in walls.items():
+        for j, s in enumerate(times):
+            save_record(record(c + j, "asyncio", s, c, "auto", 1), runs)
+    report = build_report(runs, tmp_path / "report")
+    first = [line for line in report.page.read_text().splitlines() if line.strip()][1]
+    best = report.points.iloc[0]
+    assert first.startswith(f"**Fastest setting: `{best['point_id']}`**") and "clears the next" in first
+    assert f"{best['wall_median'] / best['bound_seconds']:.2f}x the bound" in first
+    assert best["ci95_low"] < 2.21 < best["ci95_high"] < report.points.iloc[1]["ci95_low"]
+    assert "ci95_low" in report.page.read_text() and "t-interval" in report.page.read_text()
+
+
+def test_two_close_settings_tie_and_the_page_says_two_repeats_are_wide(tmp_path):
+    runs = tmp_path / "runs"
+    for c, times in {200: [2.20, 2.30], 400: [2.25, 2.35]}.items():
+        for j, s in enumerate(times):
+            save_record(record(c + j, "asyncio", s, c, "auto", 1), runs)
+    text = build_report(runs, tmp_path / "report").page.read_text()
+    assert "**No single fastest setting: 2 tie.**" in text and "with 2 repeats an interval is wide" in text
 
 
 def test_html_is_one_self_contained_file(fixed_records, tmp_path):
     report = build_report(fixed_records, tmp_path / "report")
     html = report.html.read_text()
     assert html.count('src="data:image/png;base64,') == len(report.figures) == 5
-    assert ".png\"" not in html and "<table>" in html and "Fastest setting" in html
+    assert ".png\"" not in html and "<table>" in html and "fastest setting" in html.lower()
 
 
 def test_figures_say_their_time_scale_draw_bounds_as_steps_and_use_whole_counts(fixed_records, tmp_path):
@@ -253,8 +277,8 @@ def test_auto_is_drawn_as_its_own_marker_at_its_final_limit(auto_records, tmp_pa
     from scoring_lib.report import _timeline_records
 
     picks = _timeline_records(read_records(auto_records))
-    assert [r.get("concurrency", "fixed") for r in picks] == ["fixed", "fixed", "fixed", "auto"]
-    assert picks[-1]["scoring_seconds"] == 2.31 and picks[0]["max_concurrent_tasks"] == 400
+    assert [r.concurrency for r in picks] == ["fixed", "fixed", "fixed", "auto"]
+    assert picks[-1].scoring_seconds == 2.31 and picks[0].max_concurrent_tasks == 400
     labels = plots.inflight_timeline(picks, SCALE).axes[0].get_legend_handles_labels()[1]
     assert "limit (auto)" in labels and any("C=auto" in label for label in labels)
 

@@ -174,7 +174,7 @@ def test_a_point_with_error_rows_is_failed_and_kept_out_of_the_report(tmp_path):
     with pytest.raises(ReportError, match="no measured runs"):  # failed runs alone are nothing to time
         build_report(tmp_path / "runs", tmp_path / "report")
     # Beside a measured point of the same sweep, the failed one is listed, and kept out of the timings.
-    good = records[0] | {"run_id": "f" * 32, "status": "ok", "failure": None, "error": 0,
+    good = records[0].to_json() | {"run_id": "f" * 32, "status": "ok", "failure": None, "error": 0,
                          "ok": records[0]["lines"], "extra": records[0]["extra"] | {"point_id": "measured"}}
     save_record(good, tmp_path / "runs" / "tiny")
     report = build_report(tmp_path / "runs", tmp_path / "report")

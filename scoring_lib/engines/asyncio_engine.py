@@ -113,7 +113,10 @@ class LoopPool:
         assert q is not None
         while (item := await q.get()) is not _STOP:
             key, text, reply = item
-            outcome = await client.score(text)
+            try:
+                outcome = await client.score(text)
+            except Exception as exc:  # never a lost line: whatever escaped is this line's error row
+                outcome = client.internal_outcome(exc, time.time())
             with self._lock:
                 state.outstanding -= 1
             # Hand results over once per loop iteration, not once per line: fewer cross-thread wake-ups.
@@ -132,6 +135,10 @@ class LoopPool:
 
     def limit_stats(self) -> dict:
         return self.limiter.stats()
+
+    def activity(self) -> int:
+        """Attempts started and ended so far: moves while anything is in flight (the pipeline's watchdog)."""
+        return self.limiter.started + self.limiter.released
 
     def submit(self, items: list[WorkItem], reply: "ResultSink") -> None:
         """Give each item to the least-loaded thread; results go to `reply` as lists of (key, Outcome)."""
@@ -210,6 +217,9 @@ class AsyncioEngine:
 
     def poll(self, timeout: float) -> list[Result]:
         return [r for batch in self._results.drain(timeout) for r in batch]
+
+    def activity(self) -> int:
+        return self.pool.activity()
 
     def info(self) -> dict:
         return {

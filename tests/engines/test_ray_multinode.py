@@ -11,6 +11,8 @@ import pytest
 pytest.importorskip("ray")
 
 from scoring_lib import ServerConfig, SimulatedService, score_file
+from scoring_lib.engines import ray_boot, ray_engine
+from scoring_lib.engines.ray_cluster import free_ports
 from scoring_lib.engines.ray_engine import import_ray
 
 from conftest import read_rows, run_config
@@ -29,8 +31,14 @@ def cluster(tmp_path_factory, monkeypatch):
     monkeypatch.setattr(ray._private.utils, "write_ray_address", lambda *a, **k: None)
     temp = tempfile_dir()
     common = dict(node_ip_address="127.0.0.1", include_dashboard=False, temp_dir=temp)
-    c = cluster_utils.Cluster(initialize_head=True, head_node_args=common | {"num_cpus": 0})
-    nodes = [c.add_node(num_cpus=1, **common) for _ in range(2)]
+    # Ray's defaults are fixed ports (8265 for the API server it starts even without a dashboard, 52365 for
+    # the head's agent): a second suite on the machine would fail to bind them. Free ones instead.
+    dashboard, agent, metrics = free_ports(3)
+    head = common | {"num_cpus": 0, "dashboard_port": dashboard, "dashboard_agent_listen_port": agent,
+                     "metrics_export_port": metrics}
+    with ray_boot.in_environ():  # the nodes' processes boot lean, as the engine's own Ray's do
+        c = cluster_utils.Cluster(initialize_head=True, head_node_args=head)
+        nodes = [c.add_node(num_cpus=1, **common) for _ in range(2)]
     c.wait_for_nodes()
     ray.init(address=c.address, logging_level="ERROR", log_to_driver=False)
     try:
@@ -67,7 +75,10 @@ def _ray_pids() -> set[int]:
     return {p.pid for p in me.children(recursive=True)}
 
 
-def test_workers_spread_over_nodes_and_rows_match(cluster, make_input, tmp_path):
+def test_workers_spread_over_nodes_and_rows_match(cluster, make_input, tmp_path, monkeypatch):
+    # Scoring waits for every worker (on a loaded machine some come up more than a minute after the first):
+    # `nodes` counts the nodes of the workers that are up.
+    monkeypatch.setattr(ray_engine, "ALL_READY_WAIT", ray_engine.READY_TIMEOUT)
     c, nodes = cluster
     texts = [f"spread {i % 90}" for i in range(300)]
     path = make_input(texts)

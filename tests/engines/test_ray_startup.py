@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("ray")
 
 from scoring_lib import ServerConfig, SimulatedService, score_file
-from scoring_lib.engines import ray_engine
+from scoring_lib.engines import ray_engine, ray_reuse
 from scoring_lib.engines.ray_engine import LocalCluster, dashboard_help
 
 from conftest import read_rows, run_config
@@ -61,14 +61,14 @@ def test_outside_a_kernel_nothing_is_kept(make_input, tmp_path):
         score_file(run_config(path, svc.url, tmp_path, engine="ray", workers=2, threads=2, cache=None))
     import ray
 
-    assert not ray.is_initialized() and ray_engine._State.kept is None
+    assert not ray.is_initialized() and ray_reuse.State.kept is None
 
 
 def test_the_sweep_cluster_is_joined_and_stopped(make_input, tmp_path):
     path = make_input([f"sweep cluster {i}" for i in range(40)])
     with SimulatedService(ServerConfig(time_scale=0.005)) as svc:
         with LocalCluster() as cluster:
-            address, temp = cluster.address, cluster._temp_dir
+            address, temp = cluster.address, cluster.temp_dir
             env = cluster.env()
             old = {k: os.environ.get(k) for k in env}
             os.environ.update(env)
@@ -103,7 +103,7 @@ def test_dashboard_help_says_how_to_get_in_and_how_long_it_lasts(monkeypatch):
 
 
 @pytest.mark.slow
-def test_a_sweep_runs_all_its_ray_points_on_one_cluster_and_stops_it(tmp_path):
+def test_a_sweep_runs_all_its_ray_points_on_one_cluster_and_stops_it(tmp_path, monkeypatch):
     from scoring_lib.records import read_records
     from scoring_lib.sweep import parse_grid, run_sweep
 
@@ -112,17 +112,18 @@ def test_a_sweep_runs_all_its_ray_points_on_one_cluster_and_stops_it(tmp_path):
     grid = parse_grid({"name": "onecluster", "input": str(REPO / "data/sample.txt"), "lines": 20,
                        "service": {"latency": 4.15, "capacity": 200, "time_scale": 0.005},
                        "points": [{"engine": "ray", "workers": [1, 2], "threads": 2, "max_concurrent_tasks": 4}]})
-    before = {p.pid for p in psutil.process_iter()}
+    started = []  # this sweep's cluster only: another suite's `ray-sweep-` processes may run beside it
+    real_start = LocalCluster.start
+    monkeypatch.setattr(LocalCluster, "start", lambda self: started.append(real_start(self).temp_dir) or self)
     summary = run_sweep(grid, records_dir=tmp_path / "runs", notebooks_dir=tmp_path / "nb", progress=False)
     assert summary.exit_code == 0, summary.failed
     assert summary.ray_startup_seconds and "one Ray cluster for all Ray points" in summary.line()
     records = read_records(tmp_path / "runs")
     assert len(records) == 2 and all(r["engine_info"]["cluster"] == "joined" for r in records)
     assert "RAY_ADDRESS" not in os.environ
-    time.sleep(2)
-    left = [p for p in psutil.process_iter(["cmdline"]) if p.pid not in before
-            and "ray-sweep-" in " ".join(p.info["cmdline"] or [])]
-    assert left == []
+    [temp] = started
+    left = [p.pid for p in psutil.process_iter(["cmdline"]) if temp in " ".join(p.info["cmdline"] or [])]
+    assert left == [] and not os.path.exists(temp)
 
 
 def test_ray_dashboard_prints_how_to_get_in(make_input, tmp_path):
@@ -181,3 +182,72 @@ def test_a_live_service_lets_ray_workers_send_at_once(monkeypatch, make_input, t
     assert result.exit_code == 0 and stats.requests == 32 + 1
     assert stats.peak_in_flight >= 24
     assert result.stats.scoring_seconds < 1.8  # one wave (1 s) and dispatch; probing would take two (2 s)
+
+
+def test_a_ray_worker_imports_only_what_scoring_needs(make_input, tmp_path):
+    # A worker is a Ray process plus this package's client: no data-frame, plotting, notebook or report
+    # stack, and not jsonschema's rfc3987_syntax (seconds of CPU per process; ray_boot keeps it out).
+    from scoring_lib.engines.ray_engine import RayEngine
+
+    path = make_input(["unused"])
+    modules_of = eval("lambda self: sorted(__import__('sys').modules)", {})  # by value: not this test module
+    with SimulatedService(ServerConfig(time_scale=0.005)) as svc:
+        config = run_config(path, svc.url, tmp_path, engine="ray", workers=1, threads=2, cache=None)
+        with RayEngine(config) as engine:
+            loaded = set(engine.ray.get(engine.slots[0].handle.__ray_call__.remote(modules_of), timeout=120))
+    assert "scoring_lib.engines.ray_worker" in loaded
+    unwanted = {"pandas", "matplotlib", "papermill", "IPython", "rfc3987_syntax", "lark", "scoring_lib.report",
+                "scoring_lib.plots", "scoring_lib.sweep", "scoring_lib.bench"}
+    assert unwanted & loaded == set()
+
+
+def test_rays_own_messages_stay_out_of_the_terminal_and_start_up_is_split(make_input, tmp_path):
+    # 24 workers on this machine's few cores: the raylet says "WARNING: N PYTHON worker processes have been
+    # started"; it goes to a log the record names, not to the terminal (unless --ray-verbose).
+    from conftest import cli
+
+    make_input([f"quiet {i}" for i in range(48)], "in.txt")
+    proc = cli("score", "in.txt", "--engine", "ray", "--workers", "24", "--threads", "1", "--no-cache",
+               "--server-time-scale", "0.005", "--records-dir", "runs", cwd=tmp_path, timeout=400)
+    assert proc.returncode == 0, proc.stderr
+    said = proc.stdout + proc.stderr
+    assert "WARNING" not in said and "(raylet)" not in said, said
+    import json
+
+    [record] = [json.loads(p.read_text()) for p in (tmp_path / "runs").rglob("*.json")]
+    info = record["engine_info"]
+    assert info["ray_messages_log"] and "scoring-driver-" in info["ray_messages_log"]
+    assert info["ray_init_seconds"] > 0 and info["workers_seconds"] > 0 and info["first_request_seconds"] is not None
+    assert info["ray_init_seconds"] + info["workers_seconds"] <= record["startup_seconds"]
+    assert info["worker_boot"]["workers"] == 24
+
+
+def test_rays_messages_to_the_driver_go_to_the_log(capsys):
+    from scoring_lib.engines.ray_cluster import import_ray, route_messages
+
+    ray = import_ray()
+    path = route_messages(ray, verbose=False)
+    try:
+        ray._private.worker.print_to_stdstream({"lines": ["WARNING: 32 PYTHON worker processes"], "pid": "raylet",
+                                                "is_err": False}, ignore_prefix=False)
+        assert capsys.readouterr().out == ""
+        with open(path, encoding="utf-8") as log:
+            assert "(raylet) WARNING: 32 PYTHON worker processes" in log.read()
+        assert route_messages(ray, verbose=True) is None
+        ray._private.worker.print_to_stdstream({"lines": ["shown"], "pid": "raylet", "is_err": False},
+                                                ignore_prefix=False)
+        assert "shown" in capsys.readouterr().out
+    finally:
+        os.remove(path)
+
+
+def test_the_driver_imports_ray_without_rfc3987_syntax_and_can_still_import_it_later():
+    import subprocess
+    import sys
+
+    code = ("import sys; from scoring_lib.engines.ray_cluster import import_ray; import_ray(); "
+            "print('jsonschema' in sys.modules, 'rfc3987_syntax' in sys.modules); "
+            "import rfc3987_syntax; print('rfc3987_syntax' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "False", "True"]

@@ -1,0 +1,81 @@
+"""What one process keeps of Ray between runs: its connection and, inside a notebook kernel, the worker
+actors of the last run (the next run of the same shape starts with them). `release()` ends both."""
+
+from __future__ import annotations
+
+import atexit
+import sys
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Slot:
+    """One worker actor of a run: its share of the limit, what it holds now, and what it said when ready."""
+
+    handle: object
+    share: int
+    limit: int
+    outstanding: int = 0
+    info: dict | None = None  # what the worker said when it was ready; None while it boots
+
+
+@dataclass
+class Kept:
+    """Worker actors kept between runs of one kernel, and the shape they were made for."""
+
+    shape: tuple = field(repr=False)  # holds the API key: never printed
+    slots: list[Slot] = field(default_factory=list)
+
+
+class State:
+    """This process's Ray connection and kept actors (one per process, like Ray's own)."""
+
+    connected_here = False  # ray.init was called by this module
+    address: str | None = None  # what it was called with (None: a local Ray started here)
+    dashboard_url: str | None = None
+    messages_log: str | None = None  # where Ray's own messages to this driver go (None: the terminal)
+    kept: Kept | None = None
+    reuse: bool | None = None  # None: reuse inside a Jupyter kernel only
+
+
+def set_reuse(on: bool | None) -> None:
+    """Keep the Ray connection and worker actors between runs (True), never (False), or only inside
+    a Jupyter kernel (None, the default). `release()` ends what is kept."""
+    State.reuse = on
+    if on is False:
+        release()
+
+
+def reusing() -> bool:
+    """Whether this process keeps Ray and its workers after a run (set_reuse, else inside a kernel)."""
+    if State.reuse is not None:
+        return State.reuse
+    return "ipykernel" in sys.modules and "IPython" in sys.modules
+
+
+def release() -> None:
+    """End kept worker actors and the Ray connection this module made (a joined cluster keeps running)."""
+    kept, State.kept = State.kept, None
+    if "ray" not in sys.modules:
+        return
+    ray = sys.modules["ray"]
+    if kept is not None:
+        kill_actors(ray, kept.slots)
+    if State.connected_here and ray.is_initialized():
+        ray.shutdown()
+    State.connected_here = False
+    State.address = None
+    State.dashboard_url = None
+    State.messages_log = None
+
+
+atexit.register(release)
+
+
+def kill_actors(ray, slots: list[Slot]) -> None:
+    """End these worker actors (the ones already gone are skipped)."""
+    for slot in slots:
+        try:
+            ray.kill(slot.handle)
+        except Exception:  # already dead or the cluster is gone
+            pass
