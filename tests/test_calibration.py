@@ -85,7 +85,7 @@ def test_the_time_scale_needed_keeps_a_waves_cpu_under_two_per_cent_of_the_laten
     assert 400 * 2.5e-4 <= 0.02 * 4.15 * needed_time_scale(2.5e-4, 400, 4.15)
 
 
-def test_a_calibration_is_written_beside_the_records_loaded_back_and_not_a_run(tmp_path):
+def test_a_calibration_is_written_beside_the_records_loaded_back_and_not_a_run(tmp_path, capsys):
     server = ServerConfig(latency=4.15, time_scale=0.01)
     made = calibrate_sweep("tiny", 20, 100, server, {}, tmp_path)
     with LoadSampler(interval=0.05) as load:
@@ -96,7 +96,9 @@ def test_a_calibration_is_written_beside_the_records_loaded_back_and_not_a_run(t
     loaded = load_calibration(tmp_path, "tiny")
     assert loaded.cpu_per_request > 0 and loaded.wall_per_wave > 0 and loaded.load.samples >= 1
     assert loaded.latency == 4.15 and loaded.time_scale == 0.01
+    capsys.readouterr()
     assert read_records(tmp_path) == []  # the report never counts it as a run
+    assert capsys.readouterr().err == ""  # nor warns about it as a damaged record
     assert load_calibration(tmp_path, "other") is None
 
 
