@@ -30,7 +30,8 @@ SERVICE_KEYS = {name for name, _s, _d in settings_of(settings.ServerConfig)
 _GRID_OWN = {"name": Text(what="a plain name"), "description": Text(what="a string", empty=True),
              "input": Text(what="a path"),
              "lines": Maybe(Whole(1)), "repeats": Whole(1), "warmup": Whole(0), "url": Maybe(Url()),
-             "profile": Maybe(Text(what="a profile name or path")), "service": None, "points": None}
+             "profile": Maybe(Text(what="a profile name or path")), "service": None, "points": None,
+             "calibration_lines": Maybe(Whole(0))}
 _ID_KEYS = ("engine", "workers", "threads", "max_concurrent_tasks", "connector_limit")
 _PRODUCT_ORDER = ("engine", "threads", "workers", "max_concurrent_tasks", "connector_limit")  # as grids always ran
 
@@ -92,9 +93,19 @@ class Grid:
     description: str = ""
     profile: str | None = None  # service profile path: its url, fields, key variable and known figures
     settings: dict = field(default_factory=dict)  # overrides every point starts from
+    calibration_lines: int | None = None  # lines of the sweep's calibration run (None: calibration's own; 0: none)
 
     def parameters(self, point: Point) -> dict:
         return self.settings | point.parameters()
+
+    def largest_concurrency(self) -> int:
+        """The largest fixed C of the grid's points; the `auto` ceiling if every point is `auto`."""
+        def of(point: Point, key: str) -> Any:
+            value = self.parameters(point).get(key)
+            return default(key) if value is None else value
+
+        fixed = [int(of(p, "max_concurrent_tasks")) for p in self.points if of(p, "max_concurrent_tasks") != "auto"]
+        return max(fixed) if fixed else max(int(of(p, "max_concurrent_tasks_max")) for p in self.points)
 
 
 def _as_list(value: Any) -> list:
@@ -191,7 +202,8 @@ def parse_grid(data: Any, source: str = "grid", base: Path | None = None) -> Gri
     grid = Grid(name=own.get("name", "sweep"), input=paths.resolve(own.get("input", "data/sample.txt"), base),
                 points=tuple(points), repeats=own.get("repeats", 1), warmup=own.get("warmup", 0),
                 lines=own.get("lines"), service=_service(data.get("service"), source), url=url,
-                description=own.get("description", ""), profile=profile, settings=wide)
+                description=own.get("description", ""), profile=profile, settings=wide,
+                calibration_lines=own.get("calibration_lines"))
     _check_runs(grid, source)
     return grid
 

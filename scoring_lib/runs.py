@@ -15,6 +15,9 @@ from .record import RecordError, RunRecord, RunStatus, parse_record
 from .service import ServiceProfile
 
 
+CALIBRATION_FILE = "calibration.json"
+
+
 def read_record(path: Path) -> RunRecord:
     """One record file, migrated and checked; RecordError names the file and the key."""
     try:
@@ -33,6 +36,8 @@ def read_records(directory: str | os.PathLike, strict: bool = False, warn=None) 
     line (to stderr, or to `warn`), or, when `strict`, stops everything with its RecordError."""
     out = []
     for path in sorted(Path(directory).rglob("*.json")):
+        if path.name == CALIBRATION_FILE:  # a sweep's calibration (calibration.py) beside its records, not a run
+            continue
         try:
             out.append(read_record(path))
         except RecordError as exc:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import paths
+from .calibration import LoadSampler, calibrate_sweep, save_load
 from .errors import ClusterConnectError, ConfigError, GridError, MissingDependencyError, PointFailed
 from .grid import GRID_KEYS, POINT_KEYS, SERVICE_KEYS, Grid, Point, load_grid, parse_grid, plain_json
 from .redact import MASK, redact, safe_url
@@ -185,7 +186,12 @@ class SweepSummary:
     done: list = field(default_factory=list)
     skipped: list = field(default_factory=list)
     failed: list = field(default_factory=list)  # (point id, failure)
+    ran: list = field(default_factory=list)  # (point id, repeat) in the order they ran
     ray_startup_seconds: float | None = None  # the sweep's one local Ray cluster, started once
+
+    @property
+    def ran_points(self) -> set:
+        return {p for p, _r in self.ran}
 
     @property
     def exit_code(self) -> int:
@@ -212,16 +218,19 @@ def run_sweep(grid: Grid | str | os.PathLike, records_dir: str | os.PathLike = p
               ray_dashboard: bool = False) -> SweepSummary:
     """Run every point of the grid through papermill (run.ipynb), against one shared service.
 
+    Repeats are interleaved: repeat 0 of every point, then repeat 1 of every point..., each a
+    notebook of its own, so a drift in the machine's load hits every setting alike. Before the
+    points, the client's cost on this machine is measured (calibration.py) and the machine's load
+    sampled for the whole sweep, both saved as calibration.json beside the records.
     Ray points all join one Ray: `ray_address` if given, else a local cluster started here once
     (loopback, its own temp dir and ports) and stopped at the end, so Ray's start-up is paid once."""
     try:
-        import papermill as pm
+        import papermill  # noqa: F401 - only to fail early and plainly when the extra is missing
     except ImportError:
         raise MissingDependencyError("papermill", "notebooks") from None
     from tqdm.auto import tqdm
 
     from .provenance import shared_with_children
-    from .records import failure_record, save_record
     from .server import ServiceProcess
 
     if not isinstance(grid, Grid):
@@ -233,38 +242,62 @@ def run_sweep(grid: Grid | str | os.PathLike, records_dir: str | os.PathLike = p
     outputs.mkdir(parents=True, exist_ok=True)
     summary = SweepSummary(grid, records)
     have = recorded_points(records, grid.name) if resume else {}
-    wanted = set(range(grid.repeats))
-    todo = [p for p in grid.points if not wanted <= have.get(p.id, set())]
-    summary.skipped = [p.id for p in grid.points if p not in todo]
+    todo = schedule(grid, have)
+    summary.skipped = [p.id for p in grid.points if all(q is not p for q, _r in todo)]
     with ExitStack() as stack:
         stack.enter_context(shared_with_children())  # the commit, read once, for every run's record
+        calibration = calibrate_sweep(grid.name, grid.largest_concurrency(), grid.calibration_lines,
+                                      _sweep_server(grid) if grid.url is None else None, _grid_fields(grid),
+                                      records.parent)
+        stack.callback(save_load, calibration, stack.enter_context(LoadSampler()), records.parent)
         url = grid.url
         if url is None:  # one simulated service for the whole sweep: every point meets the same profile
             url = stack.enter_context(ServiceProcess(_sweep_server(grid))).url
         stack.enter_context(_url_to_kernels(url))
-        if any(p.engine == "ray" for p in todo):
+        if any(p.engine == "ray" for p, _r in todo):
             stack.enter_context(_one_ray_for_the_sweep(summary, ray_address, ray_dashboard))
         terminal = stack.enter_context(_kernel_stderr_to(outputs / "kernels.log"))
-        bar = stack.enter_context(tqdm(todo, unit="point", file=terminal,
+        bar = stack.enter_context(tqdm(todo, unit="run", file=terminal,
                                        disable=None if progress is None else not progress))
-        for point in bar:
-            bar.set_postfix_str(point.id)
-            params = _parameters(grid, point, url, records, sorted(have.get(point.id, set()) & wanted))
-            try:
-                pm.execute_notebook(str(RUN_NOTEBOOK), str(outputs / f"{point.id}.ipynb"),
-                                    parameters=plain_json(params), kernel_name="python3", progress_bar=False,
-                                    cwd=str(paths.ROOT))
-                summary.done.append(point.id)
-            except KeyboardInterrupt:
-                raise
-            except Exception as exc:  # noqa: BLE001 - a failed point is recorded and the sweep goes on
-                failure = _failure_text(exc)
-                if getattr(exc, "ename", None) != PointFailed.__name__:  # else its runs are recorded already
-                    save_record(failure_record(params, failure, {"sweep": grid.name, "point_id": point.id}), records)
-                summary.failed.append((point.id, failure))
+        for point, repeat in bar:
+            bar.set_postfix_str(f"{point.id} repeat {repeat}")
+            _run_repeat(summary, point, repeat, url, outputs)
+    summary.done = [p.id for p in grid.points if p.id in summary.ran_points and p.id not in dict(summary.failed)]
     return summary
 
 
+def schedule(grid: Grid, have: dict[str, set]) -> list[tuple[Point, int]]:
+    """(point, repeat) in the order a sweep runs them: repeat 0 of every point, then repeat 1 of every
+    point, ...; the repeats `have` recorded (per point id) left out."""
+    return [(p, r) for r in range(grid.repeats) for p in grid.points if r not in have.get(p.id, set())]
+
+
+def _run_repeat(summary: SweepSummary, point: Point, repeat: int, url: str, outputs: Path) -> None:
+    """One repeat of one point through papermill; a failure is recorded and the point's later repeats
+    are left out (the sweep goes on with the other points)."""
+    import papermill as pm
+
+    from .records import failure_record, save_record
+
+    grid, records = summary.grid, summary.records_dir
+    if point.id in dict(summary.failed):
+        return
+    # The point's warm-up runs before the first of its repeats this sweep runs; every other repeat is skipped.
+    first = point.id not in summary.ran_points
+    skip = sorted(set(range(grid.repeats)) - {repeat})
+    params = _parameters(grid, point, url, records, skip) | {"warmup": grid.warmup if first else 0}
+    summary.ran.append((point.id, repeat))
+    try:
+        pm.execute_notebook(str(RUN_NOTEBOOK), str(outputs / f"{point.id}-r{repeat}.ipynb"),
+                            parameters=plain_json(params), kernel_name="python3", progress_bar=False,
+                            cwd=str(paths.ROOT))
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a failed point is recorded and the sweep goes on
+        failure = _failure_text(exc)
+        if getattr(exc, "ename", None) != PointFailed.__name__:  # else its runs are recorded already
+            save_record(failure_record(params, failure, {"sweep": grid.name, "point_id": point.id}), records)
+        summary.failed.append((point.id, failure))
 
 
 def _parameters(grid: Grid, point: Point, url: str, records: Path, skip: list) -> dict:
@@ -276,11 +309,15 @@ def _parameters(grid: Grid, point: Point, url: str, records: Path, skip: list) -
         "profile": str(Path(grid.profile).resolve()) if grid.profile else None}
 
 
+def _grid_fields(grid: Grid) -> dict:
+    """The protocol of the grid's client (its settings over its profile's)."""
+    prof = load_profile(grid.profile) if grid.profile else None
+    return _fields(_client_settings(grid.settings, prof)[0])
+
+
 def _sweep_server(grid: Grid) -> ServerConfig:
     """The sweep's one simulated service, speaking the protocol of the grid's client (and profile)."""
-    prof = load_profile(grid.profile) if grid.profile else None
-    client, _run = _client_settings(grid.settings, prof)
-    return ServerConfig(**(grid.service | _fields(client)))
+    return ServerConfig(**(grid.service | _grid_fields(grid)))
 
 
 @contextmanager
