@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import paths
+from .calibration import Calibration, calibration_note, gap_explained, load_calibration
 from .errors import ReportError
 from .page import make_table, render, replaced_whole
 from .points import INTERVAL, is_auto, measured_runs, summarize, fastest_line  # noqa: F401 - is_auto re-exported
@@ -55,6 +56,7 @@ class Report:
     page: Path | None = None
     html: Path | None = None
     reference: str = ""     # set when the records are the committed reference, not the user's own
+    calibrations: dict = field(default_factory=dict)  # sweep -> Calibration: the client's own cost, measured
 
     def fastest(self) -> str:
         return fastest_line(self.points, self.time_scale)
@@ -172,7 +174,10 @@ def build_report(runs_dir: str | os.PathLike | None = None, out_dir: str | os.Pa
     points = summarize(runs).sort_values("wall_median").reset_index(drop=True)
     cpus = int(runs["cpu_count"].dropna().min()) if runs["cpu_count"].notna().any() else None
     said = verdicts(points) + [seed_from_profile(profile)[0]]
-    report = Report(out, runs, points, seed_table(points, cpus), said, chosen, adhoc, scale, reference=reference)
+    calibrations = {name: cal for name in chosen if (cal := load_calibration(where, name)) is not None}
+    points["client_share_of_gap"] = client_share(points, calibrations)
+    report = Report(out, runs, points, seed_table(points, cpus), said, chosen, adhoc, scale, reference=reference,
+                    calibrations=calibrations)
     with replaced_whole(out) as new:
         runs.to_csv(new / "runs.csv", index=False)
         points.to_csv(new / "points.csv", index=False)
@@ -183,6 +188,26 @@ def build_report(runs_dir: str | os.PathLike | None = None, out_dir: str | os.Pa
         (new / "report.html").write_text(html, encoding="utf-8")
     report.page, report.html = out / "report.md", out / "report.html"
     return report
+
+
+def client_share(points: pd.DataFrame, calibrations: dict[str, Calibration]) -> pd.Series:
+    """Per setting, the share of its gap to the bound that the client's own CPU explains (the sweep's
+    calibration, see calibration.gap_explained); NaN without a calibration or without a gap. Several
+    sweeps: the calibration measured at the largest C speaks for all (it is the costliest per wave)."""
+    if not calibrations:
+        return pd.Series(float("nan"), index=points.index)
+    cal = max(calibrations.values(), key=lambda c: c.concurrency)
+
+    def share(r) -> float:
+        loops = r["workers"] if r["engine"] == "ray" else r["threads"]
+        values = (r["max_concurrent_tasks"], r["requested"], r["latency_s"], r["wall_median"], r["bound_seconds"])
+        if any(pd.isna(v) for v in values):
+            return float("nan")
+        c, lines, latency, wall, bound = values
+        return gap_explained(cal, int(c), int(lines), float(latency), float(wall), float(bound),
+                             int(loops) if pd.notna(loops) else 1)
+
+    return points.apply(share, axis=1) if not points.empty else pd.Series(dtype=float)
 
 
 def _draw(report: Report, folder: Path, timeline_records: list) -> None:
@@ -213,12 +238,26 @@ def _made_by(runs: pd.DataFrame) -> str:
                      for name, n in counts.items())
 
 
+def _calibration_text(calibrations: dict) -> str:
+    """What the harness costs, as measured by each sweep before its points, and what the table's
+    `client_share_of_gap` means; or that no calibration was recorded (older sweeps)."""
+    if not calibrations:
+        return ("No calibration of the client's own cost was recorded for these sweeps (sweeps before it existed, "
+                "or `calibration_lines: 0`): the gap between a setting and its bound is not split into client and "
+                "service here.")
+    notes = " ".join(f"Sweep `{name}`: {calibration_note(cal)}" for name, cal in calibrations.items())
+    return (notes + " `client_share_of_gap` is the share of each setting's gap to its bound that this client CPU "
+            "explains (waves x requests per wave x CPU per request, over its event loops): near 1, the gap is the "
+            "harness on this machine, not the service.")
+
+
 def _context(r: Report, how: str | None) -> dict:
     """Everything the page templates show, each table formatted once for both pages."""
     runs = measured_runs(r.runs)
     failed = r.runs[r.runs["status"] == "failed"]
     cols = ["point_id", "final_limit", "runs", "wall_median", "ci95_low", "ci95_high", "wall_min", "wall_max",
-            "bound_seconds", *[c for c in ("bound_source",) if c in r.points], "efficiency", "startup_median",
+            "bound_seconds", *[c for c in ("bound_source",) if c in r.points], "efficiency", "client_share_of_gap",
+            "startup_median",
             "latency_p50", "latency_p99"]
     pts = r.points[cols].copy()
     if r.time_scale != 1:
@@ -234,7 +273,7 @@ def _context(r: Report, how: str | None) -> dict:
         "built": datetime.now(timezone.utc).isoformat(timespec="seconds"), "n_runs": len(runs),
         "scope": _scope(r.sweeps, r.adhoc), "n_failed": len(failed), "service": _service_text(runs.iloc[0]),
         "scale_note": scale_note, "made": _made_by(runs), "how": how or "`python -m scoring_lib report`",
-        "interval_note": interval_note, "bound_sources": bound_sources_line(r.points), "hypothesis": SEED.hypothesis,
+        "interval_note": interval_note, "calibration_note": _calibration_text(r.calibrations), "bound_sources": bound_sources_line(r.points), "hypothesis": SEED.hypothesis,
         "seed_table": make_table(r.seed.drop(columns=["points"]) if not r.seed.empty else r.seed, ".2f"),
         "verdicts": r.verdicts, "points_table": make_table(pts),
         "machines_table": make_table(runs[["hostname", "cpu_count", "os", "python"]].drop_duplicates()),

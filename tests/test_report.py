@@ -377,3 +377,22 @@ def test_rays_verdict_counts_only_settings_with_200_in_flight():
                   wall_median=wall) for w, t, wall in ((2, 8, 26.3), (4, 8, 13.3), (4, 64, 2.42))]
     [line] = [v for v in verdicts(pd.DataFrame(rows)) if "Ray's win" in v]
     assert "supported" in line and "not supported" not in line and "2.42 s" in line
+
+
+def test_a_sweeps_calibration_splits_each_gap_into_client_and_service(fixed_records, tmp_path):
+    """With the sweep's calibration beside its records, the page states the client's measured cost and
+    the points table says which share of each setting's gap to its bound that cost explains."""
+    from scoring_lib.calibration import Calibration, save_calibration
+
+    before = build_report(fixed_records, tmp_path / "before")
+    assert before.points["client_share_of_gap"].isna().all()
+    assert "No calibration of the client's own cost" in before.page.read_text()
+    cal = Calibration(sweep="fixed", concurrency=2048, lines=4096, cpu_seconds=1.0, wall_seconds=1.2,
+                      cpu_per_request=1.0 / 4096, wall_per_wave=0.6, cores=2, measured_at="2026-01-01T00:00:00+00:00",
+                      latency=4.15, time_scale=SCALE)
+    save_calibration(cal, fixed_records)
+    report = build_report(fixed_records, tmp_path / "after")
+    shares = report.points["client_share_of_gap"]
+    assert shares.notna().any() and ((shares.dropna() >= 0) & (shares.dropna() <= 1)).all()
+    page = report.page.read_text()
+    assert "Client CPU per request on this machine: 244 us" in page and "client_share_of_gap" in page
