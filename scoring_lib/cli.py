@@ -89,6 +89,29 @@ def _add_server_options(p: argparse.ArgumentParser, prefix: str = "") -> None:
     g.add_argument(f"--{prefix}time-scale", type=_float_at_least(0, strict=True), default=d.time_scale,
                    metavar="F", help="multiplies every duration: 0.01 runs 100x faster (default 1)")
     g.add_argument(f"--{prefix}seed", type=int, default=d.seed, help="random seed (default 0)")
+    _add_zoo_options(g, prefix, d)
+
+
+def _add_zoo_options(g, prefix: str, d: ServerConfig) -> None:
+    """The zoo of behaviours (issue 16): each a ServerConfig field of the same name."""
+    g.add_argument(f"--{prefix}rate-burst", type=_float_at_least(0), default=d.rate_burst, metavar="N",
+                   help="the rate limit's bucket size in requests; 0 = one second of --rate-limit (default 0)")
+    g.add_argument(f"--{prefix}retry-after", choices=("exact", "whole", "none"), default=d.retry_after,
+                   help="a 429's Retry-After: exact, whole seconds rounded up, or none (default exact)")
+    g.add_argument(f"--{prefix}shed-retry-after", type=_float_at_least(0), default=d.shed_retry_after,
+                   metavar="SECONDS", help="Retry-After on a 503 over capacity; 0 = none (default 0)")
+    g.add_argument(f"--{prefix}queue-limit", type=_int_at_least(0), default=d.queue_limit, metavar="N",
+                   help="requests that may wait for a slot, then 503 at once (a proxy queue); 0 = unbounded")
+    g.add_argument(f"--{prefix}quota", type=_int_at_least(0), default=d.quota, metavar="N",
+                   help="requests per quota window, then 429 until it ends; 0 = none (default 0)")
+    g.add_argument(f"--{prefix}quota-window", type=_float_at_least(0, strict=True), default=d.quota_window,
+                   metavar="SECONDS", help=f"the quota's window (default {d.quota_window:g})")
+    g.add_argument(f"--{prefix}halve-after", type=_int_at_least(0), default=d.halve_after, metavar="N",
+                   help="capacity halves once N requests were admitted; 0 = never (default 0)")
+    g.add_argument(f"--{prefix}warmup", type=_float_at_least(0), default=d.warmup, metavar="SECONDS",
+                   help="latency is 5x for this long from the first request (default 0)")
+    g.add_argument(f"--{prefix}flaky", type=_int_at_least(0), default=d.flaky, metavar="N",
+                   help="each line's first N attempts fail with mixed 503/429/reset/non-JSON/500 (default 0)")
 
 
 def _server_config(args: argparse.Namespace, prefix: str = "", **overrides) -> ServerConfig:
@@ -98,7 +121,11 @@ def _server_config(args: argparse.Namespace, prefix: str = "", **overrides) -> S
                         rate_limit=get("rate_limit"), error_rate=get("error_rate"), reset_rate=get("reset_rate"),
                         slow_body_rate=get("slow_body_rate"), time_scale=get("time_scale"),
                         seed=get("seed"), request_field=args.request_field, score_field=args.score_field,
-                        shed=get("shed"), **overrides)
+                        shed=get("shed"), **{k: get(k) for k in ZOO_FIELDS}, **overrides)
+
+
+ZOO_FIELDS = ("rate_burst", "retry_after", "shed_retry_after", "queue_limit", "quota", "quota_window",
+              "halve_after", "warmup", "flaky")
 
 
 def _add_client_options(p: argparse.ArgumentParser) -> None:
@@ -407,11 +434,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         key = os.environ.get(API_KEY_ENV)
         if not key:
             raise ConfigError(f"--require-key needs ${API_KEY_ENV} set")
-    config = ServerConfig(host=args.host, port=args.port, latency=args.latency, latency_dist=args.latency_dist,
-                          capacity=args.capacity, rate_limit=args.rate_limit, error_rate=args.error_rate,
-                          reset_rate=args.reset_rate, slow_body_rate=args.slow_body_rate,
-                          time_scale=args.time_scale, seed=args.seed, request_field=args.request_field,
-                          score_field=args.score_field, require_api_key=key, shed=args.shed)
+    config = _server_config(args, host=args.host, port=args.port, require_api_key=key)
     try:
         serve_forever(config, announce=lambda url: print(f"serving on {url}", flush=True),
                       exit_with_stdin=args.exit_with_stdin)

@@ -81,8 +81,25 @@ class ServerConfig:
     request_field: str = "text"
     score_field: str = "score"
     require_api_key: str | None = field(default=None, repr=False)
+    # The zoo (issue 16; durations in simulated seconds, like latency): how real services refuse and fail.
+    rate_burst: float = 0.0  # the rate limit's bucket size (requests); 0 = one second of rate_limit
+    retry_after: str = "exact"  # a 429's Retry-After: exact, whole (seconds rounded up), none (no header)
+    shed_retry_after: float = 0.0  # Retry-After on a 503 over capacity; 0 = no header
+    queue_limit: int = 0  # requests waiting for a slot (a proxy queue); beyond it 503 at once; 0 = unbounded
+    quota: int = 0  # requests per quota window; beyond it 429, Retry-After = seconds to the window's end
+    quota_window: float = 60.0
+    halve_after: int = 0  # capacity halves once this many requests were admitted; 0 = never
+    warmup: float = 0.0  # seconds from the first request during which latency is 5x
+    flaky: int = 0  # each line's first N attempts fail (503, 429, reset, non-JSON 200, 500 mixed)
 
     def __post_init__(self) -> None:
+        if self.retry_after not in ("exact", "whole", "none"):
+            raise ConfigError(f"retry_after must be exact, whole or none, got {self.retry_after!r}")
+        for name in ("rate_burst", "shed_retry_after", "queue_limit", "quota", "halve_after", "warmup", "flaky"):
+            _non_negative(name, getattr(self, name))
+        _positive("quota_window", self.quota_window)
+        if self.shed and self.queue_limit:
+            raise ConfigError("shed (no queue) and queue_limit (a bounded queue) exclude each other")
         if self.latency_dist not in ("const", "exp", "lognormal"):
             raise ConfigError(f"latency distribution must be const, exp or lognormal, got {self.latency_dist!r}")
         _non_negative("latency", self.latency)
