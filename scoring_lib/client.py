@@ -10,13 +10,16 @@ import json
 import math
 import random
 import time
+import dataclasses
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
 import aiohttp
 
 from .config import ClientConfig
-from .limits import Attempt, Stop, attempt_kind
+from .failures import (RETRY_AFTER_STATUSES, FailedAttempt, Failure, FailureKind, failure_of,
+                       http_failure)
+from .limits import Attempt, Stop
 from .redact import redact
 
 try:  # Python 3.11+
@@ -25,8 +28,6 @@ except ImportError:  # pragma: no cover - Python 3.10: aiohttp's own dependency 
     from async_timeout import timeout as _deadline
 
 _encode_string = json.encoder.encode_basestring_ascii  # what json.dumps uses for a str (ensure_ascii)
-RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-RETRY_AFTER_STATUSES = frozenset({429, 503})
 
 
 @dataclass(slots=True)
@@ -41,12 +42,17 @@ class Outcome:
     latency: float  # seconds the last request was on the wire (from its headers being sent)
     sent: float = 0.0  # wall clock when the last request's headers went out (after any wait for a connection)
     retry_after: float | None = None  # the server's Retry-After on the last failed attempt, if any
-    cause: str | None = None  # how the last attempt failed, countable ("HTTP 503", "timeout", ...)
+    failure: Failure | None = None  # how the last attempt failed (None: scored)
     fatal: bool = False  # the run's limiter stopped it: no request succeeded and more would not help
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def cause(self) -> str | None:
+        """How the last attempt failed, as a countable label ("HTTP 503", "timeout", ...)."""
+        return None if self.failure is None else self.failure.label
 
 
 async def _mark_sent(_session, ctx, _params) -> None:
@@ -133,22 +139,13 @@ class _Deadline:
 
 
 def _outcome(score: float | None, error: str | None, attempts: int, started: float, sent: float,
-             cause: str | None = None) -> Outcome:
+             failure: Failure | None = None) -> Outcome:
     now = time.time()
-    return Outcome(score, error, attempts, started, now, now - sent, sent, cause=cause)
+    return Outcome(score, error, attempts, started, now, now - sent, sent, failure=failure)
 
 
-class _Retryable(Exception):
-    """A failed attempt that the contract says to try again, with an optional server hint."""
-
-    def __init__(self, message: str, retry_after: float | None = None, status: int | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-        self.status = status
-
-
-class _Permanent(Exception):
-    """A failed attempt that ends the line at once (other 4xx)."""
+def _malformed(message: str) -> FailedAttempt:
+    return FailedAttempt(Failure(FailureKind.UNPARSEABLE, message=f"malformed response: {message}"))
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -199,25 +196,25 @@ def body_sample(body: bytes, secrets: tuple[str, ...] = (), limit: int = 80) -> 
 
 def parse_score(body: bytes, score_field: str, secrets: tuple[str, ...] = ()) -> float:
     """The finite numeric score at `score_field` (a path, see extract_score) of a 200 body, or
-    _Retryable when the body is not what the contract says; a wrong shape names the path and shows a
+    FailedAttempt (UNPARSEABLE or WRONG_SHAPE) when the body is not what the contract says; a wrong shape names the path and shows a
     sample. NaN, Infinity and numbers beyond a float (1e400) are malformed: a score is always finite."""
     try:
         data = json.loads(body)  # NaN/Infinity parse, then fail the finiteness check
     except (ValueError, UnicodeDecodeError, RecursionError):
-        raise _Retryable("malformed response: body is not JSON") from None
+        raise _malformed("body is not JSON") from None
     try:
         score = extract_score(data, score_field)
     except KeyError:
         score = _NO_VALUE
     if score is _NO_VALUE or isinstance(score, bool) or not isinstance(score, (int, float)):
-        raise _Retryable(f"{WRONG_SHAPE}: no number at score path {score_field!r} in reply "
-                         f"{body_sample(body, secrets)!r}")
+        raise FailedAttempt(Failure(FailureKind.WRONG_SHAPE, message=f"{WRONG_SHAPE}: no number at score path "
+                                    f"{score_field!r} in reply {body_sample(body, secrets)!r}"))
     try:
         value = float(score)
     except OverflowError:
         value = math.inf
     if not math.isfinite(value):
-        raise _Retryable(f"malformed response: {score_field!r} is not a finite number")
+        raise _malformed(f"{score_field!r} is not a finite number")
     return value
 
 
@@ -281,50 +278,49 @@ class ScoringClient:
         """Score one text, retrying as the contract says; never raises for service failures."""
         cfg = self.config
         started = time.time()
-        mark: dict = {}
-        last_error = "no attempt made"
+        mark: dict = {"sent": started}
+        failure = Failure(FailureKind.INTERNAL, message="no attempt made")
+        attempts = 0
         for attempt in range(cfg.max_retries + 1):
             mark = {"sent": time.time()}
             try:
                 score = await self._reported_attempt(text, mark)
                 return _outcome(score, None, attempt + 1, started, mark["sent"])
             except Stop as exc:
-                out = _outcome(None, str(exc), attempt, started, mark["sent"])
-                out.cause, out.fatal = exc.kind, exc.fatal
+                out = _outcome(None, str(exc), attempt, started, mark["sent"], exc.failure)
+                out.fatal = exc.fatal
                 return out
-            except _Permanent as exc:
-                return _outcome(None, redact(str(exc), self._secrets), attempt + 1, started, mark["sent"],
-                                mark.get("kind"))
-            except _Retryable as exc:
-                last_error, hint = str(exc), exc.retry_after
-            except asyncio.TimeoutError:
-                last_error, hint = f"timeout after {cfg.timeout:g}s", None
-            except aiohttp.ClientError as exc:
-                last_error, hint = f"{type(exc).__name__}: {exc}".rstrip(": "), None
+            except FailedAttempt as exc:
+                failure, attempts = exc.failure, attempt + 1
+            if not failure.retryable:
+                return _outcome(None, failure.message, attempts, started, mark["sent"], failure)
             if attempt < cfg.max_retries:
-                await asyncio.sleep(self.backoff(attempt, hint))
-        attempts = cfg.max_retries + 1
-        error = redact(f"{last_error} (gave up after {attempts} attempts)", self._secrets)
-        outcome = _outcome(None, error, attempts, started, mark["sent"], mark.get("kind"))
-        outcome.retry_after = hint
+                await asyncio.sleep(self.backoff(attempt, failure.retry_after))
+        error = redact(f"{failure.message} (gave up after {attempts} attempts)", self._secrets)
+        outcome = _outcome(None, error, attempts, started, mark["sent"], failure)
+        outcome.retry_after = failure.retry_after
         return outcome
 
     async def _reported_attempt(self, text: str, mark: dict) -> float:
-        """One attempt between the limiter's acquire and release, which learns its kind, status and latency."""
+        """One attempt between the limiter's acquire and release, which learns how it went and its latency.
+        Any exception but a cancellation leaves as a FailedAttempt (an unexpected one is INTERNAL)."""
         limiter = self.limiter
         ticket = None if limiter is None else await limiter.acquire()
         mark["sent"] = time.time()
         t0 = time.perf_counter()
         try:
             score = await self._attempt(text, mark)
-        except BaseException as exc:
-            kind = mark["kind"] = attempt_kind(exc)
+        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
             if limiter is not None:
-                limiter.release(ticket, Attempt(kind, getattr(exc, "status", None), time.perf_counter() - t0,
-                                                getattr(exc, "retry_after", None)))
+                limiter.release(ticket, Attempt(None, time.perf_counter() - t0, cancelled=True))
             raise
+        except BaseException as exc:
+            failure = _masked(failure_of(exc, self.config.timeout), self._secrets)
+            if limiter is not None:
+                limiter.release(ticket, Attempt(failure, time.perf_counter() - t0))
+            raise FailedAttempt(failure) from None
         if limiter is not None:
-            limiter.release(ticket, Attempt("ok", 200, time.perf_counter() - t0))
+            limiter.release(ticket, Attempt(None, time.perf_counter() - t0))
         return score
 
     async def _attempt(self, text: str, mark: dict) -> float:
@@ -338,27 +334,34 @@ class ScoringClient:
             async with self._session.post(cfg.url, data=payload, trace_request_ctx=mark) as resp:
                 if 200 <= resp.status < 300:
                     return parse_score(await self._read_capped(resp), cfg.score_field, self._secrets)
-                if resp.status in RETRY_STATUSES:
-                    hint = None
-                    if resp.status in RETRY_AFTER_STATUSES:
-                        hint = parse_retry_after(resp.headers.get("Retry-After"))
-                    raise _Retryable(f"HTTP {resp.status}", hint, resp.status)
+                hint = None
+                if resp.status in RETRY_AFTER_STATUSES:
+                    hint = parse_retry_after(resp.headers.get("Retry-After"))
+                failure = http_failure(resp.status, hint)
+                if failure.retryable:
+                    raise FailedAttempt(failure)
                 # Masked before it is cut to 200 characters, so a secret cannot survive as a cut-off prefix.
                 detail = (await resp.content.read(4096)).decode("utf-8", "replace")
                 detail = " ".join(redact(detail, self._secrets).split())[:200]
-                raise _Permanent(f"HTTP {resp.status}" + (f": {detail}" if detail else ""))
+                raise FailedAttempt(http_failure(resp.status, hint, f"HTTP {resp.status}" + (f": {detail}" if detail else "")))
 
     async def _read_capped(self, resp: aiohttp.ClientResponse) -> bytes:
         cap = self.config.max_body_bytes
         if resp.content_length is not None:
             if resp.content_length > cap:
-                raise _Retryable(f"malformed response: body of {resp.content_length} bytes exceeds {cap}")
+                raise _malformed(f"body of {resp.content_length} bytes exceeds {cap}")
             return await resp.read()
         chunks: list[bytes] = []
         size = 0
         while chunk := await resp.content.read(65536):
             size += len(chunk)
             if size > cap:
-                raise _Retryable(f"malformed response: body exceeds {cap} bytes")
+                raise _malformed(f"body exceeds {cap} bytes")
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def _masked(failure: Failure, secrets: tuple[str, ...]) -> Failure:
+    """The failure with its message masked of the key (an exception's text may quote a URL or a header)."""
+    message = redact(failure.message, secrets) or ""
+    return failure if message == failure.message else dataclasses.replace(failure, message=message)

@@ -9,10 +9,13 @@ event-loop threads of a process sits one `RunLimiter` (thread-safe), which decid
   multiplicative cut on 429/503/504/timeouts; never below the floor, never above the ceiling);
 - the rate (`--rate-limit`): one aiolimiter leaky bucket per event loop, each with its share of the
   rate, so the buckets together never exceed it; a Retry-After on 429/503 pauses every gate;
-- failing fast: before the first success at most `probe` attempts go out; when `trip` of them fail
-  in a way more requests will not change (connection refused, DNS, 401/403/404, a reply of the wrong
-  shape) the run stops (`Stop`, fatal). Later, a streak of failed attempts longer than the retry
-  budget stops the run too (not fatal: the remaining lines become error rows at once).
+- failing fast: before the first success at most `probe` attempts go out; the run stops (`Stop`,
+  fatal) only on a unanimous verdict: at least `trip` attempts failed with one cause more requests will
+  not change (`Failure.fatal_if_unanimous`: refused, DNS, 401/403/404, wrong shape, a redirect) and
+  that cause is at least `UNANIMOUS` of every attempt that finished before any success. Transient
+  failures (5xx, 429, resets, timeouts, an unparseable body) never stop it early. Later, a streak of
+  failed attempts longer than the retry budget stops the run too (not fatal: the remaining lines
+  become error rows at once).
 
 A Ray worker holds its own RunLimiter with its share of the rate, ceiling and probe (`share`), so no
 remote call sits between a request and its slot. Only a Retry-After crosses workers: the limiter tells
@@ -26,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-import socket
 import statistics
 import threading
 import time
@@ -34,9 +36,12 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-FATAL_KINDS = frozenset({"connection refused", "DNS failure", "HTTP 401", "HTTP 403", "HTTP 404", "malformed reply"})
-DROP_KINDS = frozenset({"HTTP 429", "HTTP 503", "HTTP 504", "timeout"})  # overload: the adaptive limit shrinks
+from .failures import Failure, FailureKind
+
 HISTORY_POINTS = 1000
+# Fail fast only on a (nearly) unanimous verdict: the fatal cause is at least this share of the attempts
+# that finished before any success (7 of 8: one stray reset or 503 does not hide a 401).
+UNANIMOUS = 7 / 8
 # A pause is passed on to the other processes of the run only when it ends this much later than the one
 # already known (a share of its length, at least 2 ms): a 429 storm makes a few reports, not one per 429.
 TELL_SHARE, TELL_MIN = 0.25, 0.002
@@ -55,7 +60,7 @@ class LimitSettings:
     initial: int = 20  # adaptive: where slow start begins
     rate: float | None = None  # requests per second, all gates of this limiter together
     probe: int = 16  # attempts allowed before the first success (or the grace period)
-    trip: int = 8  # fatal failures before any success that stop the run
+    trip: int = 8  # failures of one fatal-if-unanimous cause before any success that may stop the run
     # seconds without a fatal failure after which the probe gate opens anyway: a 401/403/404 must come
     # back within it even on a loaded machine (0.05 s let 162 requests out before a 401 stopped the run);
     # a healthy run pays it once, unscaled
@@ -79,50 +84,36 @@ class LimitSettings:
 
 @dataclass(slots=True)
 class Attempt:
-    """How one request went, as the client reports it."""
+    """How one request went, as the client reports it: `failure` None is a score."""
 
-    kind: str  # "ok", "cancelled", or the failure: "HTTP 503", "timeout", "connection refused", ...
-    status: int | None = None
+    failure: Failure | None = None
     latency: float = 0.0
-    retry_after: float | None = None
+    cancelled: bool = False  # never answered (the run was cancelled): counted, not judged
+
+    @property
+    def label(self) -> str:
+        """What the record's attempt_kinds counts: "ok", "cancelled" or the failure's label ("HTTP 503", ...)."""
+        if self.cancelled:
+            return "cancelled"
+        return "ok" if self.failure is None else self.failure.label
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None and not self.cancelled
 
 
 class Stop(Exception):
-    """The run stops sending: `fatal` when no request ever succeeded and more will not help."""
+    """The run stops sending: `fatal` when no request ever succeeded and more will not help;
+    `failure` is the cause (for a spent budget, the most common failure of the streak)."""
 
-    def __init__(self, message: str, kind: str, fatal: bool) -> None:
+    def __init__(self, message: str, failure: Failure, fatal: bool) -> None:
         super().__init__(message)
-        self.kind = kind
+        self.failure = failure
         self.fatal = fatal
 
-
-def attempt_kind(exc: BaseException | None) -> str:
-    """A short, countable name for how an attempt ended (the client's exceptions included)."""
-    if exc is None:
-        return "ok"
-    if isinstance(exc, asyncio.CancelledError):
-        return "cancelled"
-    if isinstance(exc, asyncio.TimeoutError):
-        return "timeout"
-    text = str(exc)
-    if text.startswith("HTTP "):
-        return text.split(":")[0].split(" (")[0]
-    if text.startswith("malformed"):
-        return "malformed reply"
-    import aiohttp
-
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        cause = exc.os_error
-        if isinstance(cause, socket.gaierror) or type(exc).__name__ == "ClientConnectorDNSError":
-            return "DNS failure"
-        if isinstance(cause, ConnectionRefusedError) or "Connect call failed" in str(cause):
-            return "connection refused"
-        return "connection error"
-    if isinstance(exc, (aiohttp.ServerDisconnectedError, ConnectionResetError, aiohttp.ClientPayloadError)):
-        return "connection reset"
-    if isinstance(exc, aiohttp.ClientOSError):
-        return "connection reset" if isinstance(exc.__cause__ or exc, ConnectionResetError) else "connection error"
-    return type(exc).__name__
+    @property
+    def kind(self) -> str:
+        return self.failure.label
 
 
 class _Ticket:
@@ -150,7 +141,8 @@ class RunLimiter:
         self.released = 0
         self.successes = 0
         self.kinds: Counter = Counter()
-        self.fatal: Counter = Counter()
+        self.fatal: Counter = Counter()  # before any success: fatal-if-unanimous failures by label
+        self._examples: dict[str, Failure] = {}  # a failure of each label seen, for Stop's cause
         self.streak = 0
         self.streak_kinds: Counter = Counter()
         self.stopped: Stop | None = None
@@ -274,11 +266,21 @@ class RunLimiter:
         if len(self.history) > HISTORY_POINTS:
             self.history = self.history[::2] + ([self.history[-1]] if len(self.history) % 2 == 0 else [])
 
+    def _finished(self) -> int:
+        return sum(self.kinds.values()) - self.kinds.get("cancelled", 0)
+
+    def _unanimous(self) -> str | None:
+        """Before any success: the fatal cause (nearly) every finished attempt failed with, once `trip` did."""
+        if not self.fatal:
+            return None
+        label, got = self.fatal.most_common(1)[0]
+        return label if got >= self.settings.trip and got >= UNANIMOUS * self._finished() else None
+
     def _stop(self, kind: str, fatal: bool) -> None:
         if fatal:
             # Plain counts: how many requests finished (every one failed), how many of them with this cause,
             # how many were sent in all (some were still out when the run stopped).
-            finished = sum(self.kinds.values()) - self.kinds.get("cancelled", 0)
+            finished = self._finished()
             got = self.fatal[kind]
             which = (f"every request that finished ({got} of {finished}; " if got == finished
                      else f"{got} of the {finished} requests that finished (")
@@ -286,11 +288,11 @@ class RunLimiter:
         else:
             top = ", ".join(f"{c} {k}" for k, c in self.streak_kinds.most_common(3))
             msg = f"retry budget spent: {self.streak} attempts in a row failed ({top})"
-        self.stopped = Stop(msg, kind, fatal)
+        self.stopped = Stop(msg, self._examples[kind], fatal)
 
     def _adapt(self, ticket: _Ticket, a: Attempt, now: float) -> None:
         s = self.settings
-        if a.kind == "ok":
+        if a.ok:
             self._win_ok.append((a.latency, ticket.in_flight))
             if self._slow_start:
                 # Grow by one per success (doubling per round trip) only while replies show no queueing;
@@ -304,7 +306,7 @@ class RunLimiter:
                     target = statistics.median(n * TOLERANCE * self._baseline / max(lat, 1e-6)
                                                for lat, n in self._win_ok[-len(self._recent):])
                     self.limit = max(s.floor, min(s.limit, self.limit, max(target, self.limit / 2)))
-        elif a.kind in DROP_KINDS and ticket.sent > self._last_cut:
+        elif a.failure is not None and a.failure.overload and ticket.sent > self._last_cut:
             self._win_drops += 1
         self._win_count += 1
         rtt = self._baseline if self._baseline < math.inf else 0.05
@@ -345,7 +347,8 @@ class RunLimiter:
     def hold_for(self, a: Attempt) -> float:
         """Adaptive: how long a refused attempt keeps its slot. A 503/429 comes back at once; freeing its
         slot at once would let the next request spin into the same refusal many times per round trip."""
-        if not self.settings.adaptive or a.kind not in DROP_KINDS or a.kind == "timeout":
+        f = a.failure
+        if not self.settings.adaptive or f is None or not f.overload or f.kind is FailureKind.TIMEOUT:
             return 0.0
         return min(2.0, self._baseline if self._baseline < math.inf else 0.1)
 
@@ -354,27 +357,30 @@ class RunLimiter:
         if free:
             self.in_flight -= 1
         self.released += 1
-        self.kinds[a.kind] += 1
-        if a.kind == "cancelled":
+        label = a.label
+        self.kinds[label] += 1
+        f = a.failure
+        if a.cancelled:
             return None
-        if a.kind == "ok":
+        if f is None:
             self.successes += 1
             self._last_success = now
             self.streak = 0
             self.streak_kinds.clear()
         else:
+            self._examples[label] = f
             self.streak += 1
-            self.streak_kinds[a.kind] += 1
-            if not self.successes and a.kind in FATAL_KINDS:
-                self.fatal[a.kind] += 1
-                if self.stopped is None and sum(self.fatal.values()) >= self.settings.trip:
-                    self._stop(self.fatal.most_common(1)[0][0], fatal=True)
+            self.streak_kinds[label] += 1
+            if not self.successes and f.fatal_if_unanimous:
+                self.fatal[label] += 1
+            if self.stopped is None and not self.successes and (cause := self._unanimous()) is not None:
+                self._stop(cause, fatal=True)
             if (self.stopped is None and self.streak >= self._budget()
                     and now - self._last_success >= self.settings.stall):
                 self._stop(self.streak_kinds.most_common(1)[0][0], fatal=False)
         tell = None
-        if a.retry_after and a.kind in ("HTTP 429", "HTTP 503"):
-            until = now + min(a.retry_after, self.settings.pause_cap)
+        if f is not None and f.retry_after and f.kind is FailureKind.THROTTLED:
+            until = now + min(f.retry_after, self.settings.pause_cap)
             if until > self.pause_until:
                 known = max(self.pause_until, now)
                 self.pause_until = until
@@ -466,7 +472,7 @@ class LoopGate:
             if self.bucket is not None:
                 await self.bucket.acquire()
         except BaseException:
-            self.release(_Ticket(time.monotonic(), 0), Attempt("cancelled"))
+            self.release(_Ticket(time.monotonic(), 0), Attempt(cancelled=True))
             raise
         with run._lock:
             if run.stopped is not None:

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from .cache import ScoreCache, cache_namespace
 from .client import Outcome
+from .failures import Failure
 from .config import RunConfig
 from .engines import Dispatcher, open_engine
 from .errors import ConfigError, RunInterrupted, RunTerminated, ServiceUnusable, Terminated
@@ -167,7 +168,7 @@ class _Run:
                 # No request succeeded and more will not help: stop, and write nothing that looks like a result.
                 where = urlsplit(self.config.client.url)
                 raise ServiceUnusable(f"{outcome.error} ({where.scheme}://{where.hostname}:{where.port or ''}"
-                                      f"{where.path}){key_hint(outcome.cause, self.config.client)}; nothing written")
+                                      f"{where.path}){key_hint(outcome.failure, self.config.client)}; nothing written")
             self.outstanding -= 1
             self.stats.requests += outcome.attempts
             self.stats.retries += outcome.attempts - 1
@@ -202,9 +203,9 @@ class _Run:
                 self.collect(self.engine.poll(timeout=0.05))
 
 
-def key_hint(cause: str | None, client) -> str:
+def key_hint(failure: Failure | None, client) -> str:
     """What to check when the service refused the key (never the key itself)."""
-    if cause not in ("HTTP 401", "HTTP 403"):
+    if failure is None or not failure.refused_key:
         return ""
     sent = "a key from" if client.api_key() else "no key: nothing in"
     return f"; the service refused the API key (this run sent {sent} ${client.api_key_env}; see --api-key-env)"

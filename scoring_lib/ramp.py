@@ -19,7 +19,6 @@ import hashlib
 import itertools
 import math
 import os
-import re
 import statistics
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -29,14 +28,14 @@ from urllib.parse import urlsplit
 import psutil
 
 from .aio import run_sync
-from .client import ScoringClient
+from .client import Outcome, ScoringClient
 from .config import ClientConfig
 from .errors import ScoringError
+from .failures import Failure, FailureKind
 from .probe import PROBE_TEXTS
 from .records import percentiles
 from .service import Known, ServiceProfile, now_stamp, whole_capacity
 
-_STATUS = re.compile(r"^HTTP (\d{3})")
 RAY_ABOVE = 4096  # in-flight requests beyond which one asyncio process is not the recommendation
 CPU_BUSY = 0.8  # a process using more of a core than this at the knee may be what bent the curve
 MACHINE_BUSY = 0.9  # likewise the whole machine's CPUs
@@ -49,22 +48,23 @@ class ProbeError(ScoringError):
     exit_code = 1
 
 
-def status_of(error: str | None) -> int | None:
-    """The HTTP status behind a client error text ('HTTP 429 ...'), or None for transport errors."""
-    m = _STATUS.match(error or "")
-    return int(m.group(1)) if m else None
+def status_of(outcome: Outcome) -> int | None:
+    """The HTTP status of a failed outcome, or None for transport errors (and successes)."""
+    return None if outcome.failure is None else outcome.failure.status
 
 
-def _fatal(error: str) -> bool:
-    """Errors that no amount of load will change: refused, unreachable, auth, not found, wrong shape."""
-    status = status_of(error)
-    if status is not None:
-        return 400 <= status < 500 and status not in (408, 429)
-    return error.startswith(("ClientConnectorError", "wrong shape", "InvalidURL", "ClientConnectorDNSError"))
+def _fatal(failure: Failure | None) -> bool:
+    """Failures no amount of load will change: refused, unreachable, auth, not found, wrong shape, any
+    other 4xx but 408/429, a redirect."""
+    if failure is None:
+        return False
+    plain_4xx = failure.kind is FailureKind.HTTP and not failure.retryable and 400 <= (failure.status or 0) < 500
+    return failure.fatal_if_unanimous or plain_4xx or failure.kind is FailureKind.CONNECTION
 
 
-def _first_attempt(error: str | None) -> str:
-    return re.sub(r" \(gave up after 1 attempts?\)$", "", error or "")
+def _first_attempt(failure: Failure | None) -> str:
+    """What the first attempt's failure says (its message, without the retry summary)."""
+    return "" if failure is None else failure.message
 
 
 @dataclass
@@ -83,6 +83,7 @@ class Step:
     latency: dict = field(default_factory=dict)  # percentiles of ok requests, seconds
     retry_after: float | None = None  # median Retry-After seen, seconds
     error_sample: str | None = None
+    failure_sample: Failure | None = field(default=None, repr=False)  # the failure behind error_sample
     saturated: bool = False
     refinement: bool = False
     noisy: bool = False  # looked saturated, but throughput rose again at the next step
@@ -134,7 +135,8 @@ class RampResult:
             "predicted_seconds": self.predicted_seconds, "input_lines": self.input_lines,
             "ceiling": self.ceiling, "probing_seconds": round(self.probing_seconds, 2), "stopped": self.stopped,
             "warning": self.client_bound(), "service_pid": self.service_pid,
-            "steps": [asdict(s) | {"rejected_share": s.rejected_share} for s in self.steps],
+            "steps": [{k: v for k, v in asdict(s).items() if k != "failure_sample"}
+                      | {"rejected_share": s.rejected_share} for s in self.steps],
         }
 
     def lines(self) -> list[str]:
@@ -246,14 +248,15 @@ async def run_step(client: ScoringClient, texts, concurrency: int, seconds: floa
     for o in outcomes:
         if o.ok:
             continue
-        status = status_of(o.error)
+        status = status_of(o)
         if status == 429:
             step.rate_limited += 1
         elif status == 503:
             step.shed += 1
         else:
             step.errors += 1
-            step.error_sample = step.error_sample or o.error
+            if step.error_sample is None:
+                step.error_sample, step.failure_sample = o.error, o.failure
     if outcomes:
         first = min(o.sent for o in outcomes)
         last = max(o.finished for o in outcomes)
@@ -363,8 +366,8 @@ async def ramp_async(client_config: ClientConfig, *, ceiling: int = 1024,
     stopped = ""
     async with ScoringClient(cfg, concurrency=ceiling) as client:
         first = await client.score(next(texts))
-        if not first.ok and _fatal(first.error or ""):
-            raise ProbeError(f"cannot probe {client_config.url}: {_first_attempt(first.error)}")
+        if not first.ok and _fatal(first.failure):
+            raise ProbeError(f"cannot probe {client_config.url}: {_first_attempt(first.failure)}")
         base = first.latency if first.ok else None
         c = 1
         base_rejects = 0.0
@@ -375,8 +378,8 @@ async def ramp_async(client_config: ClientConfig, *, ceiling: int = 1024,
             if progress:
                 progress(step)
             if step.ok == 0:
-                if len(steps) == 1 and step.error_sample and _fatal(step.error_sample):
-                    raise ProbeError(f"cannot probe {client_config.url}: {_first_attempt(step.error_sample)}")
+                if len(steps) == 1 and _fatal(step.failure_sample):
+                    raise ProbeError(f"cannot probe {client_config.url}: {_first_attempt(step.failure_sample)}")
                 stopped = (f"no request succeeded at {c} in flight ({step.rate_limited} x 429, {step.shed} x 503, "
                            f"{step.errors} other errors" + (f": {step.error_sample}" if step.error_sample else "")
                            + ")")

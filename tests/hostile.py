@@ -260,3 +260,30 @@ def good(delay: float = 0.0) -> Action:
         digest = hashlib.sha256(text.encode("utf-8")).digest()
         await reply(200, {"score": round(int.from_bytes(digest[:8], "big") / 2**64, 9)})(c)
     return act
+
+
+class FlakyButAlive:
+    """A service that is alive but flaky: the first `fail_first` attempts of every line fail, each with
+    one of a mix of transient causes (503, 429, a reset, a 200 whose body is not JSON, 500; which one
+    depends on the line and the attempt), then the line gets its good score. Use as `behave`."""
+
+    CAUSES = ("503", "429", "reset", "not-json", "500")
+
+    def __init__(self, fail_first: int = 4) -> None:
+        self.fail_first = fail_first
+        self.seen: dict = {}  # text -> attempts so far
+        self.causes: list[str] = []  # every failure sent, in order
+        self._lock = threading.Lock()
+
+    def __call__(self, req: Request) -> Action:
+        with self._lock:
+            n = self.seen.get(req.text, 0)
+            self.seen[req.text] = n + 1
+            if n >= self.fail_first:
+                return good()
+            start = self.CAUSES.index(stable_choice(req.text, list(self.CAUSES)))
+            cause = self.CAUSES[(start + n) % len(self.CAUSES)]
+            self.causes.append(cause)
+        return {"503": reply(503, "busy"), "429": reply(429, "slow down"), "reset": reset(),
+                "not-json": reply(200, "<html>upstream hiccup</html>", {"Content-Type": "text/html"}),
+                "500": reply(500, "oops")}[cause]

@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from scoring_lib.client import ScoringClient, parse_score, _Retryable
+from scoring_lib.client import ScoringClient, parse_score
+from scoring_lib.failures import FailedAttempt
 from scoring_lib.config import ClientConfig
 
 from hostile import HostileServer, echo, reply, score, slow_body, slow_chunked, slow_headers, hang, reset
@@ -54,7 +55,7 @@ def test_parse_score_accepts_finite_numbers_only():
     assert parse_score(b'{"score": 1e308}', "score") == 1e308
     assert parse_score(b'{"score": -3}', "score") == -3.0
     for body in (b'{"score": NaN}', b'{"score": Infinity}', b'{"score": 1e999}', b'[' * 100000 + b']' * 100000):
-        with pytest.raises(_Retryable):
+        with pytest.raises(FailedAttempt):
             parse_score(body, "score")
 
 

@@ -327,3 +327,15 @@ def test_embedded_service_with_too_many_sockets_for_the_limit_is_exit_5(tmp_path
     proc = bash(f"ulimit -n 1024 && cd {REPO} && {PY} score {path} --max-concurrent-tasks 800 "
                 f"--server-time-scale 0.01 --output {tmp_path}/o.jsonl --no-cache --no-record --no-progress", tmp_path)
     assert "open files" in assert_one_line_error(proc, 5)
+
+
+# ------------------------------------------------------------------------------- issue 17, class 6: wrong shape
+def test_a_score_path_the_service_never_has_stops_early_and_writes_nothing(tmp_path, make_input):
+    path = make_input([f"line {i}" for i in range(200)], "in.txt")
+    with HostileServer(lambda r: good()) as srv:
+        proc = cli("score", path, "--url", srv.url, "--score-field", "result.score", "--backoff-base", "0",
+                   "--output", tmp_path / "o.jsonl", "--no-cache", "--no-record", *QUIET, timeout=60)
+        sent = len(srv.requests)
+    line = assert_one_line_error(proc, 1)
+    assert "service unusable: wrong shape" in line and "nothing written" in line
+    assert sent <= 20 and not (tmp_path / "o.jsonl").exists()

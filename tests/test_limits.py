@@ -15,7 +15,8 @@ import pytest
 
 from scoring_lib import ServerConfig, SimulatedService, score_file
 from scoring_lib.errors import ServiceUnusable
-from scoring_lib.limits import Attempt, LimitSettings, RunLimiter, Stop, attempt_kind, merge_stats
+from scoring_lib.failures import Failure, FailureKind, failure_of, http_failure
+from scoring_lib.limits import Attempt, LimitSettings, RunLimiter, Stop, merge_stats
 from scoring_lib.server import ServiceProcess
 
 from conftest import cli, read_rows, run_config
@@ -54,22 +55,22 @@ def test_shares_add_up_to_the_whole():
     assert sum(p.probe for p in parts) == 16
 
 
-def test_attempt_kinds_are_countable_names():
-    class Fake(Exception):
-        pass
-    assert attempt_kind(None) == "ok"
-    assert attempt_kind(Fake("HTTP 401: missing or wrong API key")) == "HTTP 401"
-    assert attempt_kind(Fake("HTTP 503")) == "HTTP 503"
-    assert attempt_kind(Fake("malformed response: body is not JSON")) == "malformed reply"
-    assert attempt_kind(asyncio.TimeoutError()) == "timeout"
+def test_attempt_labels_are_countable_names():
+    assert Attempt(None).label == "ok" and Attempt(cancelled=True).label == "cancelled"
+    assert Attempt(http_failure(401, message="HTTP 401: missing or wrong API key")).label == "HTTP 401"
+    assert Attempt(http_failure(503)).label == "HTTP 503"
+    assert Attempt(Failure(FailureKind.UNPARSEABLE, message="malformed response: body is not JSON")).label == \
+        "malformed reply"
+    assert Attempt(failure_of(asyncio.TimeoutError(), 1.0)).label == "timeout"
 
     async def refused():
         async with aiohttp.ClientSession() as s:
             try:
                 await s.post(f"http://127.0.0.1:{free_port()}/score", data=b"{}")
             except aiohttp.ClientError as exc:
-                return attempt_kind(exc)
-    assert asyncio.run(refused()) == "connection refused"
+                return failure_of(exc)
+    failure = asyncio.run(refused())
+    assert failure.kind is FailureKind.REFUSED and failure.label == "connection refused"
 
 
 def test_threads_sharing_one_limiter_never_exceed_its_limit():
@@ -87,7 +88,7 @@ def test_threads_sharing_one_limiter_never_exceed_its_limit():
             await asyncio.sleep(0.002)
             with lock:
                 current[0] -= 1
-            gate.release(ticket, Attempt("ok", 200, 0.002))
+            gate.release(ticket, Attempt(None, 0.002))
         await asyncio.gather(*(one() for _ in range(150)))
 
     run_loops(limiter, 3, body)
@@ -107,7 +108,7 @@ def test_fatal_failures_before_any_success_stop_the_run_after_the_probe():
                 return stop
             sent.append(1)
             await asyncio.sleep(0.001)
-            gate.release(ticket, Attempt("connection refused"))
+            gate.release(ticket, Attempt(Failure(FailureKind.REFUSED)))
         results = await asyncio.gather(*(one() for _ in range(256)))
         return [r for r in results if isinstance(r, Stop)]
 
@@ -124,7 +125,7 @@ def test_a_streak_of_failures_after_success_spends_the_budget_and_is_not_fatal()
 
     async def body(gate):
         t = await gate.acquire()
-        gate.release(t, Attempt("ok", 200, 0.01))
+        gate.release(t, Attempt(None, 0.01))
         n = 0
         while True:
             try:
@@ -132,7 +133,7 @@ def test_a_streak_of_failures_after_success_spends_the_budget_and_is_not_fatal()
             except Stop as stop:
                 return n, stop
             n += 1
-            gate.release(t, Attempt("HTTP 429", 429, 0.001))
+            gate.release(t, Attempt(http_failure(429), 0.001))
             await asyncio.sleep(0.005)
 
     t0 = time.monotonic()
@@ -146,14 +147,14 @@ def test_retry_after_pauses_every_thread():
 
     async def first(gate):
         t = await gate.acquire()
-        gate.release(t, Attempt("HTTP 429", 429, 0.001, retry_after=0.4))
+        gate.release(t, Attempt(http_failure(429, 0.4), 0.001))
 
     run_loops(limiter, 1, first)
     t0 = time.monotonic()
 
     async def later(gate):
         t = await gate.acquire()
-        gate.release(t, Attempt("ok", 200, 0.001))
+        gate.release(t, Attempt(None, 0.001))
         return time.monotonic() - t0
 
     waited = run_loops(limiter, 2, later)
@@ -172,7 +173,7 @@ def test_a_pause_is_told_to_other_processes_once_and_applied_there():
     async def refused(gate):
         tickets = [await gate.acquire() for _ in range(3)]  # all sent before the first answer
         for t, retry_after in zip(tickets, (0.5, 0.5, 0.02)):  # the 2nd and 3rd extend the pause by < a quarter
-            gate.release(t, Attempt("HTTP 429", 429, 0.001, retry_after=retry_after))
+            gate.release(t, Attempt(http_failure(429, retry_after), 0.001))
 
     t_told = time.time()
     run_loops(here, 1, refused)
@@ -186,7 +187,7 @@ def test_a_pause_is_told_to_other_processes_once_and_applied_there():
 
     async def later(gate):
         t = await gate.acquire()
-        gate.release(t, Attempt("ok", 200, 0.001))
+        gate.release(t, Attempt(None, 0.001))
         return time.monotonic() - t0
 
     [waited] = run_loops(there, 1, later)
@@ -210,7 +211,7 @@ def test_rate_is_shared_by_the_threads():
     async def body(gate):
         async def one():
             t = await gate.acquire()
-            gate.release(t, Attempt("ok", 200, 0.0))
+            gate.release(t, Attempt(None, 0.0))
         t0 = time.monotonic()
         await asyncio.gather(*(one() for _ in range(30)))
         return time.monotonic() - t0
@@ -226,11 +227,11 @@ def test_adaptive_cuts_on_drops_and_stays_between_floor_and_ceiling():
     async def body(gate):
         for _ in range(400):
             t = await gate.acquire()
-            gate.release(t, Attempt("ok", 200, 0.01))
+            gate.release(t, Attempt(None, 0.01))
         grown = limiter.limit
         for _ in range(400):
             t = await gate.acquire()
-            gate.release(t, Attempt("HTTP 503", 503, 0.001))
+            gate.release(t, Attempt(http_failure(503), 0.001))
             await asyncio.sleep(0.0005)
         return grown, limiter.limit
 

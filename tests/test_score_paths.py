@@ -3,7 +3,8 @@
 import pytest
 from aiohttp import web
 
-from scoring_lib.client import WRONG_SHAPE, ScoringClient, _Retryable, extract_score, parse_score
+from scoring_lib.client import WRONG_SHAPE, ScoringClient, extract_score, parse_score
+from scoring_lib.failures import FailedAttempt
 from scoring_lib.config import ClientConfig
 
 
@@ -27,7 +28,7 @@ def test_extract_score_names_the_missing_part(data, path):
 
 def test_wrong_shape_shows_the_path_and_a_masked_sample():
     body = b'{"output": {"value": 0.3}, "echo": "Bearer sk-SECRET-123", "pad": "' + b"x" * 500 + b'"}'
-    with pytest.raises(_Retryable) as err:
+    with pytest.raises(FailedAttempt) as err:
         parse_score(body, "result.score", secrets=("sk-SECRET-123",))
     msg = str(err.value)
     assert msg.startswith(WRONG_SHAPE) and "'result.score'" in msg and '"output"' in msg

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 
 from ..config import ClientConfig, RunConfig, split_evenly
 from ..errors import ClusterConnectError, MissingDependencyError, ServiceUnusable
-from ..limits import FATAL_KINDS, merge_stats, settings_for
+from ..limits import merge_stats, settings_for
 from . import Result, WorkItem
 
 MAX_CHUNK = 64
@@ -395,11 +395,11 @@ class RayEngine:
         if kind == "ok":
             for slot in self.slots:
                 slot.handle.open_gate.remote()  # an actor runs its calls in order: before any chunk
-        elif kind in FATAL_KINDS:
+        elif contact.failure is not None and contact.failure.fatal_if_unanimous:
             from ..pipeline import key_hint
 
             raise ServiceUnusable(f"service unusable: {kind} on the first request, sent while Ray started "
-                                  f"({contact.error}){key_hint(kind, self.config.client)}; nothing written")
+                                  f"({contact.error}){key_hint(contact.failure, self.config.client)}; nothing written")
 
     # -- Dispatcher ---------------------------------------------------------------------------------
     def room(self) -> int:
@@ -499,7 +499,8 @@ class FirstContact:
         import threading
 
         self.client = dataclasses.replace(client, max_retries=0)
-        self.kind: str | None = None  # None until answered: "ok" or a limits.attempt_kind
+        self.kind: str | None = None  # None until answered: "ok" or the failure's label
+        self.failure = None  # failures.Failure of the answer, if it failed
         self.error: str | None = None
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="scoring-first-contact", daemon=True)
@@ -520,7 +521,7 @@ class FirstContact:
         async def contact() -> None:
             async with ScoringClient(self.client, 1) as client:
                 outcome = await client.score(PROBE_TEXTS[0])
-            self.error = outcome.error
+            self.error, self.failure = outcome.error, outcome.failure
             self.kind = "ok" if outcome.ok else (outcome.cause or "other")
 
         try:
