@@ -493,7 +493,7 @@ def _probe_ramp(args: argparse.Namespace) -> int:
             from .service import profile_path
 
             print(f"profile: {profile_path(args.save_profile)}")
-    return 0 if result.latency else 1
+    return 0 if result.latency and result.recommended else 1
 
 
 @contextmanager

@@ -14,7 +14,7 @@ too slow at high rates or too coarse at low ones, while CUBIC's plateau sits jus
 whatever its scale. Two changes to botocore's: the cut goes to 95% of the rate the service really
 served over the last round trip when that is known (a 10x overshoot lands under the ceiling in one step
 instead of six cuts of 0.7), and a cut happens at most once per round trip (only attempts sent after
-the last cut count), so one burst of refusals is one cut, not a collapse.
+the last cut count, and a round trip apart), so one burst of refusals is one cut, not a collapse.
 All methods are called under the RunLimiter's lock.
 """
 
@@ -30,10 +30,13 @@ GROW_CAP = 2.0  # the rate never grows beyond this multiple of the measured send
 MIN_RATE = 0.5  # requests per second: a rate is never cut below it (botocore's)
 BURST_SECONDS = 0.1  # the pacer lets this much of its rate (at least one request) go at once
 METER_EVENTS = 256
+MIN_SPAN = 0.25  # seconds: rates are measured over at least this long (and at least a round trip)
 
 
 class Meter:
-    """Events per second over the most recent `k` of them, counted up to now (a pause lowers it)."""
+    """Events per second over the most recent `k` of them, counted up to now (a pause lowers it) and
+    over at least `min_span` seconds (a round trip: a wave of replies that came back together is one
+    round trip's worth, not a rate of thousands per second)."""
 
     def __init__(self) -> None:
         self.times: deque[float] = deque(maxlen=METER_EVENTS)
@@ -41,12 +44,12 @@ class Meter:
     def add(self, now: float) -> None:
         self.times.append(now)
 
-    def rate(self, now: float, k: int) -> float | None:
+    def rate(self, now: float, k: int, min_span: float = 0.0) -> float | None:
         """None until `min(k, 8)` events were seen."""
         k = min(len(self.times), max(8, k))
         if k < 8:
             return None
-        span = now - self.times[-k]
+        span = max(now - self.times[-k], min_span)
         return k / span if span > 0 else None
 
 
@@ -84,6 +87,7 @@ class RateControl:
         self.sends = Meter()
         self.served = Meter()
         self.cuts = 0
+        self.rtt = 0.0  # a moving average of the latency of successes: the meters' shortest span
         self._w_max = 0.0
         self._k = 0.0
         self._last_cut = -math.inf
@@ -98,27 +102,28 @@ class RateControl:
         if self.adaptive:
             self.sends.add(now)
 
-    def on_success(self, now: float, window: int) -> None:
+    def on_success(self, now: float, window: int, latency: float) -> None:
         if not self.adaptive:
             return
         self.served.add(now)
+        self.rtt = latency if not self.rtt else 0.9 * self.rtt + 0.1 * latency
         if math.isinf(self.rate):
             return
         grown = CUBIC_C * (now - self._last_cut - self._k) ** 3 + self._w_max
-        measured = self.sends.rate(now, window)
+        measured = self.sends.rate(now, window, max(self.rtt, MIN_SPAN))
         if measured is not None:
             grown = min(grown, GROW_CAP * measured)
         self.rate = max(self.rate, min(grown, self.ceiling))
 
     def on_throttle(self, sent: float, now: float, window: int) -> bool:
         """A throttled attempt sent at `sent`; True when it cut the rate (once per round trip)."""
-        if not self.adaptive or sent <= self._last_cut:
+        if not self.adaptive or sent <= self._last_cut or now - self._last_cut < self.rtt:
             return False
-        measured = self.sends.rate(now, window)
+        measured = self.sends.rate(now, window, max(self.rtt, MIN_SPAN))
         ref = min(x for x in (measured, self.rate, self.binding) if x is not None)
         if math.isinf(ref):
             return False  # nothing measured yet: the concurrency limit and the hold answer this one
-        served = self.served.rate(now, window)
+        served = self.served.rate(now, window, max(self.rtt, MIN_SPAN))
         new = SERVED_SHARE * served if served is not None else BETA * ref
         new = max(MIN_RATE, min(new, BETA * ref if served is None else ref * SERVED_SHARE, self.ceiling))
         self._w_max, self._last_cut = ref, now

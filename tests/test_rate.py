@@ -68,7 +68,7 @@ def test_the_rate_regrows_along_cubic_towards_the_rate_of_the_throttle():
     rates = []
     for dt in (0.5, 1.0, 2.0, 3.0):
         _sends(rc, t + dt - 0.3, 100.0, 32)
-        rc.on_success(t + dt, 32)
+        rc.on_success(t + dt, 32, 0.01)
         rates.append(rc.rate)
     assert cut < rates[0] <= rates[1] <= rates[2] <= rates[3]
     assert rates[-1] == pytest.approx(100, rel=0.1)  # K = cbrt(30 / 0.4) ~ 4.2 s: flat near the old rate
