@@ -220,6 +220,7 @@ class RunLimiter:
         f = a.failure
         self.failfast.count(a.label, f, now, self.started, self._peak)
         window = max(16, self._slots())
+        self.rate.on_answer(f is not None and _too_fast(f))
         if f is None:
             self._closed_streak = 0
             self.rate.on_success(now, window, a.latency)

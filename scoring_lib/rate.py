@@ -91,6 +91,8 @@ class RateControl:
         self._w_max = 0.0
         self._k = 0.0
         self._last_cut = -math.inf
+        self._answers = self._throttles = 0  # since the last cut
+        self._share_at_cut = 0.0
         self.t0 = t0
 
     @property
@@ -115,9 +117,20 @@ class RateControl:
             grown = min(grown, GROW_CAP * measured)
         self.rate = max(self.rate, min(grown, self.ceiling))
 
+    def on_answer(self, throttled: bool) -> None:
+        """Every attempt answered (a share of throttles that does not fall after cuts is not a rate limit)."""
+        self._answers += 1
+        self._throttles += throttled
+
     def on_throttle(self, sent: float, now: float, window: int) -> bool:
-        """A throttled attempt sent at `sent`; True when it cut the rate (once per round trip)."""
-        if not self.adaptive or sent <= self._last_cut or now - self._last_cut < self.rtt:
+        """A throttled attempt sent at `sent`; True when it cut the rate: at most once per round trip
+        (and MIN_SPAN), and not when the share of 429s did not fall after the last cut (a flaky service
+        answers some 429s whatever the rate: cutting further would only slow the run down), unless nearly
+        every answer is a 429."""
+        if not self.adaptive or sent <= self._last_cut or now - self._last_cut < max(self.rtt, MIN_SPAN):
+            return False
+        share = self._throttles / max(1, self._answers)
+        if self.cuts >= 2 and self._share_at_cut <= share < 0.9:
             return False
         measured = self.sends.rate(now, window, max(self.rtt, MIN_SPAN))
         ref = min(x for x in (measured, self.rate, self.binding) if x is not None)
@@ -130,4 +143,5 @@ class RateControl:
         self._k = ((ref - new) / CUBIC_C) ** (1 / 3) if ref > new else 0.0
         self.rate = new
         self.cuts += 1
+        self._share_at_cut, self._answers, self._throttles = share, 0, 0
         return True
