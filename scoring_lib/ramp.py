@@ -32,7 +32,8 @@ from .config import ClientConfig
 from .errors import ScoringError
 from .failures import Failure, FailureKind
 from .probe import PROBE_TEXTS
-from .ramp_result import RampResult, Step, predict_seconds, profile_from, recommend
+from .ramp_result import (RampResult, Step, limit_kind, predict_seconds, profile_from,
+                          read_capacity, read_rate_limit, recommend, served_at_once, service_mean)
 from .records import percentiles
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -196,6 +197,32 @@ def read_input(input: str | Path, limit: int = 10_000) -> tuple[list[str], int]:
 
 
 # --- the ramp ---------------------------------------------------------------------------------
+def _knee(steps: list[Step], base: float, base_rejects: float, margin: float) -> bool:
+    """Mark the last step saturated (or, if it rose again, the earlier knee as noise); True once a
+    second step confirms the knee."""
+    step = steps[-1]
+    prev = next((s for s in reversed(steps[:-1]) if not s.refinement), None)
+    if prev is not None and _saturated(step, prev, base, base_rejects, margin):
+        step.saturated = True
+        return sum(s.saturated for s in steps) >= 2
+    if any(s.saturated for s in steps):  # it rose again: that knee was noise, not the service
+        for s in steps:
+            if s.saturated:
+                s.saturated, s.noisy = False, True
+    return False
+
+
+def _failed(step: Step) -> str:
+    """Why the ramp cannot go on from this step (no success, or mostly failures), or ""."""
+    c = step.concurrency
+    if step.ok == 0:
+        return (f"no request succeeded at {c} in flight ({step.rate_limited} x 429, {step.shed} x 503, "
+                f"{step.errors} other errors" + (f": {step.error_sample}" if step.error_sample else "") + ")")
+    if step.errors > 0.5 * step.sent:
+        return f"most requests failed at {c} in flight: {step.error_sample}"
+    return ""
+
+
 def _saturated(step: Step, prev: Step, base_latency: float, baseline_rejects: float, margin: float) -> bool:
     """Throughput stopped rising (less than half the gain more in-flight requests should give)
     while latency rose by `margin` or rejections (429/503) appeared."""
@@ -238,32 +265,18 @@ async def ramp_async(client_config: ClientConfig, *, ceiling: int = 1024,
             steps.append(step)
             if progress:
                 progress(step)
-            if step.ok == 0:
-                if len(steps) == 1 and _fatal(step.failure_sample):
-                    raise ProbeError(f"cannot probe {client_config.url}: {_first_attempt(step.failure_sample)}")
-                stopped = (f"no request succeeded at {c} in flight ({step.rate_limited} x 429, {step.shed} x 503, "
-                           f"{step.errors} other errors" + (f": {step.error_sample}" if step.error_sample else "")
-                           + ")")
-                broken = True
-                break
-            if step.errors > 0.5 * step.sent:
-                stopped = f"most requests failed at {c} in flight: {step.error_sample}"
+            if step.ok == 0 and len(steps) == 1 and _fatal(step.failure_sample):
+                raise ProbeError(f"cannot probe {client_config.url}: {_first_attempt(step.failure_sample)}")
+            if (stopped := _failed(step)):
                 broken = True
                 break
             if len(steps) == 1:
                 base_rejects = step.rejected_share
-            prev = next((s for s in reversed(steps[:-1]) if not s.refinement), None)
             if not any(s.saturated for s in steps) and step.p50 is not None:
                 base = min(base or step.p50, step.p50)
-            if prev is not None and _saturated(step, prev, base, base_rejects, margin):
-                step.saturated = True
-                if sum(s.saturated for s in steps) >= 2:
-                    stopped = "throughput stopped rising (confirmed)"
-                    break
-            elif any(s.saturated for s in steps):  # it rose again: that knee was noise, not the service
-                for s in steps:
-                    if s.saturated:
-                        s.saturated, s.noisy = False, True
+            if _knee(steps, base, base_rejects, margin):
+                stopped = "throughput stopped rising (confirmed)"
+                break
             if c >= ceiling:
                 stopped = stopped or f"reached the ceiling of {ceiling} in flight"
                 break
@@ -271,85 +284,32 @@ async def ramp_async(client_config: ClientConfig, *, ceiling: int = 1024,
                 stopped = f"probing budget of {budget_seconds:g} s spent"
                 break
             c = min(ceiling, c * 2)
-        if refine and base:
-            est = _capacity(steps, service_mean(steps, base) or base)
-            lo = max((s.concurrency for s in steps if not s.saturated), default=0)
-            hi = min((s.concurrency for s in steps if s.saturated), default=0)
-            if est and lo < round(est) < hi and time.monotonic() - t0 <= budget_seconds:
-                seconds = step_seconds or max(min_step_seconds, waves * base)
-                step = await run_step(client, texts, round(est), seconds, service=service)
-                step.refinement = True
-                prev = max((s for s in steps if s.concurrency == lo), key=lambda s: s.concurrency)
-                step.saturated = _saturated(step, prev, base, base_rejects, margin)
-                steps.append(step)
-                if progress:
-                    progress(step)
+        if refine and base and time.monotonic() - t0 <= budget_seconds:
+            seconds = step_seconds or max(min_step_seconds, waves * base)
+            step = await _refine(client, texts, steps, base, seconds, service, base_rejects, margin)
+            if step is not None and progress:
+                progress(step)
     result = _conclude(client_config.url, steps, base, ceiling, time.monotonic() - t0, stopped or "done", margin,
                        broken)
     result.service_pid = service.pid if service is not None else None
     return result
 
 
-def service_mean(steps: list[Step], base: float) -> float | None:
-    """The unloaded mean service time: the mean latency of ok requests (each worker's first left out)
-    over the steps before the knee whose median stayed within 10% of the unloaded one (no queue yet),
-    weighted by their requests. Little's law and the waves of a run need the mean: the median `base`
-    the knee is found with falls short of it whenever latency is skewed (lognormal, sigma 0.5: the
-    median is 0.88 x the mean, and a capacity read with it comes out 12% low)."""
-    knee = next((i for i, s in enumerate(steps) if s.saturated), len(steps))
-    calm = [s for s in steps[:knee] if not s.refinement and s.ok and s.steady_latency and s.p50 is not None
-            and s.p50 <= base * 1.1]
-    if not calm:
+async def _refine(client: ScoringClient, texts, steps: list[Step], base: float, seconds: float,
+                  service: psutil.Process | None, base_rejects: float, margin: float) -> Step | None:
+    """A step at the capacity read so far, when it falls between the last two doublings: it refines the
+    estimate (appended to `steps`, and returned)."""
+    est = read_capacity(steps, service_mean(steps, base) or base)
+    lo = max((s.concurrency for s in steps if not s.saturated), default=0)
+    hi = min((s.concurrency for s in steps if s.saturated), default=0)
+    if not est or not lo < round(est) < hi:
         return None
-    return sum(s.steady_latency * s.ok for s in calm) / sum(s.ok for s in calm)
-
-
-def served_at_once(step: Step, base: float) -> float:
-    """Requests the service served at once during a step, by Little's law: the ok requests in
-    flight (time-averaged while the load was held) times the share of their time spent being
-    served (unloaded / steady latency: the rest was queueing). A queue shows as latency, load shedding
-    as fewer ok requests in flight, and a proxy that queues some then sheds the rest (Ray Serve) as
-    both: its ok requests waited too, so the latency share applies whether or not 503s came (counting
-    every ok request in flight as served read 2 replicas x 8 behind a queue of 16 as 25, not 16).
-    Each worker's first request is left out of the latency: it met the start-up wave, not the queue."""
-    mean = step.steady_latency or step.latency.get("mean")
-    if not mean:
-        return 0.0
-    return step.occupancy * min(1.0, base / mean)
-
-
-def limit_kind(steps: list[Step], base: float | None, margin: float) -> str | None:
-    """Which kind of limit bent the curve, read off the saturated steps: `rate` (429s), `queueing`
-    (latency rose, nothing refused), `shedding` (503s at once, latency flat) or `queueing, then
-    shedding` (latency rose and 503s came: a bounded queue in front of the replicas). None when the
-    ramp never saturated."""
-    sat = [s for s in steps if s.saturated] or [s for s in steps if s.noisy]
-    if not sat or not base:
-        return None
-    if sum(s.rate_limited for s in sat) > sum(s.shed for s in sat):
-        return "rate"
-    queued = any(s.steady_latency is not None and s.steady_latency > base * (1 + margin) for s in sat)
-    shed = any(s.shed > 0.01 * s.sent for s in sat)
-    return {(True, True): "queueing, then shedding", (True, False): "queueing",
-            (False, True): "shedding"}.get((queued, shed), "queueing")
-
-
-def _capacity(steps: list[Step], base: float) -> float | None:
-    """The median of served_at_once over the saturated steps. None when no step saturated, or
-    when 429s (a rate limit) are what held the throughput."""
-    sat = [s for s in steps if s.saturated and s.rate_limited <= s.shed + 0.05 * s.sent]
-    if not sat or not base:
-        return None
-    return statistics.median(served_at_once(s, base) for s in sat)
-
-
-def _rate_limit(steps: list[Step]) -> float | None:
-    """Requests/s granted once 429s appear: the ok rate in the second half of saturated steps
-    (the first half still spends the service's burst allowance)."""
-    limited = [s for s in steps if s.saturated and s.rate_limited > max(s.shed, 0.05 * s.sent)]
-    if not limited:
-        return None
-    return statistics.median(s.late_ok_rate for s in limited)
+    step = await run_step(client, texts, round(est), seconds, service=service)
+    step.refinement = True
+    prev = max((s for s in steps if s.concurrency == lo), key=lambda s: s.concurrency)
+    step.saturated = _saturated(step, prev, base, base_rejects, margin)
+    steps.append(step)
+    return step
 
 
 def _conclude(url: str, steps: list[Step], base: float | None, ceiling: int, seconds: float, stopped: str,
@@ -359,8 +319,8 @@ def _conclude(url: str, steps: list[Step], base: float | None, ceiling: int, sec
     # The unloaded latency reported, recommended with and predicted with is the mean service time (as a
     # simulator's configured latency is); the median only found the knee.
     base = (service_mean(steps, base) or base) if base else None
-    capacity = _capacity(steps, base) if base else None
-    rate = _rate_limit(steps)
+    capacity = read_capacity(steps, base) if base else None
+    rate = read_rate_limit(steps)
     kind = limit_kind(steps, base, margin)
     base = round(base, 4) if base else None
     capacity = round(capacity, 1) if capacity else None
