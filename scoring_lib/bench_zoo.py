@@ -123,7 +123,12 @@ def case_zoo(work: Path, time_scale: float = 0.05, ray: bool = False) -> list[st
         path = write_unique_lines(work / f"zoo-{len(out)}.txt", b.lines)
         with ServiceProcess(b.config) as svc:
             for label, engine in engines:
-                runs = {setting: _run(svc, path, b.lines, engine, run) for setting, run in b.runs()}
+                try:
+                    runs = {setting: _run(svc, path, b.lines, engine, run) for setting, run in b.runs()}
+                except Exception as exc:  # a run that cannot start (Ray on a machine too busy) is one line
+                    out.append(f"{b.name:<34} {label:<8} not measured: {type(exc).__name__}: {exc}"[:200])
+                    print("    " + out[-1], flush=True)
+                    continue
                 auto = runs.pop("auto")
                 whole = [(s, r) for s, r in runs.items() if r.lost == 0] or list(runs.items())
                 best = min(whole, key=lambda sr: sr[1].wall)
