@@ -31,6 +31,7 @@ class AdaptiveConcurrency:
         self._last_cut = -math.inf
         self._win_ok: list[tuple[float, int]] = []
         self._win_drops = 0
+        self._win_other = 0
         self._cuts_in_row = 0  # windows whose drops cut the limit
         self._drop_share = 0.0  # the share of drops in the last of them
         self._recent: deque[bool] = deque(maxlen=16)
@@ -60,13 +61,18 @@ class AdaptiveConcurrency:
                                        for lat, n in self._win_ok[-len(self._recent):])
             self.limit = max(self.floor, min(self.ceiling, self.limit, max(target, self.limit / 2)))
             # judge the next window on replies to the new limit, not again on the ones just judged
-            self._win_ok, self._win_drops, self._win_count = [], 0, 0
+            self._win_ok, self._win_drops, self._win_other, self._win_count = [], 0, 0, 0
             self._win_target = max(3, int(self.limit))
 
     def on_drop(self, sent: float) -> None:
         """An overload reply to a request sent after the last cut (earlier ones were answered already)."""
         if sent > self._last_cut:
             self._win_drops += 1
+
+    def on_other_failure(self) -> None:
+        """A failure that is not overload (a 500, a reset, a body that does not parse): when as many come
+        as drops, the service is flaky, not full, and its 503s cut nothing."""
+        self._win_other += 1
 
     def end_of_attempt(self, now: float) -> None:
         """Count the attempt; at the end of a window (about a round trip) adapt the limit."""
@@ -75,10 +81,10 @@ class AdaptiveConcurrency:
         # A window is about one round trip: as many completions as the limit when it began.
         if self._win_count < self._win_target and now - self._win_start < 4 * rtt:
             return
-        ok, drops = self._win_ok, self._win_drops
-        self._win_ok, self._win_drops, self._win_count, self._win_start = [], 0, 0, now
+        ok, drops, other = self._win_ok, self._win_drops, self._win_other
+        self._win_ok, self._win_drops, self._win_other, self._win_count, self._win_start = [], 0, 0, 0, now
         self._win_target = max(3, int(self.limit))
-        if drops:
+        if drops and other < drops:
             f = drops / (drops + len(ok))
             if self._cuts_in_row >= 2 and self._drop_share <= f < 0.9:
                 return  # a cut did not lower the share of drops: not overload (a flaky service), unless nearly all drop

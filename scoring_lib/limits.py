@@ -220,7 +220,8 @@ class RunLimiter:
         f = a.failure
         self.failfast.count(a.label, f, now, self.started, self._peak)
         window = max(16, self._slots())
-        self.rate.on_answer(f is not None and _too_fast(f))
+        other = f is not None and not (_too_fast(f) or _too_many(f))
+        self.rate.on_answer(f is not None and _too_fast(f), other)
         if f is None:
             self._closed_streak = 0
             self.rate.on_success(now, window, a.latency)
@@ -231,6 +232,8 @@ class RunLimiter:
                 self._conc.on_ok(a.latency, ticket.in_flight, ticket.paced)
             elif _too_many(f):
                 self._conc.on_drop(ticket.sent)
+            else:
+                self._conc.on_other_failure()
             self._conc.end_of_attempt(now)
             self._conc.mark(now)
         self.pacer.rate = self.rate.binding

@@ -35,9 +35,11 @@ def test_a_meter_counts_recent_events_up_to_now():
 
 
 def _sends(rc: RateControl, start: float, rate: float, n: int) -> float:
+    """n sends at `rate`, each answered (with a 429: what a rate limiter answers to too many)."""
     t = start
     for _ in range(n):
         rc.on_send(t)
+        rc.on_answer(True)
         t += 1 / rate
     return t
 
@@ -82,3 +84,14 @@ def test_the_ceiling_binds_and_a_fixed_run_has_no_adaptive_rate():
     t = _sends(rc, 0.0, 1000.0, 64)
     rc.on_throttle(sent=t, now=t, window=32)
     assert rc.binding <= 50.0 and rc.rate >= MIN_RATE
+
+
+def test_429s_that_come_with_as_many_other_failures_are_a_flaky_service_not_a_rate_limit():
+    rc = RateControl(None, True, 0.0)
+    t = 0.0
+    for _ in range(64):
+        rc.on_send(t)
+        rc.on_answer(False, other_failure=True)  # 500s, resets, bodies that do not parse
+        t += 0.01
+    rc.on_answer(True)
+    assert not rc.on_throttle(sent=t, now=t, window=32) and math.isinf(rc.rate)
