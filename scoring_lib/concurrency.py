@@ -32,8 +32,6 @@ class AdaptiveConcurrency:
         self._win_ok: list[tuple[float, int]] = []
         self._win_drops = 0
         self._win_other = 0
-        self._cuts_in_row = 0  # windows whose drops cut the limit
-        self._drop_share = 0.0  # the share of drops in the last of them
         self._recent: deque[bool] = deque(maxlen=16)
         self._last_window: tuple[float, float] | None = None
         self._win_count = 0
@@ -86,12 +84,9 @@ class AdaptiveConcurrency:
         self._win_target = max(3, int(self.limit))
         if drops and other < drops:
             f = drops / (drops + len(ok))
-            if self._cuts_in_row >= 2 and self._drop_share <= f < 0.9:
-                return  # a cut did not lower the share of drops: not overload (a flaky service), unless nearly all drop
             self.limit = max(self.floor, self.limit * min(0.9, max(0.75, 1 - f)))
             self.slow_start = False
             self._last_cut = now
-            self._cuts_in_row, self._drop_share = self._cuts_in_row + 1, f
         elif len(ok) >= 3:
             self._gradient(ok)
 

@@ -92,7 +92,6 @@ class RateControl:
         self._k = 0.0
         self._last_cut = -math.inf
         self._answers = self._throttles = self._others = 0  # since the last cut
-        self._share_at_cut = 0.0
         self.t0 = t0
 
     @property
@@ -118,22 +117,19 @@ class RateControl:
         self.rate = max(self.rate, min(grown, self.ceiling))
 
     def on_answer(self, throttled: bool, other_failure: bool = False) -> None:
-        """Every attempt answered (a share of throttles that does not fall after cuts, or that comes with as
-        many other failures, is not a rate limit but a flaky service)."""
+        """Every attempt answered (429s that come with as many other failures are a flaky service, not a
+        rate limit)."""
         self._answers += 1
         self._throttles += throttled
         self._others += other_failure
 
     def on_throttle(self, sent: float, now: float, window: int) -> bool:
         """A throttled attempt sent at `sent`; True when it cut the rate: at most once per round trip
-        (and MIN_SPAN), and not when the share of 429s did not fall after the last cut (a flaky service
-        answers some 429s whatever the rate: cutting further would only slow the run down), unless nearly
-        every answer is a 429."""
+        (and MIN_SPAN), after 8 answers at least, and not when as many other failures came as 429s (a
+        flaky service answers some 429s whatever the rate: cutting would only slow the run down)."""
         if not self.adaptive or sent <= self._last_cut or now - self._last_cut < max(self.rtt, MIN_SPAN):
             return False
-        share = self._throttles / max(1, self._answers)
-        if self._answers < 8 or (self.cuts >= 2 and self._share_at_cut <= share < 0.9) or (
-                self._others >= self._throttles):
+        if self._answers < 8 or self._others >= self._throttles:
             return False  # too little seen yet, or the 429s do not behave as a rate limit's
         measured = self.sends.rate(now, window, max(self.rtt, MIN_SPAN))
         ref = min(x for x in (measured, self.rate, self.binding) if x is not None)
@@ -146,5 +142,5 @@ class RateControl:
         self._k = ((ref - new) / CUBIC_C) ** (1 / 3) if ref > new else 0.0
         self.rate = new
         self.cuts += 1
-        self._share_at_cut, self._answers, self._throttles, self._others = share, 0, 0, 0
+        self._answers, self._throttles, self._others = 0, 0, 0
         return True
