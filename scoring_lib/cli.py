@@ -136,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "client), d (the single-driver ceiling), a (pool 100 vs auto), b (10k lines at C=1000), "
                    "c (peak RSS), r (Ray 32x64), w (a Ray sweep's start-up); not in the default: l (limits: fixed "
                    "best / too high / auto), p (probe --ramp: probed vs configured capacity, predicted vs "
-                   "measured), s (soak: faults, SIGKILL and resume); default zdabcrw")
+                   "measured), s (soak: faults, SIGKILL and resume), o (the zoo: auto vs best fixed on every kind of "
+                   "service); default zdabcrw")
     p.add_argument("--soak-lines", type=WHOLE_1, default=200_000, help="input length of the soak case")
     p.add_argument("--time-scale", type=ABOVE_0, default=0.05,
                    help="time scale of case a's 4.15 s latency (default 0.05)")
@@ -207,8 +208,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         sizes = tuple(int(s) for s in args.rss_sizes.split(","))
     except ValueError:
         raise ConfigError(f"--rss-sizes takes whole numbers separated by commas, got {args.rss_sizes!r}") from None
-    if set(args.cases) - set("zdabcrwlps"):
-        raise ConfigError(f"--cases takes letters from zdabcrwlps, got {args.cases!r}")
+    if set(args.cases) - set("zdabcrwlpso"):
+        raise ConfigError(f"--cases takes letters from zdabcrwlpso, got {args.cases!r}")
     try:
         capacities = tuple(int(s) for s in args.p_capacities.split(","))
     except ValueError:
@@ -313,7 +314,7 @@ def _probe_ramp(args: argparse.Namespace) -> int:
         print("\n".join(result.lines()))
         if args.save_profile:
             print(f"profile: {args.save_profile}")
-    return 0 if result.latency else 1
+    return 0 if result.latency and result.recommended else 1
 
 
 COMMANDS = {"score": cmd_score, "serve": cmd_serve, "probe": cmd_probe, "sweep": cmd_sweep, "report": cmd_report,

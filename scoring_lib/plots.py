@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import math
 
-import matplotlib
+import pandas as pd
 
-if not matplotlib.get_backend().lower().startswith(("module://", "nbagg", "widget", "ipympl")):
-    matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from .bounds import bound_seconds  # noqa: E402
-from .points import is_auto  # noqa: E402
+from .bounds import bound_seconds
+from .mpl import plt
+from .points import is_auto
 
 MEASURED = "scoring_seconds"
 

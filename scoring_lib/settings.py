@@ -24,6 +24,7 @@ DEFAULT_MAX_LINE_BYTES = 1 << 20
 EMBEDDED_CACHE_NAMESPACE = "simulated://embedded"
 ENGINES = ("asyncio", "ray")
 LATENCY_DISTS = ("const", "exp", "lognormal")
+RETRY_AFTER_MODES = ("exact", "whole", "none")
 _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 
 __all__ = ["Setting", "ClientConfig", "RunConfig", "ServerConfig", "settings_of", "check_settings",
@@ -202,9 +203,30 @@ class ServerConfig:
     score_field: str = setting("score", Text(), "JSON field of the score in the reply", unit="NAME",
                                group="service")
     require_api_key: str | None = field(default=None, repr=False)
+    # The zoo: how real services refuse and fail (durations in simulated seconds, like latency).
+    rate_burst: float = setting(0.0, Number(0), "the rate limit's bucket size (requests); 0 = one second of "
+                                "rate-limit", unit="N", group="service")
+    retry_after: str = setting("exact", Choice(RETRY_AFTER_MODES), "a 429's Retry-After: exact, whole (seconds "
+                               "rounded up) or none (no header)", group="service")
+    shed_retry_after: float = setting(0.0, Number(0), "Retry-After on a 503 over capacity; 0 = no header",
+                                      unit="SECONDS", group="service")
+    queue_limit: int = setting(0, Whole(0), "requests waiting for a slot (a proxy queue), beyond it 503 at once; "
+                               "0 = unbounded", unit="N", group="service")
+    quota: int = setting(0, Whole(0), "requests per quota window, beyond it 429 with Retry-After = seconds to the "
+                         "window's end; 0 = none", unit="N", group="service")
+    quota_window: float = setting(60.0, Number(0, strict=True), "the quota's window", unit="SECONDS",
+                                  group="service")
+    halve_after: int = setting(0, Whole(0), "capacity halves once this many requests were admitted; 0 = never",
+                               unit="N", group="service")
+    warmup: float = setting(0.0, Number(0), "seconds from the first request during which latency is 5x",
+                            unit="SECONDS", group="service")
+    flaky: int = setting(0, Whole(0), "each line's first N attempts fail (503, 429, reset, non-JSON 200, 500 "
+                         "mixed)", unit="N", group="service")
 
     def __post_init__(self) -> None:
         _validate(self)
+        if self.shed and self.queue_limit:
+            raise ConfigError("shed (no queue) and queue_limit (a bounded queue) exclude each other")
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,7 @@ def run_loops(limiter: RunLimiter, threads: int, body) -> list:
 
     def target(i: int) -> None:
         async def main():
-            return await body(limiter.gate(None if limiter.settings.rate is None
-                                            else limiter.settings.rate / threads))
+            return await body(limiter.gate())
         out[i] = asyncio.run(main())
 
     ts = [threading.Thread(target=target, args=(i,)) for i in range(threads)]
@@ -142,7 +141,7 @@ def test_a_streak_of_failures_after_success_spends_the_budget_and_is_not_fatal()
     assert not stop.fatal and "HTTP 429" in str(stop)
 
 
-def test_retry_after_pauses_every_thread():
+def test_one_retry_after_paces_that_request_it_does_not_pause_the_run():
     limiter = RunLimiter(LimitSettings(limit=10, probe=1000, pause_cap=5))
 
     async def first(gate):
@@ -150,6 +149,30 @@ def test_retry_after_pauses_every_thread():
         gate.release(t, Attempt(http_failure(429, 0.4), 0.001))
 
     run_loops(limiter, 1, first)
+    assert limiter.pause_until <= time.monotonic() and limiter.stats()["retry_after_pauses"] == 0
+    assert limiter.stats()["http_429"] == 1
+
+
+def _refused_in_a_row(limiter, retry_afters):
+    """Answer attempts with a 429 and each Retry-After in turn, sent as many at once as the limit allows
+    (each batch sent before the first of it is answered)."""
+    async def refused(gate):
+        batch = int(limiter.limit)
+        for i in range(0, len(retry_afters), batch):
+            tickets = [await gate.acquire() for _ in retry_afters[i:i + batch]]
+            for t, retry_after in zip(tickets, retry_afters[i:i + batch]):
+                gate.release(t, Attempt(http_failure(429, retry_after), 0.001))
+    run_loops(limiter, 1, refused)
+
+
+def test_a_closed_service_pauses_every_thread():
+    """A whole window of attempts in a row refused with a Retry-After (at least 8, and at least the
+    limit's slots) says the service is closed: every thread waits it out."""
+    limiter = RunLimiter(LimitSettings(limit=10, probe=1000, pause_cap=5))
+    _refused_in_a_row(limiter, [0.4] * 9)
+    assert limiter.stats()["retry_after_pauses"] == 0  # 9 of a window of 10: not yet
+    _refused_in_a_row(limiter, [0.4])
+    assert limiter.stats()["retry_after_pauses"] == 1
     t0 = time.monotonic()
 
     async def later(gate):
@@ -159,24 +182,33 @@ def test_retry_after_pauses_every_thread():
 
     waited = run_loops(limiter, 2, later)
     assert all(w >= 0.3 for w in waited)
-    assert limiter.stats()["http_429"] == 1 and limiter.stats()["retry_after_pauses"] == 1
+
+
+@pytest.mark.parametrize("retry_after", [0.0, -5.0, float("nan"), None])
+def test_a_retry_after_that_is_not_a_positive_number_never_pauses(retry_after):
+    limiter = RunLimiter(LimitSettings(limit=8, probe=1000, pause_cap=5))
+    _refused_in_a_row(limiter, [retry_after] * 20)
+    assert limiter.stats()["retry_after_pauses"] == 0 and limiter.pause_until <= time.monotonic()
+
+
+@pytest.mark.parametrize("retry_after", [1e12, float("inf"), 7.0])
+def test_a_huge_retry_after_pauses_at_most_the_cap(retry_after):
+    limiter = RunLimiter(LimitSettings(limit=8, probe=1000, pause_cap=5))
+    t0 = time.monotonic()
+    _refused_in_a_row(limiter, [retry_after] * 8)
+    assert limiter.stats()["retry_after_pauses"] == 1
+    assert limiter.pause_until <= time.monotonic() + 5.0 and limiter.pause_until >= t0 + 4.0
 
 
 def test_a_pause_is_told_to_other_processes_once_and_applied_there():
-    """The seam a Ray worker uses (on_pause out, pause_from_peer in): a Retry-After that extends the
-    known pause is told once in wall-clock time; one that barely extends it is not; the other process
+    """The seam a Ray worker uses (on_pause out, pause_from_peer in): a closed-service pause that extends
+    the known pause is told once in wall-clock time; one that barely extends it is not; the other process
     converts it to its own clock and waits it out."""
     told: list[float] = []
-    here = RunLimiter(LimitSettings(limit=10, probe=1000, pause_cap=5))
+    here = RunLimiter(LimitSettings(limit=5, probe=1000, pause_cap=5))
     here.on_pause = told.append
-
-    async def refused(gate):
-        tickets = [await gate.acquire() for _ in range(3)]  # all sent before the first answer
-        for t, retry_after in zip(tickets, (0.5, 0.5, 0.02)):  # the 2nd and 3rd extend the pause by < a quarter
-            gate.release(t, Attempt(http_failure(429, retry_after), 0.001))
-
     t_told = time.time()
-    run_loops(here, 1, refused)
+    _refused_in_a_row(here, [0.5] * 10)  # the 8th pauses; the 9th and 10th extend it by < a quarter
     assert len(told) == 1 and abs(told[0] - (t_told + 0.5)) < 0.2
     assert here.stats()["retry_after_pauses"] >= 1 and here.stats()["retry_after_pauses_from_peers"] == 0
 
@@ -193,6 +225,43 @@ def test_a_pause_is_told_to_other_processes_once_and_applied_there():
     [waited] = run_loops(there, 1, later)
     assert waited >= 0.3
     assert there.stats()["retry_after_pauses_from_peers"] == 1 and there.stats()["retry_after_pauses"] == 0
+
+
+def test_auto_cuts_its_rate_on_throttling_and_paces_what_follows():
+    """`auto` starts with no rate; the first throttle sets one (from the rates measured) that every later
+    send waits for; the record keeps the rate over time; --rate-limit stays a ceiling on top."""
+    for ceiling in (None, 40.0):
+        limiter = RunLimiter(LimitSettings(limit=64, adaptive=True, initial=64, probe=1000, rate=ceiling))
+
+        async def body(gate):
+            tickets = [await gate.acquire() for _ in range(32)]
+            for t in tickets[:-1]:
+                gate.release(t, Attempt(None, 0.5))  # a wave of 31 replies in a round trip of 0.5 s
+            gate.release(tickets[-1], Attempt(http_failure(429), 0.001))
+            return [(await gate.acquire()).paced for _ in range(20)]
+
+        [paced] = run_loops(limiter, 1, body)
+        stats = limiter.stats()
+        assert stats["rate_cuts"] == 1 and stats["final_rate"] is not None, stats
+        assert any(paced)  # the sends after the cut waited for the rate
+        assert [v for _, v in stats["rate_history"]][0] == ceiling and stats["rate_history"][-1][1] is not None
+        if ceiling:
+            assert stats["final_rate"] <= ceiling
+
+
+def test_a_503_without_retry_after_cuts_the_concurrency_a_429_does_not():
+    for status, cut in ((503, True), (429, False)):
+        limiter = RunLimiter(LimitSettings(limit=50, adaptive=True, initial=40, probe=1000, budget=10**6,
+                                           adaptive_rate=False))
+
+        async def body(gate):
+            for _ in range(200):
+                t = await gate.acquire()
+                gate.release(t, Attempt(http_failure(status), 0.001))
+                await asyncio.sleep(0.0005)
+
+        run_loops(limiter, 1, body)
+        assert (limiter.limit < 40) is cut, status
 
 
 def test_a_share_of_the_limit_rounds_so_the_run_total_is_right_on_average():
@@ -222,7 +291,8 @@ def test_rate_is_shared_by_the_threads():
 
 
 def test_adaptive_cuts_on_drops_and_stays_between_floor_and_ceiling():
-    limiter = RunLimiter(LimitSettings(limit=50, adaptive=True, floor=3, initial=20, probe=1000, budget=10**6))
+    limiter = RunLimiter(LimitSettings(limit=50, adaptive=True, floor=3, initial=20, probe=1000, budget=10**6,
+                                       adaptive_rate=False))  # the concurrency limit alone
 
     async def body(gate):
         for _ in range(400):

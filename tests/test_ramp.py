@@ -219,3 +219,53 @@ def test_ramp_reads_capacity_and_latency_with_the_mean_when_latency_is_skewed():
     assert result.latency == pytest.approx(LATENCY, rel=0.10), "\n".join(result.lines())
     assert result.capacity == pytest.approx(40, rel=0.12), "\n".join(result.lines())
     assert result.recommended.max_concurrent_tasks >= result.capacity
+
+
+# -- issue 16: the proxy queue, the kind of limit; issue 17 class 9: the advice follows the data ------------
+def _step(c, *, ok=100, sent=100, rate_limited=0, shed=0, occupancy=0.0, latency=0.3, saturated=False):
+    from scoring_lib.ramp import Step
+
+    return Step(concurrency=c, sent=sent, ok=ok, rate_limited=rate_limited, shed=shed, occupancy=occupancy,
+                steady_latency=latency, latency={"p50": latency, "mean": latency}, saturated=saturated,
+                throughput=ok / 2, late_ok_rate=ok / 2)
+
+
+def test_a_proxy_queue_that_sheds_reads_as_its_replicas_not_replicas_plus_queue():
+    from scoring_lib.ramp import limit_kind, served_at_once
+
+    # 16 served, 16 queued (latency doubled), the rest refused with 503 at once
+    shedding = _step(64, sent=200, ok=100, shed=100, occupancy=32, latency=0.6, saturated=True)
+    assert served_at_once(shedding, 0.3) == pytest.approx(16)
+    assert limit_kind([_step(16), shedding], 0.3, 0.25) == "queueing, then shedding"
+    assert limit_kind([_step(16), _step(32, occupancy=32, latency=0.6, saturated=True)], 0.3, 0.25) == "queueing"
+    assert limit_kind([_step(16), _step(32, shed=50, sent=150, occupancy=16, saturated=True)], 0.3, 0.25) == "shedding"
+    assert limit_kind([_step(16), _step(32, rate_limited=50, sent=150, saturated=True)], 0.3, 0.25) == "rate"
+    assert limit_kind([_step(1), _step(2)], 0.3, 0.25) is None
+
+
+def test_no_success_at_a_step_means_no_recommendation():
+    from scoring_lib.ramp import _conclude
+
+    steps = [_step(1), _step(2, ok=0, sent=40, rate_limited=40)]
+    broken = _conclude("http://x/score", steps, 0.3, 1024, 5.0, "no request succeeded at 2 in flight", 0.25, True)
+    assert broken.recommended is None
+    assert any(line.startswith("recommended: none") for line in broken.lines())
+    assert _conclude("http://x/score", steps[:1], 0.3, 1024, 5.0, "done", 0.25).recommended is not None
+
+
+def test_429s_seen_never_read_as_no_rate_limit():
+    from scoring_lib.ramp import _conclude
+
+    steps = [_step(1), _step(2, ok=50, sent=2535, rate_limited=2485)]
+    result = _conclude("http://x/score", steps, 0.3, 1024, 5.0, "done", 0.25)
+    rate = next(line for line in result.lines() if line.startswith("rate limit:"))
+    assert "none seen" not in rate and "2485 x 429" in rate
+
+
+@pytest.mark.slow
+def test_the_ramp_finds_a_proxy_queues_replicas_and_says_what_kind_of_limit(tmp_path):
+    """A Ray Serve-like proxy: 16 served at once, 16 more queued, then 503: capacity within 15% of 16."""
+    with ServiceProcess(ServerConfig(latency=0.3, capacity=16, queue_limit=16)) as svc:
+        result = ramp(ClientConfig(url=svc.url), step_seconds=1.5)
+    assert result.capacity is not None and abs(result.capacity - 16) <= 0.15 * 16, result.lines()
+    assert result.limit_kind == "queueing, then shedding", result.lines()

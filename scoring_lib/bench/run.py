@@ -17,6 +17,7 @@ from .ray_cases import case_ray, case_ray_sweep
 from .service_cases import case_a, case_limits, case_p
 from .soak import case_soak
 from .whole import case_b, case_c, case_zero
+from .zoo import case_zoo
 
 
 def ray_available() -> bool:
@@ -77,6 +78,9 @@ def run_bench(cases: str = "zdabcrw", time_scale: float = 0.05, b_time_scale: fl
         if "w" in cases and ray_available():
             print("(w) a Ray sweep's start-up, paid once (cluster once, then each point joins it):", flush=True)
             results += _printed(case_ray_sweep(work, time_scale=time_scale))
+        if "o" in cases:  # the zoo: auto against every kind of service the simulator can be
+            print(f"(o) the zoo: best fixed vs auto per service behaviour (time scale {time_scale}):", flush=True)
+            case_zoo(work, time_scale, ray=ray_available())
         if set(cases) & set("rw") and not ray_available():
             print("(r, w) skipped: Ray is not installed (pip install -e '.[ray]')", flush=True)
     if out_dir is not None:

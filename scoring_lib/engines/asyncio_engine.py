@@ -121,8 +121,7 @@ class LoopPool:
     async def _thread_main(self, state: _LoopThread, ready: threading.Barrier) -> None:
         state.loop = asyncio.get_running_loop()
         state.queue = asyncio.Queue()
-        rate = None if self.limits.rate is None else self.limits.rate / len(self.threads)
-        gate = self.limiter.gate(rate)
+        gate = self.limiter.gate()  # the rate is the whole process's (limits.py), not a share per thread
         async with ScoringClient(self.client, state.share, api_key=self._api_key, limiter=gate) as client:
             state.tasks = [asyncio.create_task(self._worker(state, client)) for _ in range(state.share)]
             await asyncio.get_running_loop().run_in_executor(None, ready.wait, 60)

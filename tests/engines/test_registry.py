@@ -75,4 +75,4 @@ def test_the_first_contact_gate_opens_at_once_only_for_the_embedded_simulator(ma
 def test_the_asyncio_engine_can_open_its_gate(make_input, tmp_path):
     with AsyncioEngine(run_config(make_input(["a"]), "http://127.0.0.1:9/", tmp_path, threads=1)) as engine:
         engine.open_gate()
-        assert engine.pool.limiter._opened
+        assert engine.pool.limiter.failfast.opened

@@ -1,0 +1,136 @@
+"""`bench --cases o` (the zoo): `auto` against every kind of service issue 16 names, beside the best
+fixed setting and the bound, on asyncio and on Ray (4 workers).
+
+Per behaviour it prints the best fixed setting, `auto`, the bound, wall/bound, auto/best-fixed, the
+share of requests the service refused and the lines lost. Targets (issue 16): asyncio auto within
+1.15x of the best fixed and 1.25x of the bound, 0 lines lost, at most 5% refused; Ray within 1.3x of
+the best fixed, 0 lost; flaky-but-alive: every line scored.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import ClientConfig, RunConfig, ServerConfig
+from ..pipeline import score_file
+from ..server import ServiceProcess
+from .measure import write_unique_lines
+
+LATENCY = 4.15  # simulated seconds, as the seed's service
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """One zoo service: its simulator settings, the lines sent, the bound and the fixed settings tried."""
+
+    name: str
+    config: ServerConfig
+    lines: int
+    bound: float
+    fixed: tuple[tuple[str, dict], ...]
+    targets: bool = True  # flaky-but-alive is judged on lines scored, not on time
+
+    def runs(self) -> list[tuple[str, dict]]:
+        return [*self.fixed, ("auto", {"max_concurrent_tasks": "auto"})]
+
+
+def _capacity_fixed(cap: int) -> tuple[tuple[str, dict], ...]:
+    return (("C=%d" % cap, {"max_concurrent_tasks": cap}), ("C=%d" % (2 * cap), {"max_concurrent_tasks": 2 * cap}),
+            ("C=1000", {"max_concurrent_tasks": 1000}))
+
+
+def _rate_fixed(rate: float) -> tuple[tuple[str, dict], ...]:
+    return ((f"--rate-limit {0.95 * rate:g} C=64", {"max_concurrent_tasks": 64, "rate_limit": 0.95 * rate}),
+            ("C=8", {"max_concurrent_tasks": 8}), ("C=64", {"max_concurrent_tasks": 64}))
+
+
+def behaviours(ts: float) -> list[Behaviour]:
+    """The zoo at time scale `ts` (capacity services) and in real time (rate services: a few seconds each)."""
+    cap, lat = 137, LATENCY * ts
+    n = cap * 12
+    waves = math.ceil(n / cap) * lat
+    q = dict(latency=LATENCY, capacity=cap, time_scale=ts)
+    rate, rn, rlat = 60.0, 480, 0.05
+    r = dict(latency=rlat, capacity=0, rate_limit=rate)
+    warm = 10 * ts  # real seconds at 5x latency
+    warm_lines = cap * warm / (5 * lat)
+    half_at = int(0.3 * n)
+    quota, window = 120, 2.0
+    return [
+        Behaviour("queueing capacity", ServerConfig(**q), n, waves, _capacity_fixed(cap)),
+        Behaviour("shedding 503", ServerConfig(**q, shed=True), n, waves, _capacity_fixed(cap)),
+        Behaviour("shedding 503 + Retry-After", ServerConfig(**q, shed=True, shed_retry_after=1.0), n, waves,
+                  _capacity_fixed(cap)),
+        Behaviour("429 + Retry-After, burst rate/10", ServerConfig(**r, rate_burst=rate / 10, retry_after="whole"),
+                  rn, rn / rate, _rate_fixed(rate)),
+        Behaviour("429 + Retry-After, burst rate", ServerConfig(**r, retry_after="whole"), rn, rn / rate,
+                  _rate_fixed(rate)),
+        Behaviour("429 without Retry-After", ServerConfig(**r, rate_burst=rate / 10, retry_after="none"), rn,
+                  rn / rate, _rate_fixed(rate)),
+        Behaviour(f"quota {quota} per {window:g} s", ServerConfig(latency=rlat, capacity=0, quota=quota,
+                                                                 quota_window=window), rn,
+                  (math.ceil(rn / quota) - 1) * window + rlat, _rate_fixed(quota / window)),
+        Behaviour("capacity halves at 30%", ServerConfig(**q, halve_after=half_at), n,
+                  math.ceil(half_at / cap) * lat + math.ceil((n - half_at) / (cap // 2)) * lat,
+                  _capacity_fixed(cap // 2)),
+        Behaviour("warm-up (10 s at 5x)", ServerConfig(**q, warmup=10), n,
+                  warm + math.ceil(max(0.0, n - warm_lines) / cap) * lat, _capacity_fixed(cap)),
+        Behaviour("flaky but alive", ServerConfig(latency=rlat, capacity=0, flaky=2), rn // 2, rlat,
+                  (("C=64", {"max_concurrent_tasks": 64}),), targets=False),
+        Behaviour("proxy queue (16 + 16, then 503)", ServerConfig(latency=0.3, capacity=16, queue_limit=16), 320,
+                  math.ceil(320 / 16) * 0.3, (("C=16", {"max_concurrent_tasks": 16}),
+                                              ("C=32", {"max_concurrent_tasks": 32}),
+                                              ("C=100", {"max_concurrent_tasks": 100}))),
+    ]
+
+
+@dataclass
+class ZooRun:
+    setting: str
+    wall: float
+    refused: float
+    lost: int
+    extra: dict = field(default_factory=dict)
+
+
+def _run(service: ServiceProcess, path: Path, lines: int, engine: dict, run: dict) -> ZooRun:
+    client = ClientConfig(url=service.url, timeout=600, max_retries=20)
+    config = RunConfig(input=path, client=client, cache=None, records_dir=None, progress=False,
+                       output=path.with_suffix(".out.jsonl"), **engine, **run)
+    service.reset_stats()
+    result = score_file(config, write_record=False)
+    stats = service.stats()
+    refused = stats.rate_limited + stats.quota_limited + stats.shed + stats.injected_errors
+    return ZooRun("", result.stats.scoring_seconds, refused / max(1, stats.requests), lines - result.stats.counts["ok"])
+
+
+def _line(b: Behaviour, label: str, best: tuple[str, ZooRun], auto: ZooRun) -> str:
+    ratio = auto.wall / best[1].wall
+    text = (f"{b.name:<34} {label:<8} best fixed {best[0]:<22} {best[1].wall:6.2f} s  auto {auto.wall:6.2f} s  "
+            f"bound {b.bound:6.2f} s  wall/bound {auto.wall / b.bound:5.2f}  auto/best {ratio:5.2f}  "
+            f"refused {auto.refused:5.1%}  lost {auto.lost}")
+    return text
+
+
+def case_zoo(work: Path, time_scale: float = 0.05, ray: bool = False) -> list[str]:
+    """Every zoo behaviour: each fixed setting and auto, asyncio then (with `ray`) Ray 4 workers."""
+    engines = [("asyncio", {})] + ([("ray x4", {"engine": "ray", "workers": 4})] if ray else [])
+    out = []
+    for b in behaviours(time_scale):
+        path = write_unique_lines(work / f"zoo-{len(out)}.txt", b.lines)
+        with ServiceProcess(b.config) as svc:
+            for label, engine in engines:
+                try:
+                    runs = {setting: _run(svc, path, b.lines, engine, run) for setting, run in b.runs()}
+                except Exception as exc:  # a run that cannot start (Ray on a machine too busy) is one line
+                    out.append(f"{b.name:<34} {label:<8} not measured: {type(exc).__name__}: {exc}"[:200])
+                    print("    " + out[-1], flush=True)
+                    continue
+                auto = runs.pop("auto")
+                whole = [(s, r) for s, r in runs.items() if r.lost == 0] or list(runs.items())
+                best = min(whole, key=lambda sr: sr[1].wall)
+                out.append(_line(b, label, best, auto))
+                print("    " + out[-1], flush=True)
+    return out

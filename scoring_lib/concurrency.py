@@ -1,0 +1,132 @@
+"""`auto`'s concurrency limit: how many requests may be in flight, learnt from latency and overload.
+
+Slow start, then a gradient on latency: by Little's law capacity ~ in-flight x baseline / latency,
+plus a small headroom; a multiplicative cut on overload (503/504 without Retry-After, timeouts: the
+service has too much in flight); never below the floor, never above the ceiling. Throttling (429, a
+503 with Retry-After) is the rate's to answer (rate.py), not this limit's. All methods run under the
+RunLimiter's lock.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import deque
+
+HISTORY_POINTS = 1000
+# Latency up to this multiple of the lowest seen is not queueing (client overhead and noise on a busy
+# machine add some); above it, the limit is set where latency would come back to it.
+TOLERANCE = 1.3
+
+
+class AdaptiveConcurrency:
+    """The adaptive limit of one RunLimiter (`parts` of them share a Ray run's limit)."""
+
+    def __init__(self, ceiling: int, floor: int, initial: int, parts: int, growth: float, t0: float) -> None:
+        self.ceiling, self.floor, self.parts, self.growth, self.t0 = ceiling, floor, parts, growth, t0
+        self.limit = float(min(ceiling, max(floor, initial)))
+        self.history: list[list[float]] = [[0.0, self.limit]]
+        self.slow_start = True
+        self.baseline = math.inf
+        self._last_cut = -math.inf
+        self._win_ok: list[tuple[float, int]] = []
+        self._win_drops = 0
+        self._win_other = 0
+        self._recent: deque[bool] = deque(maxlen=16)
+        self._last_window: tuple[float, float] | None = None
+        self._win_count = 0
+        self._win_target = max(3, int(self.limit))
+        self._win_start = t0
+
+    def hold(self) -> float:
+        """How long a refused attempt keeps its slot: about one unloaded round trip."""
+        return min(2.0, self.baseline if self.baseline < math.inf else 0.1)
+
+    def on_ok(self, latency: float, in_flight: int, paced: bool) -> None:
+        """A success. In slow start, grow by `growth` per success that saw no queueing (x(1 + growth) per
+        round trip), unless the request waited for the rate (then the rate binds, not this limit);
+        leave slow start as soon as most recent replies show queueing."""
+        self._win_ok.append((latency, in_flight))
+        if not self.slow_start:
+            return
+        queued = latency > TOLERANCE * self.baseline
+        self._recent.append(queued)
+        if not queued and not paced:
+            self.limit = min(self.ceiling, self.limit + self.growth)
+        elif queued and sum(self._recent) * 2 > len(self._recent) >= 8:
+            self.slow_start = False
+            target = statistics.median(n * TOLERANCE * self.baseline / max(lat, 1e-6)
+                                       for lat, n in self._win_ok[-len(self._recent):])
+            self.limit = max(self.floor, min(self.ceiling, self.limit, max(target, self.limit / 2)))
+            # judge the next window on replies to the new limit, not again on the ones just judged
+            self._win_ok, self._win_drops, self._win_other, self._win_count = [], 0, 0, 0
+            self._win_target = max(3, int(self.limit))
+
+    def on_drop(self, sent: float) -> None:
+        """An overload reply to a request sent after the last cut (earlier ones were answered already)."""
+        if sent > self._last_cut:
+            self._win_drops += 1
+
+    def on_other_failure(self) -> None:
+        """A failure that is not overload (a 500, a reset, a body that does not parse): when as many come
+        as drops, the service is flaky, not full, and its 503s cut nothing."""
+        self._win_other += 1
+
+    def end_of_attempt(self, now: float) -> None:
+        """Count the attempt; at the end of a window (about a round trip) adapt the limit."""
+        self._win_count += 1
+        rtt = self.baseline if self.baseline < math.inf else 0.05
+        # A window is about one round trip: as many completions as the limit when it began.
+        if self._win_count < self._win_target and now - self._win_start < 4 * rtt:
+            return
+        ok, drops, other = self._win_ok, self._win_drops, self._win_other
+        self._win_ok, self._win_drops, self._win_other, self._win_count, self._win_start = [], 0, 0, 0, now
+        self._win_target = max(3, int(self.limit))
+        if drops and other < drops:
+            f = drops / (drops + len(ok))
+            self.limit = max(self.floor, self.limit * min(0.9, max(0.75, 1 - f)))
+            self.slow_start = False
+            self._last_cut = now
+        elif len(ok) >= 3:
+            self._gradient(ok)
+
+    def _gradient(self, ok: list[tuple[float, int]]) -> None:
+        median = statistics.median(lat for lat, _ in ok)
+        self.baseline = min(self.baseline, median)
+        if self.baseline <= 0:
+            return
+        n_median = statistics.median(n for _, n in ok)
+        last, self._last_window = self._last_window, (n_median, median)
+        if median > TOLERANCE * self.baseline and last and n_median < 0.95 * last[0] and median >= 0.97 * last[1]:
+            # Fewer in flight did not bring latency down: not our queueing but a slower machine or network.
+            # Let the baseline follow it instead of cutting the limit towards the floor.
+            self.baseline = min(median, 1.1 * self.baseline)
+        elif median > TOLERANCE * self.baseline:
+            # Queueing: the in-flight count at which latency would be TOLERANCE x the baseline (Little's law).
+            self.slow_start = False
+            target = statistics.median(n * TOLERANCE * self.baseline / max(lat, 1e-6) for lat, n in ok)
+            self.limit = max(self.floor, min(self.ceiling, self.limit, max(target, 0.7 * self.limit)))
+        elif not self.slow_start and n_median >= 0.8 * self.limit:
+            # No queueing while the limit is in use: probe upwards by a small step.
+            # Together the run's limiters step up as one would (sqrt of the whole limit / 2).
+            self.limit = min(self.ceiling, self.limit + max(1.0, math.sqrt(self.limit * self.parts) / 2) / self.parts)
+
+    def mark(self, now: float) -> None:
+        """The limit's timeline gets a point when the limit changed."""
+        record(self.history, now - self.t0, self.limit)
+
+
+def record(history: list[list], t: float, value: float | None) -> None:
+    """Append a (time, value) point to a timeline when the value changed (whole units, or to/from None);
+    points closer than 20 ms replace the last; halved when longer than HISTORY_POINTS."""
+    t = round(t, 3)
+    last = history[-1]
+    rounded = None if value is None or math.isinf(value) else round(value, 1)
+    if (last[1] is None) == (rounded is None) and (rounded is None or int(last[1]) == int(rounded)):
+        return
+    if t - last[0] < 0.02 and len(history) > 1:
+        last[1] = rounded
+    else:
+        history.append([t, rounded])
+    if len(history) > HISTORY_POINTS:
+        history[:] = history[::2] + ([history[-1]] if len(history) % 2 == 0 else [])

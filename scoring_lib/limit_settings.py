@@ -1,0 +1,46 @@
+"""What one RunLimiter enforces (limits.py), from a run's settings; a Ray worker takes its `share`."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    """What one RunLimiter enforces. `limit` is the fixed limit, or the ceiling when adaptive."""
+
+    limit: int
+    adaptive: bool = False
+    floor: int = 1
+    initial: int = 20  # adaptive: where slow start begins
+    growth: float = 2.0  # adaptive: slow start grows this much per success without queueing (x3 per round trip)
+    rate: float | None = None  # requests per second, all gates of this limiter together (a hard ceiling)
+    adaptive_rate: bool = True  # adaptive: a rate that follows throttling too (off: the concurrency limit alone)
+    probe: int = 16  # attempts allowed before the first success (or the grace period)
+    trip: int = 8  # failures of one fatal-if-unanimous cause before any success that may stop the run
+    # seconds without a fatal failure after which the probe gate opens anyway: a 401/403/404 must come
+    # back within it even on a loaded machine (0.05 s let 162 requests out before a 401 stopped the run);
+    # a healthy run pays it once, unscaled
+    grace: float = 0.2
+    budget: int = 50  # failed attempts in a row that stop the run (at least; 2 x the most in flight if larger)
+    stall: float = 5.0  # ... and only once no attempt succeeded for this many seconds
+    pause_cap: float = 20.0  # longest run-wide pause a Retry-After may cause
+    parts: int = 1  # how many limiters share the run (Ray workers): each probes upwards 1/parts as fast
+
+    def share(self, index: int, parts: int) -> "LimitSettings":
+        """This part's share of the limit, floor, rate and probe (a Ray worker of `parts`)."""
+        def split(total: int) -> int:
+            base, extra = divmod(total, parts)
+            return max(1, base + (1 if index < extra else 0))
+        return replace(self, limit=split(self.limit), floor=split(self.floor),
+                       initial=max(1, math.ceil(self.initial / parts)),
+                       rate=None if self.rate is None else self.rate / parts,
+                       probe=split(self.probe), trip=max(1, split(self.trip)), budget=split(self.budget),
+                       parts=parts * self.parts)
+
+
+def settings_for(config) -> LimitSettings:
+    """The limits a RunConfig asks for (one process's; Ray workers take a `share`)."""
+    return LimitSettings(limit=config.concurrency_ceiling, adaptive=config.adaptive, rate=config.rate_limit,
+                         pause_cap=config.client.backoff_cap)

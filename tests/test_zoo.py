@@ -1,0 +1,53 @@
+"""`auto` against every zoo behaviour (issue 16): every line scored, nothing lost. Timing belongs to
+`bench --cases o`; these only check that the control holds (no thresholds on time)."""
+
+from __future__ import annotations
+
+import pytest
+
+from scoring_lib import ServerConfig, score_file
+from scoring_lib.bench.zoo import behaviours
+from scoring_lib.server import ServiceProcess
+
+from conftest import read_rows, run_config
+
+RATE = dict(latency=0.02, capacity=0, rate_limit=60.0)
+CAPACITY = dict(latency=4.15, capacity=16, time_scale=0.01)
+ZOO = {
+    "shedding 503 + Retry-After": ServerConfig(**CAPACITY, shed=True, shed_retry_after=1.0),
+    "429 + Retry-After, burst rate/10": ServerConfig(**RATE, rate_burst=6, retry_after="whole"),
+    "429 without Retry-After": ServerConfig(**RATE, rate_burst=6, retry_after="none"),
+    "quota": ServerConfig(latency=0.02, capacity=0, quota=40, quota_window=1.0),
+    "capacity halves": ServerConfig(**CAPACITY, halve_after=50),
+    "warm-up": ServerConfig(**CAPACITY, warmup=20),
+    "proxy queue": ServerConfig(latency=0.05, capacity=8, queue_limit=8),
+}
+
+
+def _auto(make_input, tmp_path, config: ServerConfig, n: int, **run):
+    path = make_input([f"zoo line {i}" for i in range(n)])
+    with ServiceProcess(config) as svc:
+        result = score_file(run_config(path, svc.url, tmp_path, cache=None, max_concurrent_tasks="auto",
+                                       max_retries=20, backoff_base=0.1, backoff_cap=2.0, **run))
+    return result, read_rows(tmp_path / "out.jsonl")
+
+
+def test_a_flaky_but_alive_service_gets_every_line_scored(make_input, tmp_path):
+    result, rows = _auto(make_input, tmp_path, ServerConfig(latency=0, capacity=0, flaky=3), 60)
+    assert result.exit_code == 0 and [r["status"] for r in rows] == ["ok"] * 60
+    assert all(r["attempts"] == 4 for r in rows)  # three mixed failures, then the score
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(ZOO))
+def test_auto_scores_every_line_of_every_zoo_behaviour(make_input, tmp_path, name):
+    result, rows = _auto(make_input, tmp_path, ZOO[name], 150)
+    assert result.exit_code == 0 and all(r["status"] == "ok" for r in rows), (name, result.record["limits"])
+
+
+def test_the_zoo_bench_names_every_behaviour_of_issue_16():
+    names = [b.name for b in behaviours(0.05)]
+    for word in ("queueing", "shedding 503", "shedding 503 + Retry-After", "burst rate/10", "burst rate",
+                 "429 without Retry-After", "quota", "halves", "warm-up", "flaky", "proxy queue"):
+        assert any(word in n for n in names), word
+    assert all(b.bound > 0 and b.lines > 0 for b in behaviours(0.05))
