@@ -12,9 +12,9 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from . import paths, settings
-from .cli_service import (add_client_options, add_server_options, resolve_service, secrets, server_config,
-                          service_url)
+from .cli_service import add_client_options, add_server_options, resolve_service, secrets, server_config, service_url
 from .errors import ConfigError, ScoringError, Terminated
+from .inputs import is_stdin, open_input
 from .kinds import Number, Whole
 from .redact import API_KEY_ENV, redact
 from .service import load_profile, save_path
@@ -221,7 +221,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def _stdin_hint(path) -> None:
     """`-` on a terminal waits for typed lines: say so, as the run would otherwise look hung."""
-    from .inputs import is_stdin
 
     if is_stdin(path) and sys.stdin is not None and sys.stdin.isatty():
         print("reading lines from the terminal (input -): end with Ctrl-D", file=sys.stderr, flush=True)
@@ -287,7 +286,6 @@ def _probe_ramp(args: argparse.Namespace) -> int:
     from .server import ServiceProcess
 
     if args.input is not None:
-        from .inputs import open_input
 
         open_input(args.input).close()  # a missing input is a usage error before any request
         _stdin_hint(args.input)

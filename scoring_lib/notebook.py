@@ -4,8 +4,11 @@ that needed it, even when a cell fails half-way through Run All."""
 from __future__ import annotations
 
 import atexit
+import subprocess
+import sys
 from pathlib import Path
 
+from . import paths
 from .config import ServerConfig
 from .server import ServiceProcess
 
@@ -51,12 +54,7 @@ def save_hook(model: dict, path: str, contents_manager, **kwargs) -> None:
     saved as committed, without outputs (nbstripout), and its executed copy, outputs included, goes
     to results/notebooks/saved/ (ignored by git). So running and saving notebooks in JupyterLab
     leaves `git status` clean and the outputs are still there to read."""
-    import subprocess
-    import sys
-
-    import nbformat
-
-    from . import paths
+    import nbformat  # the notebooks extra: only a JupyterLab save needs it
 
     if model.get("type") != "notebook" or not model.get("content"):
         return

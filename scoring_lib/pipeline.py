@@ -3,6 +3,7 @@ cache, dispatch, collect, write in order, record. Engines only keep requests in 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import sys
@@ -300,6 +301,5 @@ def _score_open_file(config: RunConfig, run_config: RunConfig, source, total: in
 
 async def score_file_async(config: RunConfig, **kwargs) -> RunResult:
     """Awaitable form for code already inside an event loop: the blocking run goes to a thread."""
-    import asyncio
 
     return await asyncio.to_thread(score_file, config, **kwargs)

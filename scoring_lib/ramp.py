@@ -31,9 +31,20 @@ from .client import Outcome, ScoringClient
 from .config import ClientConfig
 from .errors import ScoringError
 from .failures import Failure, FailureKind
+from .inputs import read_lines
 from .probe import PROBE_TEXTS
-from .ramp_result import (RampResult, Step, limit_kind, predict_seconds, profile_from,
-                          read_capacity, read_rate_limit, recommend, served_at_once, service_mean)
+from .ramp_result import (
+    RampResult,
+    Step,
+    limit_kind,
+    predict_seconds,
+    profile_from,
+    read_capacity,
+    read_rate_limit,
+    recommend,
+    served_at_once,
+    service_mean,
+)
 from .stats import percentiles
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -184,7 +195,6 @@ def _texts(input: str | Path | list[str] | None, limit: int = 10_000):
 def read_input(input: str | Path, limit: int = 10_000) -> tuple[list[str], int]:
     """In one pass (a pipe or `-` can be read only once): the first `limit` non-empty lines, to send,
     and the requests a run of `input` makes: its distinct non-empty lines (a run requests each text once)."""
-    from .inputs import read_lines
 
     sample: list[str] = []
     seen: set[bytes] = set()

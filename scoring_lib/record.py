@@ -12,12 +12,11 @@ import functools
 import json
 import os
 import uuid
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
-from typing import Any, Literal
-
-from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
 
 from .config import RunConfig
 from .errors import ScoringError
@@ -37,7 +36,6 @@ _VIEW = {"allow_inf_nan": False, "extra": "ignore"}
 
 def _define_checked_types() -> None:
     """The constrained types the annotations below name, defined when the first validator is built."""
-    from typing import Annotated
 
     from pydantic import Field, Strict
 

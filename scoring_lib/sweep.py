@@ -7,6 +7,7 @@ the environment, never in a notebook.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -16,8 +17,10 @@ from pathlib import Path
 
 from . import paths
 from .calibration import LoadSampler, calibrate_sweep, save_load
+from .engines.ray_cluster import sweep_ray
 from .errors import ClusterConnectError, ConfigError, GridError, MissingDependencyError, PointFailed
 from .grid import GRID_KEYS, POINT_KEYS, SERVICE_KEYS, Grid, Point, load_grid, parse_grid, plain_json
+from .provenance import shared_with_children
 from .redact import MASK, redact, safe_url
 from .service import ServiceProfile, load_profile
 from .settings import ClientConfig, RunConfig, ServerConfig, check_settings, split_settings
@@ -133,8 +136,6 @@ def _run_once(base: RunConfig, server_info: dict, extra: dict) -> dict:
 
 
 def _first_error(output: Path) -> str:
-    import json
-
     with open(output, encoding="utf-8") as f:
         for line in f:
             row = json.loads(line)
@@ -230,7 +231,6 @@ def run_sweep(grid: Grid | str | os.PathLike, records_dir: str | os.PathLike = p
         raise MissingDependencyError("papermill", "notebooks") from None
     from tqdm.auto import tqdm
 
-    from .provenance import shared_with_children
     from .server import ServiceProcess
 
     if not isinstance(grid, Grid):
@@ -341,7 +341,6 @@ def _url_to_kernels(url: str):
 @contextmanager
 def _one_ray_for_the_sweep(summary: SweepSummary, address: str | None, dashboard: bool):
     """Point every kernel at one Ray: the given one, or a local cluster started here (engines.ray_cluster)."""
-    from .engines.ray_cluster import sweep_ray  # imports no Ray itself; kept lazy as the engines are
 
     with sweep_ray(address, dashboard) as ray:
         summary.ray_startup_seconds = ray.startup_seconds

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import os
+import signal
+import subprocess
+import sys
 import threading
+import urllib.request
 from dataclasses import asdict, fields
 
 from aiohttp import web
@@ -121,10 +127,6 @@ def serve_forever(config: ServerConfig, announce=print, exit_with_stdin: bool = 
 
     With `exit_with_stdin`, it also stops when its standard input reaches end of file: a parent that
     holds the other end of a pipe takes the service with it when it dies, even by SIGKILL."""
-    import logging
-    import os
-    import sys
-
     # A client speaking something else than HTTP is refused; it is not worth a traceback per request.
     logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
     logging.getLogger("aiohttp.access").setLevel(logging.CRITICAL)
@@ -182,10 +184,6 @@ class ServiceProcess:
         self.url = ""
 
     def start(self) -> "ServiceProcess":
-        import os
-        import subprocess
-        import sys
-
         c = self.config
         args = [sys.executable, "-m", "scoring_lib", "serve", *serve_args(c)]
         if c.require_api_key is not None:
@@ -209,20 +207,14 @@ class ServiceProcess:
         return self.url.rsplit("/", 1)[0]
 
     def stats(self) -> ServiceStats:
-        import urllib.request
-
         with urllib.request.urlopen(f"{self.base_url}/stats", timeout=10) as resp:
             return ServiceStats(**json.loads(resp.read()))
 
     def reset_stats(self) -> None:
-        import urllib.request
-
         urllib.request.urlopen(urllib.request.Request(f"{self.base_url}/stats/reset", method="POST"),
                                timeout=10).close()
 
     def stop(self) -> None:
-        import signal
-
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
             try:
