@@ -117,6 +117,17 @@ async def run_step(client: ScoringClient, texts, concurrency: int, seconds: floa
         step.service_cpu = (now - service_cpu) / wall
     ok = [o for o in outcomes if o.ok]
     step.ok = len(ok)
+    _count_refusals(step, outcomes)
+    _timing(step, outcomes, ok, stop_at)
+    step.latency = percentiles([o.latency for o in ok])
+    step.steady_latency = statistics.fmean(steady) if steady else step.latency.get("mean")
+    step.retry_after = statistics.median(waits) if waits else None
+    return step
+
+
+def _count_refusals(step: Step, outcomes: list) -> None:
+    """A step's failed requests by kind: 429 (a rate limit), 503 (shedding), anything else (an error,
+    the first one kept as a sample)."""
     for o in outcomes:
         if o.ok:
             continue
@@ -129,20 +140,21 @@ async def run_step(client: ScoringClient, texts, concurrency: int, seconds: floa
             step.errors += 1
             if step.error_sample is None:
                 step.error_sample, step.failure_sample = o.error, o.failure
-    if outcomes:
-        first = min(o.sent for o in outcomes)
-        last = max(o.finished for o in outcomes)
-        end = max(stop_at, max(o.sent for o in outcomes))
-        step.seconds = max(1e-9, last - first)
-        step.throughput = step.ok / step.seconds
-        step.occupancy = sum(max(0.0, min(o.finished, end) - max(o.sent, first)) for o in ok) / max(1e-9, end - first)
-        mid = first + (end - first) / 2
-        late = [o for o in ok if o.sent >= mid]
-        step.late_ok_rate = len(late) / max(1e-9, end - mid)
-    step.latency = percentiles([o.latency for o in ok])
-    step.steady_latency = statistics.fmean(steady) if steady else step.latency.get("mean")
-    step.retry_after = statistics.median(waits) if waits else None
-    return step
+
+
+def _timing(step: Step, outcomes: list, ok: list, stop_at: float) -> None:
+    """Throughput, occupancy and the late half's ok rate, over the step's first send to its last answer."""
+    if not outcomes:
+        return
+    first = min(o.sent for o in outcomes)
+    last = max(o.finished for o in outcomes)
+    end = max(stop_at, max(o.sent for o in outcomes))
+    step.seconds = max(1e-9, last - first)
+    step.throughput = step.ok / step.seconds
+    step.occupancy = sum(max(0.0, min(o.finished, end) - max(o.sent, first)) for o in ok) / max(1e-9, end - first)
+    mid = first + (end - first) / 2
+    late = [o for o in ok if o.sent >= mid]
+    step.late_ok_rate = len(late) / max(1e-9, end - mid)
 
 
 def _cpu_seconds(proc: psutil.Process | None) -> float | None:
