@@ -323,26 +323,30 @@ def _on_sigterm(signum, _frame) -> None:
     raise Terminated(signum)
 
 
+# SIGTERM and SIGHUP (the terminal closed, the ssh session dropped) take the same clean-up path as Ctrl-C:
+# no temporary left, children stopped, one line, exit 128 + the signal's number.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = COMMANDS[args.command]
-    # SIGTERM takes the same clean-up path as Ctrl-C (no temporary left, children stopped), exit 143.
     main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
+    previous = {sig: signal.signal(sig, _on_sigterm) for sig in STOP_SIGNALS} if main_thread else {}
     try:
         return handler(args)
     except ScoringError as exc:
         print(f"error: {redact(str(exc), secrets(args))}", file=sys.stderr)
         return exc.exit_code
-    except Terminated:
-        print("terminated", file=sys.stderr)
-        return 143
+    except Terminated as exc:
+        print("terminated" if exc.signum == signal.SIGTERM else "hung up", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 1
     finally:
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler_before in previous.items():
+            signal.signal(sig, handler_before)

@@ -2,7 +2,7 @@
 
 Exit codes (docs/contract.md, "Errors and exit codes"): 0 all scored; 1 finished with error rows;
 2 usage, configuration or input error; 3 output, cache or records not writable; 4 disk full;
-5 open-file limit too low for the concurrency; 130 Ctrl-C (SIGINT); 143 SIGTERM.
+5 open-file limit too low for the concurrency; 130 Ctrl-C (SIGINT); 143 SIGTERM; 129 SIGHUP.
 """
 
 from __future__ import annotations
@@ -93,14 +93,22 @@ class RunInterrupted(ScoringError):
 
 
 class RunTerminated(RunInterrupted):
-    """The run was stopped by SIGTERM; cleaned up as for Ctrl-C."""
+    """The run was stopped by SIGTERM (or SIGHUP); cleaned up as for Ctrl-C; exit 128 + the signal."""
 
     exit_code = 143
 
+    def __init__(self, message: str, signum: int = 15) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
 
 class Terminated(KeyboardInterrupt):
-    """Raised in the main thread by the CLI's SIGTERM handler, so every `finally` and every
-    Ctrl-C clean-up path runs for SIGTERM too (a KeyboardInterrupt subclass on purpose)."""
+    """Raised in the main thread by the CLI's SIGTERM and SIGHUP handler, so every `finally` and every
+    Ctrl-C clean-up path runs for them too (a KeyboardInterrupt subclass on purpose)."""
+
+    def __init__(self, signum: int = 15) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 class ServiceUnusable(ScoringError):

@@ -273,7 +273,8 @@ def _score_open_file(config: RunConfig, run_config: RunConfig, source, total: in
         kept = (f"scores so far are kept in {config.cache}; run again to resume" if config.cache
                 else "no cache was kept (--no-cache)")
         if isinstance(exc, Terminated):
-            raise RunTerminated(f"terminated: {kept}") from None
+            what = "terminated" if exc.signum == 15 else "hung up"
+            raise RunTerminated(f"{what}: {kept}", exc.signum) from None
         raise RunInterrupted(f"interrupted: {kept}") from None
     except BaseException:
         if writer is not None:

@@ -266,7 +266,9 @@ def _start_slow_run(tmp_path, path, url):
                              *QUIET], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_sigterm_exits_143_with_a_message_and_no_temporary(tmp_path, make_input):
+@pytest.mark.parametrize("sig, code, said", [(signal.SIGTERM, 143, "terminated"), (signal.SIGHUP, 129, "hung up")])
+def test_sigterm_and_sighup_exit_with_a_message_and_no_temporary(tmp_path, make_input, sig, code, said):
+    """SIGHUP (the terminal closed) is SIGTERM's twin: one line, exit 128 + signal, nothing torn left."""
     path = make_input([f"t{i}" for i in range(50)], "in.txt")
     with HostileServer(lambda r: good(0.2) if r.index < 20 else hang()) as srv:
         run = _start_slow_run(tmp_path, path, srv.url)
@@ -274,10 +276,10 @@ def test_sigterm_exits_143_with_a_message_and_no_temporary(tmp_path, make_input)
         while len(srv.requests) < 25 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert list(tmp_path.glob(".o.jsonl.*.tmp")), "the run should be writing aside"
-        run.send_signal(signal.SIGTERM)
+        run.send_signal(sig)
         out, err = run.communicate(timeout=30)
-    assert run.returncode == 143, err
-    assert "terminated" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert run.returncode == code, err
+    assert err.startswith(f"error: {said}:") and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not list(tmp_path.glob(".o.jsonl*")) and not (tmp_path / "o.jsonl").exists()
 
 
