@@ -66,7 +66,11 @@ class ScoreCache:
         if self._temp is not None:  # run-local: SQLite holds only what the LRU let go
             if (score := self._spill.get(key)) is not None or not self._spilled:
                 return score
-        row = self._db.execute("SELECT score FROM scores WHERE key = ?", (key,)).fetchone()
+        try:
+            row = self._db.execute("SELECT score FROM scores WHERE key = ?", (key,)).fetchone()
+        except sqlite3.DatabaseError as exc:  # a file damaged mid-way reads well until a lookup reaches the damage
+            raise OutputError(f"score cache {self.path} is damaged ({exc}): move it aside, or run with "
+                              "--no-cache; nothing written") from None
         if row is None or not math.isfinite(row[0]):  # older versions stored Infinity: not a score
             return None
         self._remember(key, row[0])

@@ -49,3 +49,24 @@ def test_the_run_local_store_spills_what_the_lru_lets_go():
         assert len(cache) == 3000
     finally:
         cache.close()
+
+
+def test_a_cache_damaged_mid_file_is_one_line_and_exit_3_not_a_traceback(tmp_path):
+    """A cache whose file was damaged in the middle opens fine and fails on the first lookup that reaches
+    the damage: one line naming the file and what to do, exit 3, no output, never a traceback or exit 1."""
+    from conftest import cli
+
+    lines = tmp_path / "in.txt"
+    lines.write_text("".join(f"line {i}\n" for i in range(3000)), encoding="utf-8")
+    common = ["--server-time-scale", "0.001", "--cache", tmp_path / "c.sqlite", "--no-record", "--no-progress"]
+    first = cli("score", lines, "--output", tmp_path / "o.jsonl", *common)
+    assert first.returncode == 0, first.stderr
+    cache = tmp_path / "c.sqlite"
+    with open(cache, "r+b") as f:
+        f.seek(cache.stat().st_size // 2)
+        f.write(b"\x00garbage" * 200)
+    again = cli("score", lines, "--output", tmp_path / "o2.jsonl", *common)
+    assert again.returncode == 3, again.stderr
+    assert "Traceback" not in again.stderr and len(again.stderr.strip().splitlines()) == 1
+    assert "is damaged" in again.stderr and "--no-cache" in again.stderr
+    assert not (tmp_path / "o2.jsonl").exists()
