@@ -40,7 +40,9 @@ def test_idle_connections_are_closed():
 async def test_reset_and_slow_body_faults_happen_in_proportion():
     cfg = ServerConfig(latency=0, reset_rate=0.2, slow_body_rate=0.1, seed=3)
     with SimulatedService(cfg) as svc:
-        timeout = aiohttp.ClientTimeout(total=0.5)
+        # A slow body trickles at 1 byte/s for tens of seconds; 5 s tells it from a quick reply even on a
+        # machine busy with another suite (0.5 s did not: quick replies timed out and counted as slow).
+        timeout = aiohttp.ClientTimeout(total=5)
         results = {"ok": 0, "reset": 0, "slow": 0}
         async with aiohttp.ClientSession(timeout=timeout) as s:
             async def one(i):
