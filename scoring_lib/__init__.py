@@ -16,14 +16,21 @@ from typing import TYPE_CHECKING
 
 __all__ = ["ClientConfig", "RunConfig", "ServerConfig", "ScoringError", "RunResult", "score_file",
            "score_file_async", "ProbeReport", "probe", "SimulatedService", "deterministic_score",
-           "build_report", "compare_runs", "load_runs"]
+           "build_report", "compare_runs", "load_runs",
+           # what the notebooks use, and nothing else from inside the package
+           "paths", "safe_url", "client_config", "load_profile", "start_service", "score_sample", "ramp",
+           "latency_histogram", "run_point", "run_sweep", "POINT_KEYS"]
 __version__ = "0.1.0"
 
 _HOME = {"ClientConfig": "config", "RunConfig": "config", "ServerConfig": "config", "ScoringError": "errors",
          "RunResult": "pipeline", "score_file": "pipeline", "score_file_async": "pipeline", "ProbeReport": "probe",
          "probe": "probe", "SimulatedService": "server", "deterministic_score": "server",
          # the study side pulls pandas, which `score` never needs
-         "build_report": "report", "compare_runs": "compare", "load_runs": "runs"}
+         "build_report": "report", "compare_runs": "compare", "load_runs": "runs",
+         "safe_url": "redact", "client_config": "service", "load_profile": "service", "start_service": "notebook",
+         "score_sample": "sweep", "ramp": "ramp", "latency_histogram": "plots", "run_point": "sweep",
+         "run_sweep": "sweep", "POINT_KEYS": "grid"}
+_MODULES = {"paths"}  # public modules (project paths: resolve, shown, ROOT)
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ imports on first use
     from .config import ClientConfig, RunConfig, ServerConfig
@@ -34,9 +41,19 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
     from .report import build_report
     from .compare import compare_runs
     from .runs import load_runs
+    from . import paths
+    from .grid import POINT_KEYS
+    from .notebook import start_service
+    from .plots import latency_histogram
+    from .ramp import ramp
+    from .redact import safe_url
+    from .service import client_config, load_profile
+    from .sweep import run_point, run_sweep, score_sample
 
 
 def __getattr__(name: str):
+    if name in _MODULES:
+        return importlib.import_module(f".{name}", __name__)
     home = _HOME.get(name)
     if home is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -150,3 +150,27 @@ def test_the_scan_sees_in_function_imports(tmp_path):
 def test_in_function_imports_only_defer_heavy_dependencies():
     found = misplaced_inner_imports()
     assert not found, f"{len(found)} in-function imports defer nothing heavy:\n" + "\n".join(map(str, found))
+
+
+def test_notebooks_import_only_the_public_api():
+    """The notebooks are the users' code: they import names from `scoring_lib` itself, each in its
+    `__all__`, and nothing from inside the package (one public API, not a second undeclared one)."""
+    import nbformat
+
+    import scoring_lib
+
+    wrong = []
+    for path in sorted((REPO / "notebooks").glob("*.ipynb")):
+        for cell in nbformat.read(path, as_version=4).cells:
+            if cell.cell_type != "code":
+                continue
+            for node in ast.walk(ast.parse(cell.source)):
+                if isinstance(node, ast.Import) and any(a.name.startswith("scoring_lib") for a in node.names):
+                    wrong.append(f"{path.name}: import {', '.join(a.name for a in node.names)}")
+                elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("scoring_lib"):
+                    outside = [a.name for a in node.names if a.name not in scoring_lib.__all__]
+                    if node.module != "scoring_lib" or outside:
+                        wrong.append(f"{path.name}: from {node.module} import {', '.join(a.name for a in node.names)}")
+    assert not wrong, "\n".join(wrong)
+    for name in scoring_lib.__all__:  # and every public name is there to import
+        assert getattr(scoring_lib, name) is not None, name
