@@ -41,12 +41,26 @@ def cluster(tmp_path_factory, monkeypatch):
         nodes = [c.add_node(num_cpus=1, **common) for _ in range(2)]
     c.wait_for_nodes()
     ray.init(address=c.address, logging_level="ERROR", log_to_driver=False)
+    _wait_until_the_cluster_sees_every_node(ray, 3, cpus=2)
     try:
         yield c, nodes
     finally:
         ray.shutdown()
         c.shutdown()
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def _wait_until_the_cluster_sees_every_node(ray, nodes: int, cpus: float, timeout: float = 120.0) -> None:
+    """Nodes are registered before their resources reach the cluster's view; SPREAD places actors from that
+    view, so on a loaded machine every worker could land on the one node seen so far. Scoring starts once
+    every node and its CPUs are seen."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = [n for n in ray.nodes() if n.get("Alive")]
+        if len(alive) >= nodes and ray.cluster_resources().get("CPU", 0) >= cpus:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the cluster did not show {nodes} nodes and {cpus:g} CPUs within {timeout:g} s")
 
 
 def tempfile_dir() -> str:
