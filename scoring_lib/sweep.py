@@ -18,7 +18,7 @@ from pathlib import Path
 from . import paths
 from .calibration import LoadSampler, calibrate_sweep, save_load
 from .engines.ray_cluster import sweep_ray
-from .errors import ClusterConnectError, ConfigError, GridError, MissingDependencyError, PointFailed
+from .errors import ConfigError, GridError, MissingDependencyError, PointFailed
 from .grid import GRID_KEYS, POINT_KEYS, SERVICE_KEYS, Grid, Point, load_grid, parse_grid, plain_json
 from .provenance import shared_with_children
 from .redact import MASK, redact, safe_url

@@ -171,7 +171,6 @@ class RayEngine:
     def _wait_ready(self, timeout: float) -> None:
         """Wait for the first worker, then up to ALL_READY_WAIT more seconds for the others; those still
         booting join the run when ready (`_check_booting`)."""
-        ray = self.ray
         self._booting = {slot.handle.ready.remote(): i for i, slot in enumerate(self.slots)}
         deadline = time.monotonic() + timeout
         while not any(slot.info for slot in self.slots):
