@@ -67,12 +67,20 @@ class Calibration:
     target_share: float = TARGET_SHARE
     load1_at_start: float | None = None
     load: LoadSummary | None = None  # sampled for the whole sweep
+    wave: int | None = None  # replies per latency at that C: min(C, the service's capacity); None: C
     calibration_schema: int = CALIBRATION_SCHEMA
 
     @property
+    def wave_size(self) -> int:
+        """Requests answered per latency at the sweep's largest C: a service serving `capacity` at once
+        answers no more than that per latency however many are in flight, so the client handles that many
+        replies (and sends) per latency, not C."""
+        return self.wave or self.concurrency
+
+    @property
     def cpu_per_wave(self) -> float:
-        """Client CPU seconds for one wave of `concurrency` requests."""
-        return self.concurrency * self.cpu_per_request
+        """Client CPU seconds for one wave (`wave_size` requests)."""
+        return self.wave_size * self.cpu_per_request
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -106,7 +114,7 @@ def time_scale_warning(cal: Calibration) -> str | None:
         return None
     share = cal.cpu_per_wave / (cal.latency * cal.time_scale)
     above = "" if cal.time_scale_needed <= 1 else " (above 1: even the full latency does not meet it)"
-    return (f"warning: sweep {cal.sweep}: the client's CPU per wave of {cal.concurrency} requests is "
+    return (f"warning: sweep {cal.sweep}: the client's CPU per wave of {cal.wave_size} requests is "
             f"{cal.cpu_per_wave * 1000:.3g} ms ({cal.cpu_per_request * 1e6:.3g} us a request on this machine), "
             f"{share:.0%} of the latency {cal.latency * cal.time_scale:.3g} s at time scale {cal.time_scale:g}; "
             f"time scale {cal.time_scale_needed:g} or more keeps it under {cal.target_share:.0%}{above}; "
@@ -153,20 +161,22 @@ def measure_client(concurrency: int, lines: int, fields: dict | None = None) -> 
 
 
 def calibrate(sweep: str, concurrency: int, latency: float | None, time_scale: float | None,
-              lines: int | None = None, fields: dict | None = None) -> Calibration:
-    """Measure the client (measure_client) and say which time scale the target needs."""
+              lines: int | None = None, fields: dict | None = None, capacity: int | None = None) -> Calibration:
+    """Measure the client (measure_client) and say which time scale the target needs. `capacity`: the
+    service's (requests served at once; None or 0: unlimited), which caps a wave."""
     load1 = _load1()
     lines = lines or calibration_lines(concurrency)
-    cpu_req, wave = measure_client(concurrency, lines, fields)
+    cpu_req, wave_wall = measure_client(concurrency, lines, fields)
+    wave = min(concurrency, capacity) if capacity else concurrency
     needed = None
     if latency and time_scale:
-        need = needed_time_scale(cpu_req, concurrency, latency)
+        need = needed_time_scale(cpu_req, wave, latency)
         needed = need if need > time_scale else None
     return Calibration(sweep=sweep, concurrency=concurrency, lines=lines, cpu_seconds=cpu_req * lines,
-                       wall_seconds=wave * math.ceil(lines / concurrency), cpu_per_request=cpu_req,
-                       wall_per_wave=wave, cores=os.cpu_count() or 1,
+                       wall_seconds=wave_wall * math.ceil(lines / concurrency), cpu_per_request=cpu_req,
+                       wall_per_wave=wave_wall, cores=os.cpu_count() or 1,
                        measured_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), latency=latency,
-                       time_scale=time_scale, time_scale_needed=needed, load1_at_start=load1)
+                       time_scale=time_scale, time_scale_needed=needed, load1_at_start=load1, wave=wave)
 
 
 def calibrate_sweep(sweep: str, concurrency: int, lines: int | None, server: ServerConfig | None, fields: dict,
@@ -178,7 +188,8 @@ def calibrate_sweep(sweep: str, concurrency: int, lines: int | None, server: Ser
         return None
     try:
         cal = calibrate(sweep, concurrency, server.latency if server else None,
-                        server.time_scale if server else None, lines=lines, fields=fields)
+                        server.time_scale if server else None, lines=lines, fields=fields,
+                        capacity=server.capacity if server else None)
     except Exception as exc:  # noqa: BLE001 - a measurement of the harness must not cost the sweep its points
         print(f"warning: sweep {sweep}: no calibration ({type(exc).__name__}: {exc}); the points run without it",
               file=sys.stderr, flush=True)
@@ -266,7 +277,7 @@ def load_calibration(records_dir: str | os.PathLike, sweep: str) -> Calibration 
 def calibration_note(cal: Calibration) -> str:
     """One sentence for the report: what the client costs here, and how loaded the machine was."""
     text = (f"Client CPU per request on this machine: {cal.cpu_per_request * 1e6:.0f} us "
-            f"({cal.cpu_per_wave * 1000:.3g} ms per wave of {cal.concurrency}, measured at zero latency)")
+            f"({cal.cpu_per_wave * 1000:.3g} ms per wave of {cal.wave_size}, measured at zero latency)")
     if cal.latency is not None and cal.time_scale is not None:
         text += f", {cal.cpu_per_wave / (cal.latency * cal.time_scale):.0%} of the latency at time scale {cal.time_scale:g}"
         if cal.time_scale_needed is not None:

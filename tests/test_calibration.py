@@ -198,3 +198,19 @@ def test_a_calibration_that_fails_is_one_warning_and_the_sweep_goes_on(tmp_path,
     [line] = capsys.readouterr().err.splitlines()
     assert line.startswith("warning: sweep cal: no calibration (ConfigError: too many open files")
     assert summary.exit_code == 0 and len(summary.done) == 3 and load_calibration(tmp_path / "runs", "cal") is None
+
+
+def test_a_wave_is_what_the_service_answers_per_latency_not_everything_in_flight(tmp_path, monkeypatch, capsys):
+    # C=2048 in flight against a service serving 200 at once: the client handles 200 replies per latency,
+    # so the time scale needed is the one for a wave of 200 (the seed grid's case), not 2,048.
+    monkeypatch.setattr(calibration, "measure_client", lambda concurrency, lines, fields: (2e-4, 0.5))
+    server = ServerConfig(latency=4.15, capacity=200, time_scale=0.05)
+    made = calibrate_sweep("seed", 2048, 50, server, {}, tmp_path)
+    assert made.wave_size == 200 and made.cpu_per_wave == pytest.approx(0.04)
+    assert made.time_scale_needed == needed_time_scale(2e-4, 200, 4.15) == 0.49
+    assert "per wave of 200 requests" in capsys.readouterr().err
+    unlimited = calibrate_sweep("open", 2048, 50, ServerConfig(latency=4.15, capacity=0, time_scale=0.05), {},
+                                tmp_path)
+    assert unlimited.wave_size == 2048
+    old = Calibration.from_json(cal().to_json() | {"wave": None})  # calibrations saved before `wave`
+    assert old.wave_size == old.concurrency == 100
