@@ -19,6 +19,7 @@ from . import paths
 from .calibration import LoadSampler, calibrate_sweep, save_load
 from .engines.ray_cluster import sweep_ray
 from .errors import ConfigError, GridError, MissingDependencyError, PointFailed
+from .kernel_run import execute_notebook
 from .grid import GRID_KEYS, POINT_KEYS, SERVICE_KEYS, Grid, Point, load_grid, parse_grid, plain_json
 from .provenance import shared_with_children
 from .redact import MASK, redact, safe_url
@@ -275,8 +276,6 @@ def schedule(grid: Grid, have: dict[str, set]) -> list[tuple[Point, int]]:
 def _run_repeat(summary: SweepSummary, point: Point, repeat: int, url: str, outputs: Path) -> None:
     """One repeat of one point through papermill; a failure is recorded and the point's later repeats
     are left out (the sweep goes on with the other points)."""
-    import papermill as pm
-
     from .records import failure_record, save_record
 
     grid, records = summary.grid, summary.records_dir
@@ -288,11 +287,7 @@ def _run_repeat(summary: SweepSummary, point: Point, repeat: int, url: str, outp
     params = _parameters(grid, point, url, records, skip) | {"warmup": grid.warmup if first else 0}
     summary.ran.append((point.id, repeat))
     try:
-        pm.execute_notebook(str(RUN_NOTEBOOK), str(outputs / f"{point.id}-r{repeat}.ipynb"),
-                            parameters=plain_json(params), kernel_name="python3", progress_bar=False,
-                            cwd=str(paths.ROOT))
-    except KeyboardInterrupt:
-        raise
+        execute_notebook(RUN_NOTEBOOK, outputs / f"{point.id}-r{repeat}.ipynb", plain_json(params), paths.ROOT)
     except Exception as exc:  # noqa: BLE001 - a failed point is recorded and the sweep goes on
         failure = _failure_text(exc)
         if getattr(exc, "ename", None) != PointFailed.__name__:  # else its runs are recorded already
