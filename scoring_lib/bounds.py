@@ -70,3 +70,22 @@ def honest_bound(requests: int, pool: float, concurrency: int, latency: float | 
         return seconds, "pool/C only"
     used.append(capacity_source)
     return seconds, "probed" if "probed" in used else "configured"
+
+
+def queue_timeout_warning(in_flight: float, latency: float | None, capacity: float | None,
+                          timeout: float) -> str | None:
+    """One line when a fixed number in flight makes a queueing service hold requests longer than the
+    client's timeout: the last of ceil(in_flight / capacity) waves waits that many latencies, times out
+    and is sent again while the service still serves the abandoned copy (None: not the case, or unknown).
+    A time scale hides this: the latency shrinks, the timeout does not."""
+    if not latency or not capacity or capacity <= 0 or math.isinf(in_flight) or in_flight <= capacity:
+        return None
+    capacity = whole_capacity(capacity)
+    longest = math.ceil(in_flight / capacity) * latency
+    if longest <= timeout:
+        return None
+    safe = capacity * max(1, math.floor(timeout / latency))
+    return (f"{int(in_flight)} requests in flight against a service that serves {capacity} at once "
+            f"({latency:.3g} s each) wait there up to {longest:.3g} s, longer than the {timeout:g} s timeout: those "
+            f"time out and are sent again. Use --max-concurrent-tasks auto, a C of at most {safe}, "
+            f"or --timeout {math.ceil(longest * 1.2)}")

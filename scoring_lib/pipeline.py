@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
+from .bounds import effective_pool, in_flight_limit, queue_timeout_warning, sessions_of
 from .cache import ScoreCache, cache_namespace
 from .client import Outcome
 from .config import RunConfig
@@ -206,8 +207,12 @@ def score_file(config: RunConfig, *, server_info: dict | None = None, write_reco
             run_config = dataclasses.replace(config, **{field_name: max(1, total)})
         extra = sockets_needed(run_config) if in_process_service else 0
         ensure_open_files(files_needed(run_config, extra), f"--max-concurrent-tasks {config.max_concurrent_tasks}")
-        return _score_open_file(config, run_config, source, total, server_info, write_record, engine,
-                                threads_reason)
+        result = _score_open_file(config, run_config, source, total, server_info, write_record, engine,
+                                  threads_reason)
+        note = queue_note(run_config, server_info)
+        if note:
+            result.warnings.insert(0, note)
+        return result
     finally:
         source.close()
 
@@ -229,6 +234,26 @@ def known_latency(server_info: dict | None) -> float | None:
     if value is None and isinstance(info.get("latency"), (int, float)):  # a simulator at zero latency
         value = info["latency"] * info.get("time_scale", 1.0)
     return float(value) if isinstance(value, (int, float)) else None
+
+
+def known_capacity(server_info: dict | None) -> float | None:
+    """Requests the service serves at once, when a profile or the simulator's settings say it."""
+    info = server_info or {}
+    value = ((info.get("profile") or {}).get("capacity") or {}).get("value")
+    if value is None and isinstance(info.get("capacity"), (int, float)) and info["capacity"] > 0:
+        value = info["capacity"]
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def queue_note(config: RunConfig, server_info: dict | None) -> str | None:
+    """bounds.queue_timeout_warning for a fixed C (`auto` cuts its limit on timeouts itself)."""
+    if config.adaptive:
+        return None
+    c = config.concurrency_ceiling
+    sessions = sessions_of(config.engine, config.resolved_threads, config.workers, c)
+    in_flight = in_flight_limit(effective_pool(config.client.connector_limit, sessions), c, None)
+    return queue_timeout_warning(in_flight, known_latency(server_info), known_capacity(server_info),
+                                 config.client.timeout)
 
 
 def check_paths(config: RunConfig) -> None:
