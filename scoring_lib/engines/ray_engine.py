@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import statistics
 import time
@@ -61,6 +62,10 @@ READY_TIMEOUT = 120.0  # no worker ready within this: the cluster cannot run wor
 BOOT_CHECK_SECONDS = 0.05  # how often booting workers are looked for while scoring
 MAX_CHUNK_FAILURES = 5
 RESTING_SECONDS = 10.0  # a worker whose chunk failed gets no new chunk for this long, if others are up
+# `auto`: a worker holds at most HEADROOM x its own limit (chunks come back and refill it as it grows) plus one
+# chunk of small ADAPTIVE_CHUNK lines; the rest of the input waits in the driver for whichever worker has room.
+HEADROOM = 1.5
+ADAPTIVE_CHUNK = 4
 
 
 class RayEngine:
@@ -75,7 +80,9 @@ class RayEngine:
         self.threads = config.resolved_threads
         self._shares = split_evenly(config.concurrency_ceiling, self.workers)
         self._slots_per_worker = [min(self.threads, share) for share in self._shares]
-        self.chunk_size = config.chunk_size or max(1, min(MAX_CHUNK, max(self._slots_per_worker) // 2))
+        self.adaptive = config.adaptive
+        self.chunk_size = config.chunk_size or (ADAPTIVE_CHUNK if self.adaptive else
+                                                max(1, min(MAX_CHUNK, max(self._slots_per_worker) // 2)))
         self.slots: list[Slot] = []
         self._pending: dict = {}  # ObjectRef -> (slot index, chunk, failures)
         self._failed_at: dict[int, float] = {}  # slot index -> when a chunk of it last failed (monotonic)
@@ -139,9 +146,10 @@ class RayEngine:
         ray = self.ray
         kept, State.kept = State.kept, None
         if kept is not None and kept.shape == self._shape():
-            for slot in kept.slots:
+            initial = [settings_for(self.config).share(i, len(kept.slots)).initial for i in range(len(kept.slots))]
+            for slot, first in zip(kept.slots, initial):
                 slot.handle.new_run.remote()  # an actor runs its calls in order: before any chunk of this run
-                slot.info = None
+                slot.info, slot.learnt = None, first if self.adaptive else None
             self.slots, self.reused = kept.slots, True
             try:
                 self._wait_ready(timeout=30)
@@ -164,7 +172,7 @@ class RayEngine:
             # SPREAD: on a cluster, workers go to every node rather than fill the first one.
             handle = actor.options(num_cpus=0, max_restarts=-1, max_task_retries=0,
                                    scheduling_strategy="SPREAD").remote(self.config.client, slots, api_key, mine)
-            self.slots.append(Slot(handle, share, 2 * slots))
+            self.slots.append(Slot(handle, share, 2 * slots, learnt=mine.initial if self.adaptive else None))
         self._join(range(len(self.slots)))  # before `ready` (calls to an actor run in order): no extra round trip
         self._wait_ready(timeout=READY_TIMEOUT)
 
@@ -259,23 +267,37 @@ class RayEngine:
         if self._booting and (now := time.monotonic()) >= self._next_boot_check:
             self._next_boot_check = now + BOOT_CHECK_SECONDS
             self._check_booting()
-        return sum(s.limit - s.outstanding for s in self.slots if s.info)
+        return sum(max(0, self._room(s)) for s in self.slots if s.info)
 
-    def _send(self, chunk: list[WorkItem], failures: int = 0) -> None:
-        # Workers that just failed rest a while (a lost node takes all its workers with it, and Ray
-        # restarts them elsewhere): a rescored chunk goes to one that is up.
+    def _room(self, slot: Slot) -> int:
+        """Lines this worker may be given now: up to twice its slots, and with `auto` about as many as
+        its own limit will let it send before its next chunk comes back."""
+        cap = slot.limit if slot.learnt is None else min(slot.limit, math.ceil(HEADROOM * slot.learnt) + self.chunk_size)
+        return cap - slot.outstanding
+
+    def _pick(self) -> int:
+        """The worker with the most room among those up. Workers that just failed rest a while (a lost
+        node takes all its workers with it, and Ray restarts them elsewhere)."""
         now = time.monotonic()
         up = [i for i, slot in enumerate(self.slots) if slot.info] or list(range(len(self.slots)))
         candidates = [i for i in up if now - self._failed_at.get(i, -RESTING_SECONDS) >=
                       RESTING_SECONDS] or [min(up, key=lambda i: self._failed_at.get(i, 0.0))]
-        index = max(candidates, key=lambda i: self.slots[i].limit - self.slots[i].outstanding)
+        return max(candidates, key=lambda i: self._room(self.slots[i]))
+
+    def _send(self, chunk: list[WorkItem], failures: int = 0, index: int | None = None) -> None:
+        index = self._pick() if index is None else index
         slot = self.slots[index]
         slot.outstanding += len(chunk)
         self._pending[slot.handle.score_chunk.remote(chunk)] = (index, chunk, failures)
 
     def submit(self, items: list[WorkItem]) -> None:
-        for start in range(0, len(items), self.chunk_size):
-            self._send(items[start:start + self.chunk_size])
+        """Chunks of at most chunk_size, each to the worker with the most room, cut to that room."""
+        start = 0
+        while start < len(items):
+            index = self._pick()
+            size = max(1, min(self.chunk_size, self._room(self.slots[index])))
+            self._send(items[start:start + size], index=index)
+            start += size
 
     def poll(self, timeout: float) -> list[Result]:
         ray = self.ray
@@ -294,7 +316,10 @@ class RayEngine:
             index, chunk, failures = self._pending.pop(ref)
             self.slots[index].outstanding -= len(chunk)
             try:
-                out.extend(ray.get(ref))
+                results, learnt = ray.get(ref)
+                out.extend(results)
+                if self.slots[index].learnt is not None:
+                    self.slots[index].learnt = learnt
             except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError) as exc:
                 # The worker's process or node died with the chunk: give it to another worker.
                 if failures + 1 >= MAX_CHUNK_FAILURES:

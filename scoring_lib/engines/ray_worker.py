@@ -76,12 +76,16 @@ class ScoringWorker:
                 "host": socket.gethostname(), "node_id": ray.get_runtime_context().get_node_id(),
                 **self._boot, "ready": time.time()}
 
-    async def score_chunk(self, items: list[WorkItem]) -> list[Result]:
+    async def score_chunk(self, items: list[WorkItem]) -> tuple[list[Result], int]:
+        """The chunk's results, and this worker's limit now: with `auto` the driver gives each worker
+        about as much work as its own limit lets it send, so no line waits in a worker whose limit was
+        cut while others have room."""
         loop = asyncio.get_running_loop()
         done = loop.create_future()
         reply = _LoopReply(loop, done, len(items))
         self.pool.submit(items, reply)  # type: ignore[arg-type]
-        return await done
+        results = await done
+        return results, self.pool.limiter.current_limit()
 
 
 class _LoopReply:

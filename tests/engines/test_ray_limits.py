@@ -46,9 +46,9 @@ def test_one_retry_after_paces_its_line_and_does_not_stop_the_other_workers(make
             while not told and time.monotonic() < deadline:
                 time.sleep(0.01)
             assert told, "worker 0 never sent its request"
-            [(_, after)] = ray.get(workers[1].score_chunk.remote([(b"a", "after")]), timeout=60)
+            [(_, after)], _limit = ray.get(workers[1].score_chunk.remote([(b"a", "after")]), timeout=60)
             answered_after = time.monotonic() - told[0]
-            [(_, retried)] = ray.get(first, timeout=60)
+            [(_, retried)], _limit = ray.get(first, timeout=60)
             retried_after = time.monotonic() - told[0]
             stats = ray.get([w.limit_stats.remote() for w in workers], timeout=30)
         finally:
@@ -81,7 +81,7 @@ def test_a_closed_service_pauses_every_worker(make_input, tmp_path):
         try:
             ray = engine.ray
             chunk = [(b"c%d" % i, f"closed {i}") for i in range(24)]
-            results = ray.get(workers[0].score_chunk.remote(chunk), timeout=120)
+            results, _limit = ray.get(workers[0].score_chunk.remote(chunk), timeout=120)
             stats = ray.get([w.limit_stats.remote() for w in workers], timeout=30)
         finally:
             engine.__exit__(None, None, None)

@@ -1,0 +1,68 @@
+"""With `auto`, the Ray driver gives each worker about as much work as its own limit lets it send: lines
+left in a worker whose limit was cut waited there while other workers had room (the reference's Ray
+32 x 64 `auto` run spent its last 48 s with about 30 requests in flight, for a capacity of 200)."""
+
+import math
+from types import SimpleNamespace
+
+from scoring_lib.engines.ray_engine import ADAPTIVE_CHUNK, HEADROOM, RayEngine
+from scoring_lib.engines.ray_reuse import Slot
+
+
+class FakeRay:
+    """ray.wait / ray.get over refs that are already done: (results, the worker's limit)."""
+
+    def __init__(self):
+        self.done = {}
+
+    def wait(self, refs, num_returns=1, timeout=None):
+        ready = [r for r in refs if r in self.done]
+        return ready, [r for r in refs if r not in self.done]
+
+    def get(self, ref):
+        return self.done[ref]
+
+
+class FakeHandle:
+    def __init__(self, ray, limit_after):
+        self.sent, self.ray, self.limit_after = [], ray, limit_after
+        self.score_chunk = SimpleNamespace(remote=self._remote)
+
+    def _remote(self, chunk):
+        ref = object()
+        self.sent.append(chunk)
+        self.ray.done[ref] = ([(key, None) for key, _ in chunk], self.limit_after)
+        return ref
+
+
+def engine_with(slots, adaptive, chunk):
+    engine = object.__new__(RayEngine)
+    engine.ray, engine.adaptive, engine.chunk_size = FakeRay(), adaptive, chunk
+    engine.slots, engine._pending, engine._failed_at = slots, {}, {}
+    engine.first_request_seconds, engine._scoring_from, engine._booting = None, None, {}
+    return engine
+
+
+def test_auto_gives_a_worker_what_its_own_limit_can_send_and_learns_the_limit_from_each_chunk():
+    engine = engine_with([], adaptive=True, chunk=ADAPTIVE_CHUNK)
+    handles = [FakeHandle(engine.ray, limit_after=1), FakeHandle(engine.ray, limit_after=40)]
+    engine.slots = [Slot(h, 63, 126, info={"pid": i}, learnt=1) for i, h in enumerate(handles)]
+    cap = math.ceil(HEADROOM * 1) + ADAPTIVE_CHUNK
+    assert engine.room() == 2 * cap  # not 2 x 126: the rest of the input stays in the driver
+    engine.submit([(b"%d" % i, "x") for i in range(engine.room())])
+    assert [sum(map(len, h.sent)) for h in handles] == [cap, cap]
+    engine.poll(0.0)  # every chunk back: worker 0 says its limit is 1, worker 1 that it is 40
+    assert [s.learnt for s in engine.slots] == [1, 40]
+    assert engine.room() == cap + min(126, math.ceil(HEADROOM * 40) + ADAPTIVE_CHUNK)
+    before = [sum(map(len, h.sent)) for h in handles]
+    engine.submit([(b"n%d" % i, "x") for i in range(20)])
+    assert [sum(map(len, h.sent)) - b for h, b in zip(handles, before)] == [0, 20]  # to the one with room
+
+
+def test_a_fixed_c_keeps_twice_the_slots_per_worker():
+    engine = engine_with([], adaptive=False, chunk=31)
+    engine.slots = [Slot(FakeHandle(engine.ray, 63), 63, 126, info={"pid": 0})]
+    assert engine.room() == 126
+    engine.submit([(b"%d" % i, "x") for i in range(126)])
+    engine.poll(0.0)
+    assert engine.slots[0].learnt is None and engine.room() == 126
