@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import paths, settings
 from .cli_service import add_client_options, add_server_options, resolve_service, secrets, server_config, service_url
-from .errors import ConfigError, ScoringError, Terminated
+from .errors import ConfigError, RunInterrupted, RunTerminated, ScoringError, Terminated
 from .inputs import is_stdin, open_input
 from .kinds import Number, Whole
 from .redact import API_KEY_ENV, redact
@@ -157,8 +157,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep import load_grid, run_sweep
 
     grid = load_grid(args.grid)  # every grid error surfaces here, before anything runs
-    summary = run_sweep(grid, records_dir=args.records_dir, notebooks_dir=args.notebooks_dir, resume=args.resume,
-                        progress=args.progress, ray_address=args.ray_address, ray_dashboard=args.ray_dashboard)
+    try:
+        summary = run_sweep(grid, records_dir=args.records_dir, notebooks_dir=args.notebooks_dir,
+                            resume=args.resume, progress=args.progress, ray_address=args.ray_address,
+                            ray_dashboard=args.ray_dashboard)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM / SIGHUP (Terminated)
+        what = {signal.SIGTERM: "terminated", getattr(signal, "SIGHUP", None): "hung up"}.get(
+            getattr(exc, "signum", None), "interrupted")
+        kept = f"the runs recorded so far are kept; `sweep {args.grid} --resume` runs the rest"
+        if isinstance(exc, Terminated):
+            raise RunTerminated(f"{what}: {kept}", exc.signum) from None
+        raise RunInterrupted(f"{what}: {kept}") from None
     print(summary.line())
     for point, why in summary.failed:
         print(f"failed: {point}: {why}", file=sys.stderr)

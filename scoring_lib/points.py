@@ -10,7 +10,7 @@ import pandas as pd
 POINT_KEYS = ["point_id", "engine", "threads", "workers", "max_concurrent_tasks", "concurrency", "connector_limit",
               "sessions", "effective_pool", "requested", "service_latency", "service_capacity", "time_scale"]
 BOUND_NOTES = ("bound_source",)  # optional tidy columns that say where a bound came from
-INTERVAL = "95% t-interval of the mean over repeats"
+INTERVAL = "95% t-interval of the mean over repeats (log scale: never below zero)"
 # Student's t, two-sided 95% (the 0.975 quantile), by degrees of freedom; 1.96 beyond the table.
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
          11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093,
@@ -25,15 +25,19 @@ def t_975(df: float) -> float:
 
 
 def mean_interval(values) -> tuple[float, float, float]:
-    """(mean, low, high): the t-based 95% interval of the mean; no interval from fewer than 2 values."""
+    """(mean, low, high): the mean, and the t-based 95% interval of the mean taken on the log scale (a
+    wall time is positive and its spread multiplicative: on the linear scale two repeats of 0.17 and
+    0.17 + 0.06 s gave an interval from -0.13 s); no interval from fewer than 2 values."""
     v = pd.to_numeric(pd.Series(values), errors="coerce").dropna()
     if v.empty:
         return math.nan, math.nan, math.nan
     mean = float(v.mean())
-    if len(v) < 2:
+    if len(v) < 2 or (v <= 0).any():
         return mean, math.nan, math.nan
-    half = t_975(len(v) - 1) * float(v.std(ddof=1)) / math.sqrt(len(v))
-    return mean, mean - half, mean + half
+    logs = v.map(math.log)
+    half = t_975(len(v) - 1) * float(logs.std(ddof=1)) / math.sqrt(len(v))
+    centre = float(logs.mean())
+    return mean, math.exp(centre - half), math.exp(centre + half)
 
 
 def measured_runs(df: pd.DataFrame) -> pd.DataFrame:

@@ -38,6 +38,8 @@ def read_records(directory: str | os.PathLike, strict: bool = False, warn=None) 
     for path in sorted(Path(directory).rglob("*.json")):
         if path.name == CALIBRATION_FILE:  # a sweep's calibration (calibration.py) beside its records, not a run
             continue
+        if any(part.startswith(".") for part in path.relative_to(directory).parent.parts):
+            continue  # a hidden folder: an earlier sweep set aside (sweep.set_aside), read only when named
         try:
             out.append(read_record(path))
         except RecordError as exc:

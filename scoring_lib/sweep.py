@@ -13,6 +13,7 @@ import sys
 import tempfile
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from pathlib import Path
 
 from . import paths
@@ -242,6 +243,9 @@ def run_sweep(grid: Grid | str | os.PathLike, records_dir: str | os.PathLike = p
     outputs = paths.resolve(notebooks_dir) / grid.name
     outputs.mkdir(parents=True, exist_ok=True)
     summary = SweepSummary(grid, records)
+    if not resume and (aside := set_aside(records)) is not None:
+        print(f"sweep {grid.name}: the records of its last sweep moved to {paths.shown(aside)} "
+              f"(`--resume` completes a sweep instead of starting it over)", flush=True)
     have = recorded_points(records, grid.name) if resume else {}
     todo = schedule(grid, have)
     summary.skipped = [p.id for p in grid.points if all(q is not p for q, _r in todo)]
@@ -265,6 +269,22 @@ def run_sweep(grid: Grid | str | os.PathLike, records_dir: str | os.PathLike = p
             _run_repeat(summary, point, repeat, url, outputs)
     summary.done = [p.id for p in grid.points if p.id in summary.ran_points and p.id not in dict(summary.failed)]
     return summary
+
+
+PREVIOUS = ".previous"  # <records dir>/.previous/<sweep>-<UTC time>/: earlier sweeps, never read unless named
+
+
+def set_aside(records: Path) -> Path | None:
+    """A sweep started over (no --resume) where one of that name is recorded: the earlier records (and
+    calibration) move to a hidden folder beside them, so a report never mixes two sweeps (the repeats,
+    the intervals, the code they ran); `report --compare` can still take that folder. None: nothing there."""
+    if not records.is_dir() or not any(p.suffix == ".json" for p in records.iterdir()):
+        return None
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    dest = records.parent / PREVIOUS / f"{records.name}-{stamp}"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    records.rename(dest)
+    return dest
 
 
 def schedule(grid: Grid, have: dict[str, set]) -> list[tuple[Point, int]]:

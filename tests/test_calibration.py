@@ -214,3 +214,12 @@ def test_a_wave_is_what_the_service_answers_per_latency_not_everything_in_flight
     assert unlimited.wave_size == 2048
     old = Calibration.from_json(cal().to_json() | {"wave": None})  # calibrations saved before `wave`
     assert old.wave_size == old.concurrency == 100
+
+
+def test_a_sweep_run_twice_without_resume_reports_only_its_second_run(tmp_path, papermill_in_process, capsys):
+    grid = grid_of(tmp_path, GRID | {"repeats": 1})
+    for _ in range(2):
+        run_sweep(grid, records_dir=tmp_path / "runs", notebooks_dir=tmp_path / "nb", progress=False)
+    assert "the records of its last sweep moved to" in capsys.readouterr().out
+    records = read_records(tmp_path / "runs")
+    assert sorted(r.tags.point_id for r in records) == sorted(p.id for p in grid.points)  # one run each, not two

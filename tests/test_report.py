@@ -307,7 +307,7 @@ def test_report_html_is_no_wider_than_the_page_in_chromium(tmp_path):
     if not chromium.is_file():
         pytest.skip("browser test skipped: no Chromium at /usr/bin/chromium (apt-get install chromium)")
     sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
-    report = build_report(REFERENCE_RUNS, tmp_path / "report", sweeps=["quick", "seed"])
+    report = build_report(REFERENCE_RUNS, tmp_path / "report", sweeps=["reference"])
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(chromium), args=["--no-sandbox"])
         try:
@@ -396,3 +396,11 @@ def test_a_sweeps_calibration_splits_each_gap_into_client_and_service(fixed_reco
     assert shares.notna().any() and ((shares.dropna() >= 0) & (shares.dropna() <= 1)).all()
     page = report.page.read_text()
     assert "Client CPU per request on this machine: 244 us" in page and "client_share_of_gap" in page
+
+
+def test_an_interval_of_wall_times_never_goes_below_zero():
+    from scoring_lib.points import mean_interval
+
+    mean, low, high = mean_interval([0.17, 0.23])  # two repeats: t = 12.7, the linear interval reached -0.13 s
+    assert 0 < low < 0.17 and 0.23 < high and mean == 0.2
+    assert all(map(math.isnan, mean_interval([0.2])[1:]))

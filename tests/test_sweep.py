@@ -283,3 +283,23 @@ def test_a_sweep_against_a_url_with_a_password_keeps_it_out_of_every_file(tmp_pa
         assert p.is_dir() or b"pw-s3cr3t" not in p.read_bytes(), p
     for p in (tmp_path / "nb").rglob("*.ipynb"):
         assert b"pw-s3cr3t" not in p.read_bytes(), p
+
+
+def test_a_sweep_started_over_sets_the_last_one_aside_and_the_report_reads_only_the_new(tmp_path, capsys):
+    """Run twice without --resume, a sweep's records were added to the old ones: the report counted 2
+    repeats of a 1-repeat grid and mixed two sweeps' code and load."""
+    from scoring_lib.records import save_record
+    from scoring_lib.sweep import PREVIOUS, set_aside
+
+    runs = tmp_path / "runs"
+    old = runs / "tiny"
+    old.mkdir(parents=True)
+    (old / "calibration.json").write_text("{}")
+    (old / "a.json").write_text("{}")
+    aside = set_aside(old)
+    assert aside.parent == runs / PREVIOUS and aside.name.startswith("tiny-") and not old.exists()
+    assert sorted(p.name for p in aside.iterdir()) == ["a.json", "calibration.json"]
+    assert set_aside(old) is None and set_aside(runs / "never") is None
+    assert read_records(runs) == []  # the hidden folder is not read (its damaged record not even warned of)
+    assert capsys.readouterr().err == ""
+    assert "skipped record" in (read_records(aside) or capsys.readouterr().err)  # named, it is read

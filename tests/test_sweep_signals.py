@@ -60,7 +60,9 @@ def test_a_signal_stops_the_whole_sweep_and_its_kernel(tmp_path, sig, code, line
             sweep.kill()
             sweep.wait()
     assert sweep.returncode == code, err
-    assert err.strip().splitlines()[-1] == line and "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"error: {line}: the runs recorded so far are kept") and "--resume" in last, err
+    assert "Traceback" not in err
     assert read_records(runs) == []  # the first point did not finish, and no later point ran
     gone, alive = psutil.wait_procs(kernels, timeout=10)
     assert not alive, f"kernels left running: {[p.pid for p in alive]}"
