@@ -320,7 +320,8 @@ def _probe_ramp(args: argparse.Namespace) -> int:
     else:
         print("\n".join(result.lines()))
         if args.save_profile:
-            print(f"profile: {args.save_profile}")
+            print(f"profile: {args.save_profile}" if result.latency else
+                  f"profile: not saved ({args.save_profile}): the ramp measured no latency")
     return 0 if result.latency and result.recommended else 1
 
 

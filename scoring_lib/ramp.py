@@ -366,6 +366,6 @@ def ramp(client_config: ClientConfig, *, input: str | Path | None = None, save_p
                                                    result.recommended.max_concurrent_tasks, result.capacity,
                                                    result.rate_limit)
     result.profile = profile_from(result, client_config, name=name or (save_profile or ""))
-    if save_profile:
-        result.profile.save(save_profile)
+    if save_profile and result.latency:  # a ramp that measured nothing saves nothing: a profile of unknowns
+        result.profile.save(save_profile)  # would only hide that the probe failed
     return result

@@ -269,3 +269,13 @@ def test_the_ramp_finds_a_proxy_queues_replicas_and_says_what_kind_of_limit(tmp_
         result = ramp(ClientConfig(url=svc.url), step_seconds=1.5)
     assert result.capacity is not None and abs(result.capacity - 16) <= 0.15 * 16, result.lines()
     assert result.limit_kind == "queueing, then shedding", result.lines()
+
+
+def test_a_ramp_that_measured_nothing_saves_no_profile(tmp_path):
+    """A service whose first attempts all fail (flaky) stops the ramp at 1 in flight: rc 1, and no
+    profile of unknown figures written as if the probe had worked."""
+    with SimulatedService(ServerConfig(latency=0.01, flaky=3)) as svc:
+        out = cli("probe", "--ramp", "--url", svc.url, "--save-profile", tmp_path / "flaky.yaml", timeout=120)
+    assert out.returncode == 1, out.stderr
+    assert not (tmp_path / "flaky.yaml").exists()
+    assert "not saved" in out.stdout
