@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
+import reprlib
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -18,8 +19,16 @@ AUTO = "auto"
 MAX_WHOLE = 2**31 - 1  # larger counts are typos or attacks, and overflow sockets, semaphores and C APIs
 
 
+# A bounded repr: a few lines of YAML aliases (a "billion laughs") make a list whose full repr is gigabytes.
+_REPR = reprlib.Repr()  # its limits as attributes: Python 3.11's takes no keywords
+for _name, _most in {"maxlevel": 3, "maxtuple": 20, "maxlist": 20, "maxarray": 20, "maxdict": 10, "maxset": 20,
+                     "maxfrozenset": 20, "maxdeque": 20, "maxstring": 10**6, "maxlong": 10**6, "maxother": 10**6}.items():
+    setattr(_REPR, _name, _most)
+
+
 def shown(value: Any) -> str:
-    text = repr(value)
+    """A value as an error message shows it: its repr, bounded in work and in length."""
+    text = _REPR.repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
 

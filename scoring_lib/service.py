@@ -48,11 +48,11 @@ class Known:
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
-            raise ConfigError(f"a figure's source must be one of {', '.join(SOURCES)}, got {self.source!r}")
+            raise ConfigError(f"a figure's source must be one of {', '.join(SOURCES)}, got {shown(self.source)}")
         if (self.value is None) != (self.source == "unknown"):
             raise ConfigError(f"a {self.source} figure needs {'no' if self.source == 'unknown' else 'a'} value")
         if self.value is not None and not _FIGURE.valid(self.value):
-            raise ConfigError(f"a known figure must be a finite number above 0, got {self.value!r}")
+            raise ConfigError(f"a known figure must be a finite number above 0, got {shown(self.value)}")
 
     @property
     def known(self) -> bool:
@@ -94,9 +94,9 @@ class ServiceProfile:
                 specs[name].kind.check(name, getattr(self, name))
         for name in ("name", "notes"):
             if not isinstance(getattr(self, name), str):
-                raise ConfigError(f"{name} must be a string, got {getattr(self, name)!r}")
+                raise ConfigError(f"{name} must be a string, got {shown(getattr(self, name))}")
         if self.probed_at is not None and not isinstance(self.probed_at, str):
-            raise ConfigError(f"probed_at must be a string (a date and time), got {self.probed_at!r}")
+            raise ConfigError(f"probed_at must be a string (a date and time), got {shown(self.probed_at)}")
         object.__setattr__(self, "simulated", _simulated(self.simulated, specs))
 
     # --- simulator <-> profile -------------------------------------------------------------
@@ -240,11 +240,11 @@ def _known(value: Any, where: str) -> Known:
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
         v, source = value, "configured"  # a bare number in a hand-written profile
     else:
-        raise ConfigError(f"{where} must be a number or {{value, source}}, got {value!r}")
+        raise ConfigError(f"{where} must be a number or {{value, source}}, got {shown(value)}")
     if v is not None and not _FIGURE.valid(v):
-        raise ConfigError(f"{where}: value must be a finite number above 0, got {v!r}")
+        raise ConfigError(f"{where}: value must be a finite number above 0, got {shown(v)}")
     if not isinstance(source, str) or source not in SOURCES:
-        raise ConfigError(f"{where}: source must be one of {', '.join(SOURCES)}, got {source!r}")
+        raise ConfigError(f"{where}: source must be one of {', '.join(SOURCES)}, got {shown(source)}")
     try:
         return Known(v, source)
     except ConfigError as exc:

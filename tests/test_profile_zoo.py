@@ -191,3 +191,45 @@ def test_a_profile_with_a_url_is_not_simulated_by_a_sweep(tmp_path):
     grid = parse_grid({"profile": str(path), "points": [{"max_concurrent_tasks": 2}]})  # no latency: not needed
     assert grid.url == "http://127.0.0.1:9/score"
     assert ServiceProfile(latency=Known(1.0, "configured"), simulated={"flaky": 3}).server_config().flaky == 3
+
+
+# A "billion laughs": nine lines of YAML aliases make a list of 9**9 items whose full repr is gigabytes.
+BOMB = ('[&a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"], ' + ", ".join(
+    f"&{n} [{', '.join([f'*{p}'] * 9)}]" for p, n in zip("abcdefgh", "bcdefghi")) + "]")
+
+
+@pytest.mark.parametrize("body", [f"latency: 0.01\nsimulated: {BOMB}", f"latency: 0.01\nnotes: {BOMB}",
+                                  f"latency: {{value: {BOMB}}}", f"latency: 0.01\nsimulated: {{quota: {BOMB}}}",
+                                  "latency: 0.01\nsimulated: {quota: " + "1" * 5000 + "}"],
+                         ids=["bomb-simulated", "bomb-notes", "bomb-figure", "bomb-zoo-value", "endless-int"])
+def test_an_alias_bomb_or_an_endless_number_is_one_line_exit_2(tmp_path, body):
+    (tmp_path / "in.txt").write_text("a\n")
+    (tmp_path / "bomb.yaml").write_text(body + "\n")
+    out = cli("score", "in.txt", "--profile", "bomb.yaml", "--records-dir", "runs", cwd=tmp_path, timeout=120)
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [out.stderr.strip()], out.stderr[-300:]
+    assert len(out.stderr) < 400 and not (tmp_path / "runs").exists()
+
+
+def test_a_refused_value_is_shown_without_walking_all_of_it():
+    from scoring_lib.kinds import Whole, shown
+
+    class Deep:
+        def __repr__(self):
+            raise AssertionError("walked too deep")
+
+    assert shown([[[[Deep()]]]]) == "[[[[...]]]]"
+    with pytest.raises(ConfigError, match=r"got \[\[\[\[\.\.\.\]\]\]\]"):
+        Whole().check("quota", [[[[Deep()]]]])
+    assert shown("x" * 100) == "'" + "x" * 76 + "..."  # long text: cut at its end, as before
+
+
+def test_a_file_too_large_for_a_profile_is_refused_before_it_is_read_whole(tmp_path):
+    """A profile or grid is a few KB; /dev/zero or a data file named by mistake is one line, exit 2."""
+    from scoring_lib.grid import load_grid
+
+    big = tmp_path / "big.yaml"
+    big.write_text("latency: 0.01\n" + "#" * (2 << 20) + "\n")  # valid YAML, 2 MB of comment
+    with pytest.raises(ConfigError, match="larger than 1048576 bytes"):
+        load_profile(big)
+    with pytest.raises(GridError, match="larger than 1048576 bytes"):
+        load_grid(big)

@@ -104,3 +104,17 @@ def test_a_report_of_older_records_has_no_rate_columns(tmp_path):
     report = _report(tmp_path, [old, record(2, "asyncio", 4.3, 100, 100, 1)])
     assert "final_<wbr>rate" not in report.html.read_text() and "rate_cuts" not in report.page.read_text()
     assert "final_limit" in report.page.read_text()
+
+
+def test_a_record_with_a_damaged_rate_is_skipped_with_one_warning(tmp_path, capsys):
+    import json
+
+    runs = tmp_path / "runs"
+    save_record(record(2, "asyncio", 4.3, 100, 100, 1), runs)
+    bad = auto_record(1)
+    bad["limits"]["rate_history"] = [[0.0, "<script>"], [1.0, 5.0]]
+    (runs / "damaged.json").write_text(json.dumps(bad))
+    report = build_report(runs, tmp_path / "report")
+    assert len(report.points) == 1 and "rate_cuts" not in report.page.read_text()
+    [warning] = [line for line in capsys.readouterr().err.splitlines() if "damaged.json" in line]
+    assert warning.startswith("warning: skipped record") and "limits.rate_history" in warning
