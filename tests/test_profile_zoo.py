@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 import yaml
 from conftest import cli
+from test_calibration import papermill_in_process  # noqa: F401 - a fixture: run.ipynb's run_point, in this process
 
 from scoring_lib.config import ServerConfig
 from scoring_lib.errors import ConfigError, GridError
@@ -97,6 +98,23 @@ def test_score_and_a_grid_point_meet_the_same_429s(tmp_path, make_input):
         assert (rec["ok"], rec["error"], rec["limits"]["http_429"]) == (2, 3, 3)
         assert (rec["service"]["quota"], rec["service"]["retry_after"]) == (2, "none")
     assert records["point"]["service"]["kind"] == "embedded"
+
+
+def test_a_sweep_of_a_grid_naming_the_profile_meets_the_same_429s(tmp_path, make_input, papermill_in_process):
+    """The grid path whole: run_sweep starts the sweep's one service from the grid's profile, and its
+    point (run.ipynb's run_point, here in this process) records the profile's quota as score did."""
+    from scoring_lib.grid import parse_grid
+    from scoring_lib.sweep import run_sweep
+
+    data = make_input([f"line {i}" for i in range(5)])
+    grid = parse_grid({"name": "zoo", "input": str(data), "profile": str(_profile(tmp_path)), "calibration_lines": 0,
+                       "points": [{"max_concurrent_tasks": 1, "max_retries": 0}]})
+    summary = run_sweep(grid, records_dir=tmp_path / "runs", notebooks_dir=tmp_path / "nb", progress=False)
+    assert [point for point, _why in summary.failed] == [grid.points[0].id]  # its 429s are error rows
+    # The run's own record (in this process the point's failure is recorded beside it, as a kernel's would not be)
+    [rec] = [r for p in (tmp_path / "runs" / "zoo").glob("*.json") if (r := json.loads(p.read_text())).get("limits")]
+    assert (rec["ok"], rec["error"], rec["limits"]["http_429"]) == (2, 3, 3)
+    assert (rec["service"]["kind"], rec["service"]["quota"], rec["service"]["retry_after"]) == ("simulated", 2, "none")
 
 
 # ---------------------------------------------------------------------------- a hostile profile
