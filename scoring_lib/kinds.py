@@ -19,11 +19,18 @@ AUTO = "auto"
 MAX_WHOLE = 2**31 - 1  # larger counts are typos or attacks, and overflow sockets, semaphores and C APIs
 
 
-# A bounded repr: a few lines of YAML aliases (a "billion laughs") make a list whose full repr is gigabytes.
-_REPR = reprlib.Repr()  # its limits as attributes: Python 3.11's takes no keywords
-for _name, _most in {"maxlevel": 3, "maxtuple": 20, "maxlist": 20, "maxarray": 20, "maxdict": 10, "maxset": 20,
-                     "maxfrozenset": 20, "maxdeque": 20, "maxstring": 10**6, "maxlong": 10**6, "maxother": 10**6}.items():
-    setattr(_REPR, _name, _most)
+def _bounded_repr() -> reprlib.Repr:
+    """A repr bounded in work: a few lines of YAML aliases (a "billion laughs") make a list whose full
+    repr is gigabytes. Containers are cut at 3 levels and 20 items; scalars are left whole (shown cuts
+    them at their end). Python 3.11's Repr takes its limits as attributes, not keywords."""
+    out = reprlib.Repr()
+    out.maxlevel, out.maxdict = 3, 10
+    out.maxtuple = out.maxlist = out.maxarray = out.maxset = out.maxfrozenset = out.maxdeque = 20
+    out.maxstring = out.maxlong = out.maxother = 10**6
+    return out
+
+
+_REPR = _bounded_repr()
 
 
 def shown(value: Any) -> str:
