@@ -108,7 +108,9 @@ def _asyncio_panel(ax, asy: pd.DataFrame) -> None:
         return
     auto = asy[is_auto(asy)]
     asy = asy[~is_auto(asy)].copy()
-    asy["series"] = asy.apply(lambda r: f"{int(r['sessions'] or 1)} session(s), {_pool_label(r)}", axis=1)
+    # (apply on no rows gives a frame, not a column: a report of `auto` runs only has no fixed setting)
+    asy["series"] = asy.apply(lambda r: f"{int(r['sessions'] or 1)} session(s), {_pool_label(r)}", axis=1) \
+        if not asy.empty else ""
     for i, (name, g) in enumerate(sorted(asy.groupby("series"), key=lambda kv: kv[0])):
         g = g.sort_values("max_concurrent_tasks")
         color = f"C{i}"
@@ -246,11 +248,15 @@ def _rate_points(rec: dict) -> list[tuple[float, float]]:
     older records or runs whose rate was never bounded."""
     history = (rec.get("limits") or {}).get("rate_history") or []
     points = [(t, math.nan if v is None else v) for t, v in history]
-    if not any(not math.isnan(v) for _, v in points):
-        return []
+    return _held_to_end(points, rec) if any(not math.isnan(v) for _, v in points) else []
+
+
+def _held_to_end(points: list, rec: dict) -> list:
+    """A step function recorded at its changes, its last value held to the run's end (else it would
+    seem to stop at the last change)."""
     end = rec.get("scoring_seconds")
-    if isinstance(end, (int, float)) and end > points[-1][0]:  # the last rate held to the run's end
-        points.append((end, points[-1][1]))
+    if points and isinstance(end, (int, float)) and end > points[-1][0]:
+        return [*points, (end, points[-1][1])]
     return points
 
 
@@ -300,7 +306,7 @@ def inflight_timeline(records: list, time_scale: float = 1.0) -> plt.Figure:
         t, n = zip(*tl)
         line, = ax.step(t, n, where="post", label=_run_label(rec))
         colours[i] = line.get_color()
-        history = (rec.get("limits") or {}).get("limit_history") or []
+        history = _held_to_end([tuple(p) for p in (rec.get("limits") or {}).get("limit_history") or []], rec)
         if history:  # an `auto` run: its concurrency limit over time, in the same colour
             ht, hv = zip(*history)
             ax.step(ht, hv, where="post", ls=":", color=line.get_color(), label="limit (auto)")

@@ -40,6 +40,8 @@ def test_the_figure_draws_an_auto_runs_rate_below_its_in_flight():
     assert line.get_xdata()[-1] == 2.2  # the last rate held to the run's end
     assert line.get_color() == next(l for l in top.get_lines() if "C=auto" in l.get_label()).get_color()
     assert "limit (auto)" in _labels(top) and "time into the scoring phase" in rate.get_xlabel()
+    [limit] = [line for line in top.get_lines() if line.get_label() == "limit (auto)"]
+    assert list(limit.get_xdata()) == [0.0, 1.0, 2.2] and list(limit.get_ydata()) == [20, 180, 180]  # to the end
 
 
 @pytest.mark.parametrize("limits", [None, {"limit_history": [[0.0, 20], [1.0, 180]]},
@@ -119,3 +121,11 @@ def test_a_record_with_a_damaged_rate_is_skipped_with_one_warning(tmp_path, caps
     assert len(report.points) == 1 and "rate_cuts" not in report.page.read_text()
     [warning] = [line for line in capsys.readouterr().err.splitlines() if "damaged.json" in line]
     assert warning.startswith("warning: skipped record") and "limits.rate_history" in warning
+
+
+def test_a_report_of_one_auto_run_alone_is_drawn(tmp_path):
+    """`score --max-concurrent-tasks auto` then `report --adhoc`: no fixed asyncio setting beside it
+    (the asyncio panel raised ValueError on its empty fixed settings)."""
+    report = _report(tmp_path, [auto_record(1)])
+    assert len(report.points) == 1 and (report.out_dir / "wall_vs_concurrency.png").is_file()
+    assert "final_<wbr>rate" in report.html.read_text()
