@@ -12,7 +12,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from . import paths, settings
-from .cli_service import add_client_options, add_server_options, resolve_service, secrets, server_config, service_url
+from .cli_service import add_client_options, add_server_options, resolve_service, secrets, serve_config, service_url
 from .errors import ConfigError, RunInterrupted, RunTerminated, ScoringError, Terminated
 from .inputs import is_stdin, open_input
 from .kinds import Number, Whole
@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"answer 401 unless requests carry ${API_KEY_ENV} as a bearer token")
     p.add_argument("--exit-with-stdin", action="store_true",
                    help="stop when standard input closes (a parent process holds it open)")
+    p.add_argument("--profile", metavar="NAME", help="simulate this service profile (profiles/NAME.yaml or a .yaml "
+                   "path): its latency, capacity, rate limit, time scale and behaviour (`simulated`); an option "
+                   "given here wins over it")
     add_server_options(p)
 
     p = sub.add_parser("probe", help="check a service: determinism, batch refusal, latency")
@@ -265,7 +268,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         key = os.environ.get(API_KEY_ENV)
         if not key:
             raise ConfigError(f"--require-key needs ${API_KEY_ENV} set")
-    config = server_config(args, host=args.host, port=args.port, require_api_key=key)
+    config = serve_config(args, host=args.host, port=args.port, require_api_key=key)
     try:
         serve_forever(config, announce=lambda url: print(f"serving on {url}", flush=True),
                       exit_with_stdin=args.exit_with_stdin)

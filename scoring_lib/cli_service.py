@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from .errors import ScoringError
 from .redact import API_KEY_ENV, safe_url
-from .service import ServiceProfile, load_profile
+from .service import ServiceProfile, load_profile, simulated_config
 from .settings import ClientConfig, ServerConfig, add_options, options_given
 
 
@@ -23,8 +23,16 @@ def add_server_options(p: argparse.ArgumentParser, prefix: str = "") -> None:
     add_options(g, ServerConfig, "service", prefix, skip=("request_field", "score_field") if prefix else ())
 
 
-def server_config(args: argparse.Namespace, prefix: str = "", **overrides) -> ServerConfig:
-    return ServerConfig(**(options_given(args, ServerConfig, prefix) | overrides))
+def server_config(args: argparse.Namespace, prefix: str = "", profile: ServiceProfile | None = None,
+                  **overrides) -> ServerConfig:
+    """The simulated service: the options given over the profile's figures and behaviour, else over the
+    defaults."""
+    return simulated_config(profile, options_given(args, ServerConfig, prefix) | overrides)
+
+
+def serve_config(args: argparse.Namespace, **overrides) -> ServerConfig:
+    """`serve`'s service: its options given over `--profile`'s (the profile's behaviour, simulated)."""
+    return server_config(args, "", load_profile(args.profile) if args.profile else None, **overrides)
 
 
 def add_client_options(p: argparse.ArgumentParser) -> None:
@@ -47,12 +55,10 @@ class Service:
         return ClientConfig(url=url, **self.client)
 
     def server_config(self, args: argparse.Namespace) -> ServerConfig:
-        """The embedded simulated service: the profile's, else the --server-* options; speaking the
-        client's protocol."""
+        """The embedded simulated service: the --server-* options given over the profile's (its figures
+        and behaviour), else over the defaults; speaking the client's protocol."""
         fields = {k: v for k, v in self.client.items() if k in ("request_field", "score_field")}
-        if self.profile is not None:
-            return self.profile.server_config(**fields)
-        return server_config(args, "server-", **fields)
+        return server_config(args, "server-", self.profile, **fields)
 
 
 def resolve_service(args: argparse.Namespace) -> Service:

@@ -22,6 +22,9 @@ def split_evenly(total: int, parts: int) -> list[int]:
     return [s for s in shares if s > 0]
 
 
+MAX_YAML_BYTES = 1 << 20  # a grid or a profile is a few KB; more is the wrong file (/dev/zero, a data file)
+
+
 def read_yaml(path: Path, error: type, missing: str, unreadable: str):
     """A YAML file's data, or `error` with a one-line message: `missing` or `unreadable` formatted
     with {path} (and {first}, the parser's first line). Only YAML's safe types are built (no object
@@ -29,9 +32,14 @@ def read_yaml(path: Path, error: type, missing: str, unreadable: str):
     import yaml
 
     try:
-        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        with open(path, "rb") as f:
+            raw = f.read(MAX_YAML_BYTES + 1)
+        if len(raw) > MAX_YAML_BYTES:
+            raise ValueError(f"larger than {MAX_YAML_BYTES} bytes: not a grid or profile")
+        return yaml.safe_load(raw.decode("utf-8"))
     except FileNotFoundError:
         raise error(missing.format(path=path)) from None
-    except (OSError, UnicodeDecodeError, RecursionError, yaml.YAMLError) as exc:
+    # ValueError: an integer of more digits than Python converts (4,300), e.g. `quota: 111...1`.
+    except (OSError, UnicodeDecodeError, RecursionError, ValueError, yaml.YAMLError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise error(unreadable.format(path=path, first=first)) from None

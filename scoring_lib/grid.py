@@ -20,7 +20,7 @@ from . import paths, settings
 from .config import read_yaml
 from .errors import ConfigError, GridError
 from .kinds import Maybe, Text, Url, Whole
-from .service import load_profile, profile_path
+from .service import load_profile, profile_path, simulated_config
 from .settings import check_settings, settings_of, split_settings
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")  # a grid name is one plain folder name
@@ -195,10 +195,12 @@ def parse_grid(data: Any, source: str = "grid", base: Path | None = None) -> Gri
         if not path.is_absolute() and base is not None and not path.exists():
             path = base / path
         try:
-            url = url or load_profile(path).url
+            prof = load_profile(path)
+            if not (url or prof.url):  # the sweep simulates the profile: its service must be one it can build
+                simulated_config(prof, _service(data.get("service"), source))
         except ConfigError as exc:
             raise GridError(f"{source}: {exc}") from None
-        profile = str(path)
+        url, profile = url or prof.url, str(path)
     grid = Grid(name=own.get("name", "sweep"), input=paths.resolve(own.get("input", "data/sample.txt"), base),
                 points=tuple(points), repeats=own.get("repeats", 1), warmup=own.get("warmup", 0),
                 lines=own.get("lines"), service=_service(data.get("service"), source), url=url,

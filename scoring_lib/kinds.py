@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
+import reprlib
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -18,8 +19,23 @@ AUTO = "auto"
 MAX_WHOLE = 2**31 - 1  # larger counts are typos or attacks, and overflow sockets, semaphores and C APIs
 
 
+def _bounded_repr() -> reprlib.Repr:
+    """A repr bounded in work: a few lines of YAML aliases (a "billion laughs") make a list whose full
+    repr is gigabytes. Containers are cut at 3 levels and 20 items; scalars are left whole (shown cuts
+    them at their end). Python 3.11's Repr takes its limits as attributes, not keywords."""
+    out = reprlib.Repr()
+    out.maxlevel, out.maxdict = 3, 10
+    out.maxtuple = out.maxlist = out.maxarray = out.maxset = out.maxfrozenset = out.maxdeque = 20
+    out.maxstring = out.maxlong = out.maxother = 10**6
+    return out
+
+
+_REPR = _bounded_repr()
+
+
 def shown(value: Any) -> str:
-    text = repr(value)
+    """A value as an error message shows it: its repr, bounded in work and in length."""
+    text = _REPR.repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
 

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 from . import paths
-from .config import ServerConfig
 from .server import ServiceProcess
+from .service import ServiceProfile, simulated_config
 
 
 def _ipython():
@@ -21,16 +21,18 @@ def _ipython():
     return get_ipython()
 
 
-def start_service(service: dict | None, url: str | None = None) -> tuple[str, ServiceProcess | None]:
+def start_service(service: dict | None, url: str | None = None,
+                  profile: ServiceProfile | None = None) -> tuple[str, ServiceProcess | None]:
     """The URL to score against: `url` itself, or a simulated service (a child process on 127.0.0.1)
-    started with the profile `service` for this notebook.
+    started for this notebook: the settings `service` over the `profile`'s figures and behaviour (as
+    `score --profile` and a grid's `profile:` build it), else over the `serve` defaults.
 
     The service is stopped by whichever comes first: the notebook's own last cell (`stop()`), the first
     cell that fails (an IPython post_run_cell hook), or the kernel's exit. So a failed Run All never
     leaves a service behind."""
     if url:
         return url, None
-    proc = ServiceProcess(ServerConfig(**(service or {}))).start()
+    proc = ServiceProcess(simulated_config(profile, service or {})).start()
     atexit.register(proc.stop)
     ip = _ipython()
     if ip is not None:

@@ -19,7 +19,8 @@ import pandas as pd
 from markupsafe import Markup, escape
 
 MISSING = "\u2014"  # an em dash: what every table of the report prints where a figure does not exist
-WHOLE = ("final_limit", "max_concurrent_tasks", "service_capacity", "runs", "cpu_count")  # counts, never 2e+03
+# counts, never 2e+03
+WHOLE = ("final_limit", "max_concurrent_tasks", "service_capacity", "runs", "cpu_count", "rate_cuts")
 
 # Tables sit in a box that scrolls sideways when a table is wider than the page (the page itself never
 # does); a first column (a setting's id) never breaks inside, headers break after their underscores.

@@ -108,7 +108,9 @@ def _asyncio_panel(ax, asy: pd.DataFrame) -> None:
         return
     auto = asy[is_auto(asy)]
     asy = asy[~is_auto(asy)].copy()
-    asy["series"] = asy.apply(lambda r: f"{int(r['sessions'] or 1)} session(s), {_pool_label(r)}", axis=1)
+    # (apply on no rows gives a frame, not a column: a report of `auto` runs only has no fixed setting)
+    asy["series"] = asy.apply(lambda r: f"{int(r['sessions'] or 1)} session(s), {_pool_label(r)}", axis=1) \
+        if not asy.empty else ""
     for i, (name, g) in enumerate(sorted(asy.groupby("series"), key=lambda kv: kv[0])):
         g = g.sort_values("max_concurrent_tasks")
         color = f"C{i}"
@@ -241,24 +243,70 @@ def latency_percentiles(points: pd.DataFrame, time_scale: float = 1.0) -> plt.Fi
     return fig
 
 
+def _rate_points(rec: dict) -> list[tuple[float, float]]:
+    """An `auto` run's send rate over time as (seconds, requests/s), NaN while unbounded; none from
+    older records or runs whose rate was never bounded."""
+    history = (rec.get("limits") or {}).get("rate_history") or []
+    points = [(t, math.nan if v is None else v) for t, v in history]
+    return _held_to_end(points, rec) if any(not math.isnan(v) for _, v in points) else []
+
+
+def _held_to_end(points: list, rec: dict) -> list:
+    """A step function recorded at its changes, its last value held to the run's end (else it would
+    seem to stop at the last change)."""
+    end = rec.get("scoring_seconds")
+    if points and isinstance(end, (int, float)) and end > points[-1][0]:
+        return [*points, (end, points[-1][1])]
+    return points
+
+
+def _run_label(rec: dict) -> str:
+    label = f"{rec['engine']} " + (f"{rec['workers']}x{rec['threads']}" if rec["engine"] == "ray"
+                                    else f"{rec['threads']} thread(s)")
+    c = "auto" if rec.get("concurrency") == "auto" else rec["max_concurrent_tasks"]
+    return label + f", C={c}, pool {rec['connector_limit']}"
+
+
+def _rate_panel(ax, records: list, colours: dict) -> None:
+    """The send rate of the runs that bounded it (an `auto` run's, cut on throttling), in their colours."""
+    for i, rec in enumerate(records):
+        points = _rate_points(rec)
+        if not points:
+            continue
+        t, v = zip(*points)
+        limits = rec.get("limits") or {}
+        final, cuts = limits.get("final_rate"), limits.get("rate_cuts")
+        label = "send rate (auto)" + (f", ended {final:g}/s" if final is not None else ", ended unbounded") + (
+            f", {cuts} cut(s)" if cuts else "")
+        ax.step(t, v, where="post", color=colours.get(i), label=label)
+    ceiling = next(((r.get("limits") or {}).get("rate_limit") for r in records if _rate_points(r)), None)
+    if ceiling:
+        ax.axhline(ceiling, color="k", ls="--", lw=1, label=f"--rate-limit {ceiling:g}")
+    ax.set_ylabel("send rate\n(requests/s)")  # per second of this run's time: the time axis says its scale
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=8)
+
+
 def inflight_timeline(records: list, time_scale: float = 1.0) -> plt.Figure:
-    """Requests in flight over the scoring phase for a few runs (from their records' timelines)."""
+    """Requests in flight over the scoring phase for a few runs (from their records' timelines); an
+    `auto` run's concurrency limit over it (dotted) and, in a panel below, its send rate when it had one."""
     from matplotlib.ticker import MaxNLocator
 
-    fig, ax = plt.subplots(figsize=(8, 4))
     # Run records, or their JSON form (notebooks and tests draw hand-made ones).
     records = [rec.to_json() if hasattr(rec, "to_json") else rec for rec in records]
-    for rec in records:
+    rated = any(_rate_points(rec) for rec in records)
+    fig, axes = plt.subplots(2 if rated else 1, 1, figsize=(8, 6 if rated else 4), sharex=True, squeeze=False,
+                             gridspec_kw={"height_ratios": [2, 1]} if rated else None)
+    ax = axes[0][0]
+    colours = {}
+    for i, rec in enumerate(records):
         tl = rec.get("timeline") or []
         if not tl:
             continue
         t, n = zip(*tl)
-        label = f"{rec['engine']} " + (f"{rec['workers']}x{rec['threads']}" if rec["engine"] == "ray"
-                                        else f"{rec['threads']} thread(s)")
-        c = "auto" if rec.get("concurrency") == "auto" else rec["max_concurrent_tasks"]
-        label += f", C={c}, pool {rec['connector_limit']}"
-        line, = ax.step(t, n, where="post", label=label)
-        history = (rec.get("limits") or {}).get("limit_history") or []
+        line, = ax.step(t, n, where="post", label=_run_label(rec))
+        colours[i] = line.get_color()
+        history = _held_to_end([tuple(p) for p in (rec.get("limits") or {}).get("limit_history") or []], rec)
         if history:  # an `auto` run: its concurrency limit over time, in the same colour
             ht, hv = zip(*history)
             ax.step(ht, hv, where="post", ls=":", color=line.get_color(), label="limit (auto)")
@@ -266,12 +314,17 @@ def inflight_timeline(records: list, time_scale: float = 1.0) -> plt.Figure:
     if capacity:
         ax.axhline(capacity, color="k", ls="--", lw=1, label=f"service capacity {capacity}")
     time_axis(ax, time_scale, "time into the scoring phase", axis="x")
+    if rated:  # the time axis's label goes under the lowest panel
+        _rate_panel(axes[1][0], records, colours)
+        axes[1][0].set_xlabel(ax.get_xlabel())
+        ax.set_xlabel("")
     ax.set_ylabel("requests in flight")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylim(bottom=0)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
-    ax.set_title("Requests in flight over time", pad=28 if time_scale != 1 else None)
+    ax.set_title("Requests in flight over time" + (" and the send rate" if rated else ""),
+                 pad=28 if time_scale != 1 else None)
     fig.tight_layout()
     return fig
 

@@ -69,8 +69,22 @@ def in_flight(points: pd.DataFrame) -> pd.Series:
     return pd.to_numeric(points["final_limit"], errors="coerce").fillna(points["max_concurrent_tasks"])
 
 
+# Where an `auto` run's send rate ended (requests/s) and how often it was cut: in records since the rate
+# became a controlled variable; older records, and runs that never limited their rate, have none.
+RATE_COLUMNS = ["final_rate", "rate_cuts"]
 SUMMARY_COLUMNS = ["runs", "wall_median", "wall_min", "wall_max", "wall_mean", "ci95_low", "ci95_high",
-                   "bound_seconds", "efficiency", "startup_median", "final_limit"]
+                   "bound_seconds", "efficiency", "startup_median", "final_limit", *RATE_COLUMNS]
+
+
+def _median(values) -> float:
+    """The median of a column's numbers, missing ones (None, text) left out."""
+    return pd.to_numeric(values, errors="coerce").median()
+
+
+def rate_columns(points: pd.DataFrame) -> list[str]:
+    """The rate columns a table shows: both when some setting has a final rate or a cut, else none."""
+    have = [pd.to_numeric(points[c], errors="coerce").fillna(0).gt(0).any() for c in RATE_COLUMNS if c in points]
+    return RATE_COLUMNS if any(have) else []
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
@@ -89,8 +103,9 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
                       bound_seconds=("bound_seconds", "median"), startup_median=("startup_seconds", "median"),
                       latency_p50=("latency_p50", "median"), latency_p90=("latency_p90", "median"),
                       latency_p99=("latency_p99", "median"), latency_s=("latency_s", "median"),
-                      # where an `auto` run's limit ended (a fixed run's is its C), median over repeats
-                      final_limit=("final_limit", lambda v: pd.to_numeric(v, errors="coerce").median())).reset_index()
+                      # where an `auto` run's limit and rate ended (a fixed run's limit is its C), median over repeats
+                      final_limit=("final_limit", _median),
+                      **{c: (c, _median) for c in RATE_COLUMNS if c in runs}).reset_index()
     intervals = grouped["scoring_seconds"].apply(lambda v: pd.Series(mean_interval(v), index=["wall_mean", "ci95_low",
                                                                                               "ci95_high"]))
     out = out.merge(intervals.unstack().reset_index(), on=keys, how="left")

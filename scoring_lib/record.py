@@ -114,6 +114,9 @@ class LimitsView:
     http_503: Count | None = None
     final_limit: LimitValue | None = None
     limit_history: list[tuple[Number, Number]] | None = None
+    final_rate: Rate | None = None  # an `auto` run's send rate at its end, requests/s (None: unbounded)
+    rate_cuts: Count | None = None
+    rate_history: list[tuple[Number, Rate | None]] | None = None  # None: unbounded at that time
 
 
 @dataclass
@@ -270,10 +273,12 @@ def parse_record(raw: Any) -> RunRecord:
 
 def _limits_section(stats: RunStats, info: dict) -> dict:
     limits = dict(info.pop("limits", None) or {})
-    if limits.get("limit_history") and limits.get("started_at") and stats.scoring_started:
+    if limits.get("started_at") and stats.scoring_started:
         # Seconds into the scoring phase, like the in-flight timeline.
         shift = limits["started_at"] - stats.scoring_started
-        limits["limit_history"] = [[round(t + shift, 3), v] for t, v in limits["limit_history"]]
+        for key in ("limit_history", "rate_history"):
+            if limits.get(key):
+                limits[key] = [[round(t + shift, 3), v] for t, v in limits[key]]
     return limits
 
 

@@ -16,7 +16,8 @@ from . import paths
 from .calibration import Calibration, calibration_note, gap_explained, load_calibration
 from .errors import ReportError
 from .page import make_table, render, replaced_whole
-from .points import INTERVAL, is_auto, measured_runs, summarize, fastest_line  # noqa: F401 - is_auto re-exported
+from .points import (INTERVAL, fastest_line, is_auto, measured_runs, rate_columns,  # noqa: F401 - is_auto re-exported
+                     summarize)
 from .runs import is_measured, read_records, select_records, sweeps_in, tidy_frame
 from .seed_check import bound_sources_line, seed_from_profile, seed_table, verdicts  # noqa: F401 - re-exported
 from .service import load_profile
@@ -38,7 +39,8 @@ CAPTIONS = {
                            "p99 per setting, fastest setting at the top.",
     "inflight_timeline": "Requests in flight over time, as the client saw them (the service queues what is "
                          "above its capacity): asyncio at its highest C with pool 100 and with the pool lifted, "
-                         "the fastest Ray run, and the fastest `auto` run with its limit over time (dotted).",
+                         "the fastest Ray run, and the fastest `auto` run with its limit over time (dotted) and, "
+                         "below, its send rate over time (absent while unbounded, and in records older than it).",
 }
 
 
@@ -255,13 +257,14 @@ def _context(r: Report, how: str | None) -> dict:
     """Everything the page templates show, each table formatted once for both pages."""
     runs = measured_runs(r.runs)
     failed = r.runs[r.runs["status"] == "failed"]
-    cols = ["point_id", "final_limit", "runs", "wall_median", "ci95_low", "ci95_high", "wall_min", "wall_max",
+    cols = ["point_id", "final_limit", *rate_columns(r.points), "runs", "wall_median", "ci95_low", "ci95_high",
+            "wall_min", "wall_max",
             "bound_seconds", *[c for c in ("bound_source",) if c in r.points], "efficiency", "client_share_of_gap",
             "startup_median",
             "latency_p50", "latency_p99"]
     pts = r.points[cols].copy()
     if r.time_scale != 1:
-        pts.insert(4, "wall_full_scale", pts["wall_median"] / r.time_scale)
+        pts.insert(cols.index("wall_median") + 1, "wall_full_scale", pts["wall_median"] / r.time_scale)
     scale_note = (f"All times are at time scale {r.time_scale:g}: the service's latency was multiplied by "
                   f"{r.time_scale:g}, so divide by {r.time_scale:g} for full-scale seconds (figures show them on "
                   "their right-hand axis)." if r.time_scale != 1 else "All times are full-scale seconds.")

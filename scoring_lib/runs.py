@@ -108,6 +108,7 @@ def tidy_row(rec: RunRecord | dict) -> dict:
         "max_concurrent_tasks": rec.max_concurrent_tasks, "connector_limit": str(rec.connector_limit),
         "concurrency": rec.concurrency, "rate_limit": rec.rate_limit,
         "http_429": limits.http_429, "http_503": limits.http_503, "final_limit": limits.final_limit,
+        "final_rate": limits.final_rate, "rate_cuts": limits.rate_cuts,
         "sessions": info.sessions, "effective_pool": pool,
         "service_kind": svc.kind, "service_url": svc.url, "service_latency": svc.latency,
         "service_capacity": prof.capacity.value, "time_scale": svc.time_scale or prof.time_scale,

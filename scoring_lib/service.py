@@ -21,15 +21,20 @@ import yaml
 
 from .config import read_yaml
 from .errors import ConfigError
-from .kinds import Number
+from .kinds import Number, shown
 from .redact import API_KEY_ENV, safe_url
 from .settings import ClientConfig, ServerConfig, settings_of
+
+# The simulator's settings a profile holds as its own keys (figures, protocol, time scale) or never (where
+# it listens); every other ServerConfig setting (its distribution, faults, seed and the zoo of behaviours:
+# rate_burst, retry_after, quota, flaky, ...) is kept under `simulated`, defined once in settings.py.
+_NOT_SIMULATED = ("host", "port", "latency", "capacity", "rate_limit", "time_scale", "request_field", "score_field")
 
 SOURCES = ("configured", "probed", "unknown")
 PROFILES_DIR = Path("profiles")
 FIGURES = ("latency", "capacity", "rate_limit")
 CLIENT_KEYS = ("url", "request_field", "score_field", "api_key_env")  # how to talk to it: the client's settings
-SIMULATED_KEYS = ("latency_dist", "error_rate", "shed", "seed")  # the simulator's settings a profile keeps
+SIMULATED_KEYS = tuple(name for name, _s, _d in settings_of(ServerConfig) if name not in _NOT_SIMULATED)
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _FIGURE = Number(0, strict=True)
 
@@ -43,11 +48,11 @@ class Known:
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
-            raise ConfigError(f"a figure's source must be one of {', '.join(SOURCES)}, got {self.source!r}")
+            raise ConfigError(f"a figure's source must be one of {', '.join(SOURCES)}, got {shown(self.source)}")
         if (self.value is None) != (self.source == "unknown"):
             raise ConfigError(f"a {self.source} figure needs {'no' if self.source == 'unknown' else 'a'} value")
         if self.value is not None and not _FIGURE.valid(self.value):
-            raise ConfigError(f"a known figure must be a finite number above 0, got {self.value!r}")
+            raise ConfigError(f"a known figure must be a finite number above 0, got {shown(self.value)}")
 
     @property
     def known(self) -> bool:
@@ -76,7 +81,7 @@ class ServiceProfile:
     time_scale: float = 1.0  # simulated services only: measured seconds / time_scale = full-scale seconds
     notes: str = ""
     probed_at: str | None = None
-    simulated: dict = field(default_factory=dict)  # the simulator's other settings (dist, faults, seed)
+    simulated: dict = field(default_factory=dict)  # the simulator's other settings given (SIMULATED_KEYS)
 
     def __post_init__(self) -> None:
         for name in FIGURES:
@@ -89,15 +94,10 @@ class ServiceProfile:
                 specs[name].kind.check(name, getattr(self, name))
         for name in ("name", "notes"):
             if not isinstance(getattr(self, name), str):
-                raise ConfigError(f"{name} must be a string, got {getattr(self, name)!r}")
+                raise ConfigError(f"{name} must be a string, got {shown(getattr(self, name))}")
         if self.probed_at is not None and not isinstance(self.probed_at, str):
-            raise ConfigError(f"probed_at must be a string (a date and time), got {self.probed_at!r}")
-        if not isinstance(self.simulated, dict):
-            raise ConfigError(f"simulated must be a mapping of {', '.join(SIMULATED_KEYS)}, got {self.simulated!r}")
-        for key, value in self.simulated.items():
-            if key not in SIMULATED_KEYS:
-                raise ConfigError(f"simulated: unknown key {key!r} (known: {', '.join(SIMULATED_KEYS)})")
-            specs[key].kind.check(f"simulated: {key}", value)
+            raise ConfigError(f"probed_at must be a string (a date and time), got {shown(self.probed_at)}")
+        object.__setattr__(self, "simulated", _simulated(self.simulated, specs))
 
     # --- simulator <-> profile -------------------------------------------------------------
     @classmethod
@@ -110,21 +110,18 @@ class ServiceProfile:
                    rate_limit=Known(config.rate_limit / config.time_scale, "configured") if config.rate_limit
                    else UNKNOWN,
                    time_scale=config.time_scale,
-                   simulated={"latency_dist": config.latency_dist, "error_rate": config.error_rate,
-                              "shed": config.shed, "seed": config.seed})
+                   simulated={k: getattr(config, k) for k in SIMULATED_KEYS
+                              if getattr(config, k) != _DEFAULT_SERVER[k]})
 
     def server_config(self, **overrides) -> ServerConfig:
         """A simulator that behaves as this profile says (unknown capacity or rate limit = none)."""
         ts = self.time_scale or 1.0
         if not self.latency.known:
             raise ConfigError("a simulated service needs a known latency")
-        sim = dict(self.simulated)
         kw = dict(latency=self.latency.value / ts, capacity=int(self.capacity.value or 0),
                   rate_limit=(self.rate_limit.value or 0.0) * ts, time_scale=ts,
-                  request_field=self.request_field, score_field=self.score_field,
-                  latency_dist=sim.get("latency_dist", "const"), error_rate=sim.get("error_rate", 0.0),
-                  shed=bool(sim.get("shed", False)), seed=sim.get("seed", 0))
-        return ServerConfig(**(kw | overrides))
+                  request_field=self.request_field, score_field=self.score_field)
+        return ServerConfig(**(self.simulated | kw | overrides))
 
     def with_url(self, url: str) -> "ServiceProfile":
         return replace(self, url=url)
@@ -193,6 +190,34 @@ class ServiceProfile:
         return path
 
 
+_DEFAULT_SERVER = {name: default for name, _s, default in settings_of(ServerConfig)}
+
+
+def _simulated(data: Any, specs: dict) -> dict:
+    """A profile's `simulated` mapping: every key a simulator setting a profile keeps, every value of its
+    kind (normalised), and the whole a simulator that can be built (e.g. not shed and queue_limit both)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"simulated must be a mapping of {', '.join(SIMULATED_KEYS)}, got {shown(data)}")
+    out = {}
+    for key, value in data.items():
+        if key not in SIMULATED_KEYS:
+            raise ConfigError(f"simulated: unknown key {shown(key)} (known: {', '.join(SIMULATED_KEYS)})")
+        out[key] = specs[key].kind.check(f"simulated: {key}", value)
+    try:
+        ServerConfig(**out)
+    except ConfigError as exc:
+        raise ConfigError(f"simulated: {exc}") from None
+    return out
+
+
+def simulated_config(profile: ServiceProfile | None, settings: dict) -> ServerConfig:
+    """The simulated service every path builds (serve, score and probe without a url, a sweep, a
+    notebook): `settings` given (None = not given) over the profile's behaviour, figures and time scale,
+    else over the simulator's defaults. One rule, so one profile means one service everywhere."""
+    given = {k: v for k, v in settings.items() if v is not None}
+    return profile.server_config(**given) if profile is not None else ServerConfig(**given)
+
+
 def client_config(url: str | None = None, profile: ServiceProfile | None = None, **settings: Any) -> ClientConfig:
     """How to talk to a service: client `settings` given by name (None = the default) over the profile's
     url, fields and key variable; `url` over the profile's."""
@@ -215,11 +240,11 @@ def _known(value: Any, where: str) -> Known:
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
         v, source = value, "configured"  # a bare number in a hand-written profile
     else:
-        raise ConfigError(f"{where} must be a number or {{value, source}}, got {value!r}")
+        raise ConfigError(f"{where} must be a number or {{value, source}}, got {shown(value)}")
     if v is not None and not _FIGURE.valid(v):
-        raise ConfigError(f"{where}: value must be a finite number above 0, got {v!r}")
+        raise ConfigError(f"{where}: value must be a finite number above 0, got {shown(v)}")
     if not isinstance(source, str) or source not in SOURCES:
-        raise ConfigError(f"{where}: source must be one of {', '.join(SOURCES)}, got {source!r}")
+        raise ConfigError(f"{where}: source must be one of {', '.join(SOURCES)}, got {shown(source)}")
     try:
         return Known(v, source)
     except ConfigError as exc:

@@ -26,6 +26,8 @@ ENGINES = ("asyncio", "ray")
 LATENCY_DISTS = ("const", "exp", "lognormal")
 RETRY_AFTER_MODES = ("exact", "whole", "none")
 _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+DAY = 86400.0  # the longest simulated duration a zoo setting takes (a daily quota's window)
+SHORTEST_WINDOW = 1e-3  # real seconds: a quota window counted in windows shorter than this overflows
 
 __all__ = ["Setting", "ClientConfig", "RunConfig", "ServerConfig", "settings_of", "check_settings",
            "settings_record", "add_options", "options_given", "API_KEY_ENV", "ENGINES", "AUTO"]
@@ -208,17 +210,17 @@ class ServerConfig:
                                 "rate-limit", unit="N", group="service")
     retry_after: str = setting("exact", Choice(RETRY_AFTER_MODES), "a 429's Retry-After: exact, whole (seconds "
                                "rounded up) or none (no header)", group="service")
-    shed_retry_after: float = setting(0.0, Number(0), "Retry-After on a 503 over capacity; 0 = no header",
+    shed_retry_after: float = setting(0.0, Number(0, maximum=DAY), "Retry-After on a 503 over capacity; 0 = no header",
                                       unit="SECONDS", group="service")
     queue_limit: int = setting(0, Whole(0), "requests waiting for a slot (a proxy queue), beyond it 503 at once; "
                                "0 = unbounded", unit="N", group="service")
     quota: int = setting(0, Whole(0), "requests per quota window, beyond it 429 with Retry-After = seconds to the "
                          "window's end; 0 = none", unit="N", group="service")
-    quota_window: float = setting(60.0, Number(0, strict=True), "the quota's window", unit="SECONDS",
+    quota_window: float = setting(60.0, Number(0, strict=True, maximum=DAY), "the quota's window", unit="SECONDS",
                                   group="service")
     halve_after: int = setting(0, Whole(0), "capacity halves once this many requests were admitted; 0 = never",
                                unit="N", group="service")
-    warmup: float = setting(0.0, Number(0), "seconds from the first request during which latency is 5x",
+    warmup: float = setting(0.0, Number(0, maximum=DAY), "seconds from the first request during which latency is 5x",
                             unit="SECONDS", group="service")
     flaky: int = setting(0, Whole(0), "each line's first N attempts fail (503, 429, reset, non-JSON 200, 500 "
                          "mixed)", unit="N", group="service")
@@ -227,6 +229,9 @@ class ServerConfig:
         _validate(self)
         if self.shed and self.queue_limit:
             raise ConfigError("shed (no queue) and queue_limit (a bounded queue) exclude each other")
+        if self.quota and self.quota_window * self.time_scale < SHORTEST_WINDOW:
+            raise ConfigError(f"quota_window x time_scale must be at least {SHORTEST_WINDOW:g} s (a real window), got "
+                              f"{self.quota_window:g} x {self.time_scale:g}")
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from .kernel_run import execute_notebook
 from .grid import GRID_KEYS, POINT_KEYS, SERVICE_KEYS, Grid, Point, load_grid, parse_grid, plain_json
 from .provenance import shared_with_children
 from .redact import MASK, redact, safe_url
-from .service import ServiceProfile, load_profile
+from .service import ServiceProfile, load_profile, simulated_config
 from .settings import ClientConfig, RunConfig, ServerConfig, check_settings, split_settings
 
 __all__ = ["GRID_KEYS", "POINT_KEYS", "SERVICE_KEYS", "Grid", "Point", "load_grid", "parse_grid", "run_point",
@@ -67,11 +67,13 @@ def _point_service(stack: ExitStack, url: str | None, service: dict, profile: Se
     """(url, service_info) of a point: the given url, or a simulated service started for it."""
     from .server import ServiceProcess, service_info
 
-    config = ServerConfig(**(service | _fields(client))) if (url is None or service) else None
+    # A profile without a url describes a simulated service: this point's, or the sweep's built from it.
+    simulated = profile if profile is not None and not profile.url else None
+    config = simulated_config(simulated, service | _fields(client)) if (url is None or service or simulated) else None
     if url is None:
         url, kind = stack.enter_context(ServiceProcess(config)).url, "embedded"
     else:
-        kind = "simulated" if service else "external"
+        kind = "simulated" if config is not None else "external"
     return url, service_info(safe_url(url), kind, config, profile=profile)
 
 
@@ -331,8 +333,10 @@ def _grid_fields(grid: Grid) -> dict:
 
 
 def _sweep_server(grid: Grid) -> ServerConfig:
-    """The sweep's one simulated service, speaking the protocol of the grid's client (and profile)."""
-    return ServerConfig(**(grid.service | _grid_fields(grid)))
+    """The sweep's one simulated service: the grid's `service` settings over its profile's figures and
+    behaviour (a grid without a url), speaking the protocol of the grid's client (and profile)."""
+    prof = load_profile(grid.profile) if grid.profile else None
+    return simulated_config(prof, grid.service | _grid_fields(grid))
 
 
 @contextmanager
