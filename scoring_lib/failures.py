@@ -162,7 +162,10 @@ def failure_of(exc: BaseException, timeout: float | None = None) -> Failure:
 
 
 def key_hint(failure: Failure | None, client: "ClientConfig") -> str:
-    """What to check when the service refused the key (never the key itself)."""
+    """What to check when the service refused the key (never the key itself), or, for a reply of the
+    wrong shape, what one reply said (the path looked for and the start of the body)."""
+    if failure is not None and failure.kind is FailureKind.WRONG_SHAPE and failure.message:
+        return f"; one reply: {failure.message} (see --score-field)"
     if failure is None or not failure.refused_key:
         return ""
     sent = "a key from" if client.api_key() else "no key: nothing in"

@@ -344,6 +344,7 @@ def test_a_score_path_the_service_never_has_stops_early_and_writes_nothing(tmp_p
         sent = len(srv.requests)
     line = assert_one_line_error(proc, 1)
     assert "service unusable: wrong shape" in line and "nothing written" in line
+    assert "one reply: wrong shape: no number at score path" in line and "result.score" in line  # what it saw
     assert sent <= 20 and not (tmp_path / "o.jsonl").exists()
 
 
