@@ -33,17 +33,19 @@ class ScoreCache:
         self._temp: str | None = None
         self._spill: dict[bytes, float] = {}  # run-local store: evicted from the LRU, not yet in SQLite
         self._spilled = False
+        made: list[Path] = []  # folders this opening creates, deepest first
         if path is None:
             fd, self._temp = tempfile.mkstemp(prefix="scoring-run-", suffix=".sqlite")
             os.close(fd)
             path = self._temp
         else:
+            made = [d for d in (Path(path).parent, *Path(path).parent.parents) if not d.exists()]
             try:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise OutputError(f"cannot create score cache {path}: {exc.strerror or exc}") from None
-        # What this opening creates (the db, its -wal and -shm) is removed again if the opening fails.
-        fresh = [p for p in (Path(f"{path}{s}") for s in ("", "-wal", "-shm", "-journal")) if not p.exists()]
+        # What this opening creates (the db, its -wal and -shm, folders) is removed again if the opening fails.
+        fresh = [p for p in (Path(f"{path}{s}") for s in ("", "-wal", "-shm", "-journal")) if not p.exists()] + made
         self._db = None
         try:
             self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
@@ -65,7 +67,7 @@ class ScoreCache:
             self._db.close()
         for p in created + ([Path(self._temp)] if self._temp else []):
             try:
-                p.unlink()
+                p.rmdir() if p.is_dir() else p.unlink()
             except OSError:
                 pass
 

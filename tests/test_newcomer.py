@@ -175,6 +175,20 @@ def test_a_cache_that_cannot_open_removes_what_it_created(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.sqlite-wal"]
 
 
+def test_a_cache_that_cannot_open_removes_the_folders_it_made(tmp_path, monkeypatch):
+    import sqlite3
+
+    from scoring_lib import cache
+
+    def refuse(path, **_kw):
+        open(path, "w").close()  # SQLite has created its file when the disk turns out full
+        raise sqlite3.OperationalError("database or disk is full")
+    monkeypatch.setattr(cache.sqlite3, "connect", refuse)
+    with pytest.raises(OutputError):
+        ScoreCache(tmp_path / "new" / "folders" / "c.sqlite", "ns")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_an_unknown_event_loop_is_refused_naming_the_choices(make_input, monkeypatch):
     proc = cli("score", make_input(["a"]), "--url", NOWHERE, *QUIET, env={EVENT_LOOP_ENV: "bogus"}, timeout=60)
     line = assert_one_line_error(proc, 2)
