@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("engine")
     add_options(g, settings.RunConfig, "engine")
     g = p.add_argument_group("files")
-    g.add_argument("--output", type=_output, metavar="PATH", help="default results/scores/<input stem>.jsonl")
+    g.add_argument("--output", type=_output, metavar="PATH", help="a regular file (a symlink: its target), written whole when the run ends; default "
+                   "results/scores/<input stem>.jsonl (a pipe or <(...) input needs --output)")
     g.add_argument("--cache", type=Path, default=default_of(settings.RunConfig, "cache"), metavar="PATH",
                    help=f"persistent score cache (default {default_of(settings.RunConfig, 'cache')})")
     g.add_argument("--no-cache", action="store_true", help="use no persistent cache (identical lines are "
@@ -140,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", nargs=2, metavar=("A", "B"), help="compare B with A per setting (each a folder of "
                    "records, a sweep name or a commit): ratio B/A with its 95%% interval, changes beyond 1.10x flagged")
     p.add_argument("--fail-above", type=AT_LEAST_1, metavar="RATIO", help="with --compare: exit 1 when a setting of B "
-                   "is slower than RATIO x A beyond the noise (e.g. 1.10)")
+                   "is slower than RATIO x A beyond the noise (a finite number >= 1, e.g. 1.10)")
 
     p = sub.add_parser("bench", help="measure the engines against the simulated service and the physical limit")
     p.add_argument("--cases", default="zdabcrw", help="which cases: z (zero latency: score vs a bare aiohttp "
