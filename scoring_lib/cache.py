@@ -33,15 +33,20 @@ class ScoreCache:
         self._temp: str | None = None
         self._spill: dict[bytes, float] = {}  # run-local store: evicted from the LRU, not yet in SQLite
         self._spilled = False
+        made: list[Path] = []  # folders this opening creates, deepest first
         if path is None:
             fd, self._temp = tempfile.mkstemp(prefix="scoring-run-", suffix=".sqlite")
             os.close(fd)
             path = self._temp
         else:
+            made = [d for d in (Path(path).parent, *Path(path).parent.parents) if not d.exists()]
             try:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise OutputError(f"cannot create score cache {path}: {exc.strerror or exc}") from None
+        # What this opening creates (the db, its -wal and -shm, folders) is removed again if the opening fails.
+        fresh = [p for p in (Path(f"{path}{s}") for s in ("", "-wal", "-shm", "-journal")) if not p.exists()] + made
+        self._db = None
         try:
             self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -50,10 +55,21 @@ class ScoreCache:
             self._db.execute("CREATE TABLE IF NOT EXISTS scores (key BLOB PRIMARY KEY, score REAL NOT NULL)"
                              " WITHOUT ROWID")
         except sqlite3.Error as exc:
+            self._remove_created(fresh)
             if (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == 13:  # SQLITE_FULL
                 raise write_error("score cache", path, exc) from None
             raise OutputError(f"cannot open score cache {path}: {exc}") from None
         self.path = Path(path)
+
+    def _remove_created(self, created: list[Path]) -> None:
+        """Close the connection and delete the files it created: a failed opening leaves nothing behind."""
+        if self._db is not None:
+            self._db.close()
+        for p in created + ([Path(self._temp)] if self._temp else []):
+            try:
+                p.rmdir() if p.is_dir() else p.unlink()
+            except OSError:
+                pass
 
     def key(self, text: str) -> bytes:
         return hashlib.sha256(self._namespace + text.encode("utf-8")).digest()

@@ -16,6 +16,7 @@ from .cli_service import add_client_options, add_server_options, resolve_service
 from .errors import ConfigError, RunInterrupted, RunTerminated, ScoringError, Terminated
 from .inputs import is_stdin, open_input
 from .kinds import Number, Whole
+from .outputs import output_target
 from .redact import API_KEY_ENV, redact
 from .service import load_profile, save_path
 from .settings import EMBEDDED_CACHE_NAMESPACE, ServerConfig, add_options, default_of, options_given
@@ -32,6 +33,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 WHOLE_1, WHOLE_0, ABOVE_0 = Whole(1).parse, Whole(0).parse, Number(0, strict=True).parse
+AT_LEAST_1 = Number(1).parse  # a slowdown ratio: below 1 every setting "regresses", nan never does
 
 
 def _save_profile(text: str) -> Path:
@@ -40,6 +42,15 @@ def _save_profile(text: str) -> Path:
         return save_path(text)
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _output(text: str) -> Path:
+    """--output: refused at once when it is a folder, ends with '/', or is a device, pipe or socket."""
+    try:
+        output_target(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return Path(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("engine")
     add_options(g, settings.RunConfig, "engine")
     g = p.add_argument_group("files")
-    g.add_argument("--output", type=Path, metavar="PATH", help="default results/scores/<input stem>.jsonl")
+    g.add_argument("--output", type=_output, metavar="PATH", help="a regular file (a symlink: its target), written whole when the run ends; default "
+                   "results/scores/<input stem>.jsonl (a pipe or <(...) input needs --output)")
     g.add_argument("--cache", type=Path, default=default_of(settings.RunConfig, "cache"), metavar="PATH",
                    help=f"persistent score cache (default {default_of(settings.RunConfig, 'cache')})")
     g.add_argument("--no-cache", action="store_true", help="use no persistent cache (identical lines are "
@@ -131,8 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", metavar="NAME", help="service profile whose capacity tests the seed's hypothesis")
     p.add_argument("--compare", nargs=2, metavar=("A", "B"), help="compare B with A per setting (each a folder of "
                    "records, a sweep name or a commit): ratio B/A with its 95%% interval, changes beyond 1.10x flagged")
-    p.add_argument("--fail-above", type=float, metavar="RATIO", help="with --compare: exit 1 when a setting of B "
-                   "is slower than RATIO x A beyond the noise (e.g. 1.10)")
+    p.add_argument("--fail-above", type=AT_LEAST_1, metavar="RATIO", help="with --compare: exit 1 when a setting of B "
+                   "is slower than RATIO x A beyond the noise (a finite number >= 1, e.g. 1.10)")
 
     p = sub.add_parser("bench", help="measure the engines against the simulated service and the physical limit")
     p.add_argument("--cases", default="zdabcrw", help="which cases: z (zero latency: score vs a bare aiohttp "

@@ -13,6 +13,7 @@ import pandas as pd
 
 from . import paths
 from .errors import ReportError
+from .kinds import Number
 from .page import make_table, md_text, replaced_whole
 from .points import _point_name, measured_runs, t_975
 from .runs import read_records, select_records, sweeps_in, tidy_frame
@@ -89,6 +90,7 @@ class Comparison:
 
     def regressions(self, above: float) -> pd.DataFrame:
         """Settings slower than `above` x, beyond the noise (an interval that excludes 1, or none known)."""
+        above = Number(1).check("the regression threshold (--fail-above)", above)  # nan: a gate that never fires
         t = self.table
         return t[(t["ratio"] > above) & ~(t["ratio_low"] <= 1)]
 

@@ -129,6 +129,13 @@ def _points(spec: Any, where: str) -> list[Point]:
     return out
 
 
+def check_run_counts(lines: Any, repeats: Any, warmup: Any) -> None:
+    """run.ipynb's `lines`, `repeats` and `warmup` checked as a grid's are (ConfigError naming the first
+    wrong one): papermill hands the notebook any value, and `lines: 0` or -5 must not mean "all"."""
+    for key, value in (("lines", lines), ("repeats", repeats), ("warmup", warmup)):
+        _GRID_OWN[key].check(key, value)
+
+
 def _own(data: dict, source: str) -> dict:
     """The grid's own keys, each of its type (None: absent)."""
     out = {}

@@ -54,11 +54,13 @@ class Kind:
     def normal(self, value: Any) -> Any:
         return value
 
+    echo = True  # False: a refused value is never shown (it may be a secret given where a name belongs)
+
     def check(self, name: str, value: Any) -> Any:
         """`value` if it is of this kind (normalised), else ConfigError naming `name` and the kind."""
         if not self.valid(value):
-            raise ConfigError(f"{name} must be {self.expected}, got "
-                              f"{shown(safe_url(value) if isinstance(value, str) else value)}")
+            got = f", got {shown(safe_url(value) if isinstance(value, str) else value)}" if self.echo else ""
+            raise ConfigError(f"{name} must be {self.expected}{got}")
         return self.normal(value)
 
     def parse(self, text: str) -> Any:
@@ -68,7 +70,8 @@ class Kind:
         except ValueError:
             value = _INVALID
         if value is _INVALID or not self.valid(value):
-            raise argparse.ArgumentTypeError(f"must be {self.expected}, got {safe_url(text)!r}")
+            got = f", got {safe_url(text)!r}" if self.echo else ""
+            raise argparse.ArgumentTypeError(f"must be {self.expected}{got}")
         return self.normal(value)
 
 
@@ -129,6 +132,7 @@ class Text(Kind):
     pattern: str | None = None
     what: str = "a non-empty string"
     empty: bool = False
+    echo: bool = True
 
     @property
     def expected(self) -> str:  # type: ignore[override]

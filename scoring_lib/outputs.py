@@ -6,6 +6,7 @@ import json
 import math
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,13 +72,31 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
     return removed
 
 
+def output_target(path: str | os.PathLike) -> Path:
+    """The file an output at `path` is written to: a symlink's target (the link itself stays), or
+    `path`. Refused (ConfigError) when it exists and is not a regular file: a device, FIFO, socket or
+    /dev/fd pipe would be replaced by a regular file by the rename that puts a finished output in place."""
+    raw = os.fspath(path)
+    if raw.endswith(("/", os.sep)) and not os.path.isdir(raw):
+        raise ConfigError(f"output {raw} ends with '/' but is no existing folder; give a file path")
+    target = Path(os.path.realpath(raw)) if os.path.islink(raw) else Path(raw)
+    try:
+        mode = os.stat(raw).st_mode  # through any link: /dev/fd/63 links to a pipe no path names
+    except OSError:  # absent (or unreadable): created as a regular file, or refused when written
+        return target
+    if stat.S_ISDIR(mode):
+        raise ConfigError(f"output {raw} is a directory; give a file path")
+    if not stat.S_ISREG(mode):
+        raise ConfigError(f"output {raw} must be a regular file (not a device, pipe or socket): the output is "
+                          "written whole and renamed into place; read the scores from the file afterwards")
+    return target
+
+
 class OrderedRowWriter:
     """Accepts rows in any order and writes them in line order; holds only the out-of-order ones."""
 
     def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        if self.path.is_dir():
-            raise ConfigError(f"output {self.path} is a directory; give a file path")
+        self.path = output_target(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError):

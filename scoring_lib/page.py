@@ -30,17 +30,26 @@ th,td{border:1px solid #ccc;padding:3px 5px}th{background:#f3f3f3;vertical-align
 td:first-child{white-space:nowrap}img{max-width:100%}code{background:#f5f5f5;padding:0 3px}"""
 
 
+_TAG = re.compile(r"<[A-Za-z/!?][^<>]*>?")  # what Markdown would take for raw HTML
+_ENTITY = re.compile(r"&(?=#?[A-Za-z0-9]+;)")  # an & that Markdown would read as a character reference
+
+
+def md_escape(text: str) -> str:
+    """Raw HTML and character references made text; `->`, `>=` and `a < b` stay as they read (an entity
+    for every `>` shows as `&gt;` to whoever reads the .md itself)."""
+    out = _ENTITY.sub("&amp;", str(text))
+    return _TAG.sub(lambda m: m.group(0).replace("<", "&lt;").replace(">", "&gt;"), out)
+
+
 def md_cell(text: str) -> str:
     """A string as one Markdown table cell: no pipe, newline or raw HTML can leave the cell."""
-    out = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return re.sub(r"\s*[\r\n]+\s*", " ", out).replace("|", "\\|")
+    return re.sub(r"\s*[\r\n]+\s*", " ", md_escape(text)).replace("|", "\\|")
 
 
 def md_text(text: str) -> str:
     """Prose for report.md: raw HTML escaped outside `code spans` (inside them Markdown shows it as is)."""
     parts = re.split(r"(`[^`]*`)", str(text))
-    return "".join(p if p.startswith("`") and p.endswith("`") and len(p) > 1 else
-                   p.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;") for p in parts)
+    return "".join(p if p.startswith("`") and p.endswith("`") and len(p) > 1 else md_escape(p) for p in parts)
 
 
 @dataclass

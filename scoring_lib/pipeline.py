@@ -22,10 +22,11 @@ from .engines import Dispatcher, EngineFactory, open_engine
 from .engines.asyncio_engine import choose_threads
 from .errors import ConfigError, RunInterrupted, RunTerminated, ServiceUnusable, Terminated
 from .failures import Failure, key_hint
-from .inputs import count_lines, open_input, read_lines
-from .outputs import OrderedRowWriter, Row
+from .inputs import count_lines, is_regular, is_stdin, open_input, read_lines
+from .loops import event_loop_name
+from .outputs import OrderedRowWriter, Row, output_target
 from .record import RunRecord, build_record, save_record
-from .resources import ensure_open_files, files_needed, sockets_needed
+from .resources import ensure_open_files, files_needed, fit_auto_ceiling, sockets_needed
 from .stats import SAMPLE_SIZE, Reservoir, RunStats  # noqa: F401 - re-exported: moved to stats.py
 from .watchdog import Watchdog, stall_seconds
 
@@ -197,7 +198,8 @@ def score_file(config: RunConfig, *, server_info: dict | None = None, write_reco
     # The input is opened once (pipes and FIFOs can be read only once); this is also the input check.
     source = open_input(config.input)
     try:
-        check_paths(config)
+        check_paths(config, source)
+        event_loop_name()  # a bogus $SCORING_EVENT_LOOP is refused here, not in a loop thread
         total = count_lines(source)  # None for a stream: progress without a total
         config, threads_reason = resolve_threads(config, total, server_info)
         # Never more workers than lines that can be in flight: C = 10^6 on a 3-line file costs nothing.
@@ -205,13 +207,14 @@ def score_file(config: RunConfig, *, server_info: dict | None = None, write_reco
         if total is not None and total < config.concurrency_ceiling:
             field_name = "max_concurrent_tasks_max" if config.adaptive else "max_concurrent_tasks"
             run_config = dataclasses.replace(config, **{field_name: max(1, total)})
+        run_config, lowered = fit_auto_ceiling(run_config, in_process_service)
         extra = sockets_needed(run_config) if in_process_service else 0
-        ensure_open_files(files_needed(run_config, extra), f"--max-concurrent-tasks {config.max_concurrent_tasks}")
+        ensure_open_files(files_needed(run_config, extra), f"--max-concurrent-tasks {config.max_concurrent_tasks}",
+                          "--max-concurrent-tasks-max" if config.adaptive else "--max-concurrent-tasks")
         result = _score_open_file(config, run_config, source, total, server_info, write_record, engine,
                                   threads_reason)
         note = queue_note(run_config, server_info)
-        if note:
-            result.warnings.insert(0, note)
+        result.warnings[:0] = [w for w in (lowered, note) if w]
         return result
     finally:
         source.close()
@@ -256,11 +259,13 @@ def queue_note(config: RunConfig, server_info: dict | None) -> str | None:
                                  config.client.timeout)
 
 
-def check_paths(config: RunConfig) -> None:
-    """Refuse an output that is a directory or the input itself, before anything starts."""
-    out = Path(config.resolved_output)
-    if out.is_dir():
-        raise ConfigError(f"output {out} is a directory; give a file path with --output")
+def check_paths(config: RunConfig, source=None) -> None:
+    """Refuse an output that is a directory, a device, pipe or socket, or the input itself, and a stream's
+    default output (its name, e.g. 63.jsonl, is another stream's too), before anything starts."""
+    out = output_target(config.resolved_output)
+    if config.output is None and source is not None and not is_stdin(config.input) and not is_regular(source):
+        raise ConfigError(f"input {config.input} is a stream (pipe, FIFO or process substitution): give --output "
+                          f"PATH (its default, {config.resolved_output}, would be any such stream's)")
     try:
         same = out.exists() and os.path.samefile(out, config.input)
     except OSError:

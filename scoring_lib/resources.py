@@ -8,6 +8,7 @@ hard limit allows, else the run is refused with ResourceLimitError (exit 5) nami
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from .config import RunConfig
@@ -32,7 +33,38 @@ def files_needed(config: RunConfig, extra: int = 0) -> int:
     return BASE_FDS + PER_THREAD_FDS * config.resolved_threads + sockets_needed(config) + extra
 
 
-def ensure_open_files(needed: int, what: str = "") -> int:
+def _hard_limit() -> int | None:
+    """The hard RLIMIT_NOFILE (None: unlimited, or not POSIX): no run may hold more files than this."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return None if hard == resource.RLIM_INFINITY else hard
+
+
+def fit_auto_ceiling(config: RunConfig, in_process_service: bool = False) -> tuple[RunConfig, str | None]:
+    """For --max-concurrent-tasks auto, whose ceiling is only a ceiling: the config with that ceiling
+    lowered to what the hard open-file limit allows, and the one warning that says so (None when it
+    fits or is fixed; a fixed C that does not fit is refused by ensure_open_files)."""
+    hard = _hard_limit()
+
+    def needed(ceiling: int) -> int:
+        c = dataclasses.replace(config, max_concurrent_tasks_max=ceiling)
+        return files_needed(c, sockets_needed(c) if in_process_service else 0)
+
+    if not config.adaptive or hard is None or needed(config.concurrency_ceiling) <= hard or needed(1) > hard:
+        return config, None
+    low, high = 1, config.concurrency_ceiling  # needed(low) fits, needed(high) does not
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if needed(mid) <= hard else (low, mid)
+    return dataclasses.replace(config, max_concurrent_tasks_max=low), (
+        f"--max-concurrent-tasks auto: ceiling lowered from {config.concurrency_ceiling} to {low}, what the "
+        f"open-file limit ({hard}) allows; `ulimit -n {needed(config.concurrency_ceiling)}` lifts it")
+
+
+def ensure_open_files(needed: int, what: str = "", lower: str = "--max-concurrent-tasks") -> int:
     """Make sure this process may open `needed` files: raise the soft limit (up to the hard one) if
     that is enough, else ResourceLimitError. Returns the soft limit in force. No-op off POSIX."""
     try:
@@ -47,4 +79,4 @@ def ensure_open_files(needed: int, what: str = "") -> int:
         return needed
     raise ResourceLimitError(
         f"{what or 'this run'} needs about {needed} open files but the limit is {soft} (hard limit {hard}): "
-        f"lower --max-concurrent-tasks (or --connector-limit), or raise the limit (`ulimit -n {needed}`)")
+        f"lower {lower} (or --connector-limit), or raise the limit (`ulimit -n {needed}`)")

@@ -28,6 +28,9 @@ RETRY_AFTER_MODES = ("exact", "whole", "none")
 _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 DAY = 86400.0  # the longest simulated duration a zoo setting takes (a daily quota's window)
 SHORTEST_WINDOW = 1e-3  # real seconds: a quota window counted in windows shorter than this overflows
+# The value is never echoed: a key pasted where its variable's name belongs must not reach a terminal or log.
+ENV_NAME_WANTED = ("the NAME of an environment variable (letters, digits, _; not starting with a digit), "
+                   "not the key itself")
 
 __all__ = ["Setting", "ClientConfig", "RunConfig", "ServerConfig", "settings_of", "check_settings",
            "settings_record", "add_options", "options_given", "API_KEY_ENV", "ENGINES", "AUTO"]
@@ -163,7 +166,7 @@ class ClientConfig:
                                          "unlimited; auto = the session's concurrency; aiohttp's own default is "
                                          "100", unit="N|auto", grid=True)
     max_body_bytes: int = setting(1 << 20, Whole(1), "largest reply body read", unit="BYTES", cli=False)
-    api_key_env: str = setting(API_KEY_ENV, Text(_ENV_NAME, "an environment variable name"), "the NAME of the "
+    api_key_env: str = setting(API_KEY_ENV, Text(_ENV_NAME, ENV_NAME_WANTED, echo=False), "the NAME of the "
                                "environment variable holding the API key, never the key itself", unit="VAR", grid=True,
                                default_text=f"the profile's api_key_env, else {API_KEY_ENV}")
 

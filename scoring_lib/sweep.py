@@ -21,7 +21,8 @@ from .calibration import LoadSampler, calibrate_sweep, save_load
 from .engines.ray_cluster import sweep_ray
 from .errors import ConfigError, GridError, MissingDependencyError, PointFailed
 from .kernel_run import execute_notebook
-from .grid import GRID_KEYS, POINT_KEYS, SERVICE_KEYS, Grid, Point, load_grid, parse_grid, plain_json
+from .grid import (GRID_KEYS, POINT_KEYS, SERVICE_KEYS, Grid, Point, check_run_counts, load_grid, parse_grid,
+                   plain_json)
 from .provenance import shared_with_children
 from .redact import MASK, redact, safe_url
 from .service import ServiceProfile, load_profile, simulated_config
@@ -95,6 +96,7 @@ def run_point(input: str | os.PathLike = "data/sample.txt", repeats: int = 1, wa
     sweep sets to its one cluster)."""
     import pandas as pd
 
+    check_run_counts(lines, repeats, warmup)
     # From the project root, as every other path of a point: run.ipynb's kernel runs in notebooks/.
     prof = load_profile(profile, base=paths.ROOT) if profile is not None else None
     client, run = _client_settings(settings, prof)
@@ -104,7 +106,7 @@ def run_point(input: str | os.PathLike = "data/sample.txt", repeats: int = 1, wa
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="scoring-point-") as tmp:
         url, server_info = _point_service(stack, url, dict(service or {}), prof, client)
         path = paths.resolve(input)
-        if lines:
+        if lines is not None:
             path = head_file(path, lines, Path(tmp))
         base = RunConfig(input=path, client=ClientConfig(url=url, **client), output=Path(tmp) / "scores.jsonl",
                          cache=None, records_dir=paths.resolve(records_dir), progress=False,

@@ -102,7 +102,7 @@ def test_a_bad_grid_value_is_one_line_exit_2_from_the_cli(tmp_path):
 
 # ---------------------------------------------------------------------------------------- profiles
 @pytest.mark.parametrize("body, needle", [
-    ("api_key_env: 123", "api_key_env must be an environment variable name, got 123"),
+    ("api_key_env: 123", "api_key_env must be the NAME of an environment variable"),
     ("url: 123", "url must be an http(s) URL, got 123"),
     ("latency: {value: abc}", "latency: value must be a finite number above 0, got 'abc'"),
     ("capacity: {value: 1e400}", "capacity: value must be a finite number above 0, got '1e400'"),
