@@ -207,7 +207,7 @@ def test_report_notebook_takes_a_profile_by_name_from_the_project_root(tmp_path,
         root / "profiles" / "seedcap.yaml")
     monkeypatch.setenv("SCORING_WORKBENCH_ROOT", str(root))  # the kernel's project root
     nb = execute("report", NOTEBOOKS, tmp_path, runs_dir=str(REPO / "results/reference/runs"),
-                 sweeps=["quick", "seed"], out_dir=str(tmp_path / "report"), profile="seedcap")
+                 sweeps=["reference"], out_dir=str(tmp_path / "report"), profile="seedcap")
     text = json.dumps(nb)
     assert "The capacity part, tested on a profile:** seedcap has a probed capacity of 200" in text
     built = next(c for c in nb.cells if "build_report(" in c.source)

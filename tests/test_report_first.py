@@ -36,7 +36,7 @@ def test_report_with_no_sweep_shows_the_reference_and_says_so_then_the_users_own
     env = {"SCORING_WORKBENCH_ROOT": str(fresh_root)}
     first = cli("report", env=env, cwd=fresh_root)
     assert first.returncode == 0, first.stderr
-    assert "the committed reference" in first.stdout and "sweeps seed, quick" in first.stdout
+    assert "the committed reference" in first.stdout and "sweep reference" in first.stdout
     assert "make one with python -m scoring_lib sweep quick" in first.stdout
     page = (fresh_root / "results" / "report" / "report.md").read_text()
     assert "**This is the committed reference**" in page and "`python -m scoring_lib sweep quick`" in page
