@@ -146,10 +146,11 @@ class RayEngine:
         ray = self.ray
         kept, State.kept = State.kept, None
         if kept is not None and kept.shape == self._shape():
-            initial = [settings_for(self.config).share(i, len(kept.slots)).initial for i in range(len(kept.slots))]
-            for slot, first in zip(kept.slots, initial):
+            limits = settings_for(self.config)
+            for index, slot in enumerate(kept.slots):
                 slot.handle.new_run.remote()  # an actor runs its calls in order: before any chunk of this run
-                slot.info, slot.learnt = None, first if self.adaptive else None
+                slot.info = None
+                slot.learnt = limits.share(index, len(kept.slots)).initial if self.adaptive else None
             self.slots, self.reused = kept.slots, True
             try:
                 self._wait_ready(timeout=30)
