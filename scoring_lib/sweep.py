@@ -118,10 +118,11 @@ def run_point(input: str | os.PathLike = "data/sample.txt", repeats: int = 1, wa
 def _run_once(base: RunConfig, server_info: dict, extra: dict) -> dict:
     """One recorded run of a point; its tidy row. Error rows fail it (recorded, then PointFailed)."""
     from .pipeline import score_file
+    from .record import with_provenance
     from .records import RunStatus, save_record, tidy_row
 
     result = score_file(replace(base, extra=extra), server_info=server_info, write_record=False)
-    record = result.record
+    record = with_provenance(result.record)  # saved below: its row names the commit too
     errors = result.stats.counts["error"]
     if errors:
         record = replace(record, status=RunStatus.FAILED, failure=(
