@@ -21,6 +21,7 @@ from .engines.ray_cluster import sweep_ray
 from .errors import ConfigError, GridError, MissingDependencyError, PointFailed
 from .grid import GRID_KEYS, POINT_KEYS, SERVICE_KEYS, Grid, Point, load_grid, parse_grid, plain_json
 from .provenance import shared_with_children
+from .record import with_provenance
 from .redact import MASK, redact, safe_url
 from .service import ServiceProfile, load_profile
 from .settings import ClientConfig, RunConfig, ServerConfig, check_settings, split_settings
@@ -118,7 +119,6 @@ def run_point(input: str | os.PathLike = "data/sample.txt", repeats: int = 1, wa
 def _run_once(base: RunConfig, server_info: dict, extra: dict) -> dict:
     """One recorded run of a point; its tidy row. Error rows fail it (recorded, then PointFailed)."""
     from .pipeline import score_file
-    from .record import with_provenance
     from .records import RunStatus, save_record, tidy_row
 
     result = score_file(replace(base, extra=extra), server_info=server_info, write_record=False)
