@@ -220,6 +220,8 @@ def test_rays_own_messages_stay_out_of_the_terminal_and_start_up_is_split(make_i
     assert info["ray_init_seconds"] > 0 and info["workers_seconds"] > 0 and info["first_request_seconds"] is not None
     assert info["ray_init_seconds"] + info["workers_seconds"] <= record["startup_seconds"]
     assert info["worker_boot"]["workers"] == 24
+    boot = info["worker_boot"]
+    assert 0 < boot["cpu_to_init_median"] <= boot["cpu_to_ready_median"] <= boot["cpu_to_ready_total"]
 
 
 def test_rays_messages_to_the_driver_go_to_the_log(capsys):
