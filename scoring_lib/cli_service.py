@@ -91,11 +91,13 @@ def secrets(args: argparse.Namespace | None) -> tuple[str | None, ...]:
 @contextmanager
 def service_url(args: argparse.Namespace, svc: Service):
     """Yield (url, server_info): the user's (or profile's) url, or an embedded simulated service."""
-    from .server import SimulatedService, service_info
-
     if svc.url:
-        yield svc.url, service_info(safe_url(svc.url), "external", profile=svc.profile)
+        url = safe_url(svc.url)
+        known = {"profile": svc.profile.with_url(url).to_dict()} if svc.profile is not None else {}
+        yield svc.url, {"kind": "external", "url": url} | known  # as server.service_info says it
         return
+    from .server import SimulatedService, service_info  # the simulator (aiohttp.web) only when it runs here
+
     config = svc.server_config(args)
     with SimulatedService(config) as service:
         yield service.url, service_info(service.url, "embedded", config, profile=svc.profile)

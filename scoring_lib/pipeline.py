@@ -19,7 +19,6 @@ from .cache import ScoreCache, cache_namespace
 from .client import Outcome
 from .config import RunConfig
 from .engines import Dispatcher, EngineFactory, open_engine
-from .engines.asyncio_engine import choose_threads
 from .errors import ConfigError, RunInterrupted, RunTerminated, ServiceUnusable, Terminated
 from .failures import Failure, key_hint
 from .inputs import count_lines, is_regular, is_stdin, open_input, read_lines
@@ -221,11 +220,11 @@ def score_file(config: RunConfig, *, server_info: dict | None = None, write_reco
 
 
 def resolve_threads(config: RunConfig, total: int | None, server_info: dict | None) -> tuple[RunConfig, str | None]:
-    """The asyncio engine's event-loop threads when --threads was not given, chosen from what is known
-    (engines.asyncio_engine.choose_threads), and why; the config as given otherwise."""
-    if config.engine != "asyncio" or config.threads is not None:
+    """The asyncio engine's event-loop threads when --threads was not given, chosen from what is known now
+    (RunConfig.threads_for: the line count, the service's latency), and why; the config as given otherwise."""
+    threads, reason = config.threads_for(total, known_latency(server_info))
+    if reason is None:
         return config, None
-    threads, reason = choose_threads(total, config.concurrency_ceiling, known_latency(server_info), os.cpu_count())
     return dataclasses.replace(config, threads=threads), reason
 
 

@@ -1,6 +1,7 @@
 """Where a run came from: the commit (and whether the tree had changes), the machine, the versions.
 
-The commit is read once per process, and a sweep hands its reading to the kernels it starts
+The commit is read once per process, only when a record is saved (a run that writes none, such as
+`score --no-record`, never starts git), and a sweep hands its reading to the kernels it starts
 through an environment variable, so a run never waits for git. Git is asked with the notebook
 filter disabled: in a fresh clone `git status` runs nbstripout on every "racily clean" notebook."""
 
@@ -88,6 +89,23 @@ def _from_env() -> Provenance | None:
 def current() -> Provenance:
     """This process's provenance: the one its sweep passed down, else git's answer (asked once)."""
     return _from_env() or read_git()
+
+
+# What a record carries until it is saved, when git has not been asked yet (save_record asks it then).
+UNREAD = Provenance(unknown="not read: git is asked only when a record is saved")
+
+
+def known() -> Provenance:
+    """This process's provenance if it costs no git call (a sweep passed it down, or git was asked
+    already), else UNREAD."""
+    if current.cache_info().currsize:
+        return current()
+    return _from_env() or UNREAD
+
+
+def resolved(provenance: Provenance) -> Provenance:
+    """`provenance`, or this process's reading (git asked now, once) when it is still UNREAD."""
+    return current() if provenance == UNREAD else provenance
 
 
 @contextmanager

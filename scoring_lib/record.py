@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 from .config import RunConfig
 from .errors import ScoringError
-from .provenance import Provenance, current, machine_info, package_versions
+from .provenance import Provenance, current, known, machine_info, package_versions, resolved
 from .redact import safe_url
 from .settings import settings_record
 from .stats import RunStats, in_flight_timeline, percentiles
@@ -311,7 +311,7 @@ def build_record(config: RunConfig, stats: RunStats, server_info: dict | None = 
                                                        stats.scoring_started, end, scale)],
         engine_info=info, limits=limits, error_causes=dict(stats.causes), extra=dict(config.extra),
         settings=settings_section(config), machine=Machine(**machine_info()), versions=package_versions(),
-        provenance=current())
+        provenance=known())  # git is asked when the record is saved (with_provenance), not for every run
 
 
 def failure_record(parameters: dict, failure: str, extra: dict | None = None) -> RunRecord:
@@ -327,10 +327,16 @@ def failure_record(parameters: dict, failure: str, extra: dict | None = None) ->
         "machine": machine_info(), "versions": package_versions(), "provenance": dataclasses.asdict(current())})
 
 
+def with_provenance(record: RunRecord) -> RunRecord:
+    """The record with this process's provenance if it was built without one (provenance.UNREAD)."""
+    found = resolved(record.provenance)
+    return record if found is record.provenance else dataclasses.replace(record, provenance=found)
+
+
 def save_record(record: RunRecord | dict, directory: str | os.PathLike) -> Path:
-    """Write one record file atomically (written aside, then renamed); a dict is checked first."""
-    if not isinstance(record, RunRecord):
-        record = parse_record(record)
+    """Write one record file atomically (written aside, then renamed); a dict is checked first. A record
+    built without its provenance gets it here (the only place git is asked for a run's record)."""
+    record = with_provenance(record if isinstance(record, RunRecord) else parse_record(record))
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     stamp = record.created.replace(":", "").replace("-", "").replace("+0000", "Z")

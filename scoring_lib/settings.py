@@ -237,6 +237,32 @@ class ServerConfig:
                               f"{self.quota_window:g} x {self.time_scale:g}")
 
 
+# Requests in flight per event loop before another loop may pay: the loops share one GIL, so a second one
+# only overlaps socket system calls and adds cross-thread hand-overs. Measured in whole processes beside
+# the bare client (1 s latency): a second loop loses at zero latency, is even up to a few thousand in
+# flight, and pays clearly only at about twice this many; the threshold sits where it stops losing.
+IN_FLIGHT_PER_LOOP = 2000
+FAST_SERVICE = 0.05  # seconds: a service answering faster keeps one loop busy on its own
+
+
+def choose_threads(lines: int | None, concurrency: int, latency: float | None,
+                   cores: int | None) -> tuple[int, str]:
+    """Event-loop threads for a run that did not give --threads, from what is known of it: the line count
+    (None for a stream), the concurrency, the service's unloaded latency (None when unknown), the cores.
+    One loop unless waves of replies are large enough for a second one to pay; at most one per core."""
+    cores = cores or 1
+    wave = concurrency if lines is None else max(1, min(lines, concurrency))
+    if cores < 2:
+        return 1, "one core"
+    if latency is not None and latency < FAST_SERVICE:
+        return 1, (f"a fast service ({latency:g} s): one loop keeps up, a second would share its GIL and add "
+                   "hand-overs")
+    if wave < 2 * IN_FLIGHT_PER_LOOP:
+        return 1, f"at most {wave} in flight: one loop keeps up; a second pays from {2 * IN_FLIGHT_PER_LOOP}"
+    n = min(cores, wave // IN_FLIGHT_PER_LOOP)
+    return n, f"{wave} in flight: one loop per {IN_FLIGHT_PER_LOOP}, at most one per core ({cores})"
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """One scoring run: which file, which engine, how much concurrency, where results go."""
@@ -247,7 +273,7 @@ class RunConfig:
                           grid=True)
     threads: int | None = setting(None, Maybe(Whole(1)), "asyncio: event-loop threads; ray: request slots "
                                   "per worker, all on the worker's one event loop", unit="N", group="engine",
-                                  grid=True, default_text="asyncio: CPU count; ray: its share of C")
+                                  grid=True, default_text="asyncio: chosen per run (one loop unless waves are large); ray: its share of C")
     workers: int | None = setting(None, Maybe(Whole(1)), "ray: worker processes, may exceed CPUs", unit="N",
                                   group="engine", grid=True, default_text="CPU count")
     max_concurrent_tasks: int | str = setting(256, OrAuto(Whole(1)), "requests in flight for the whole run; "
@@ -287,13 +313,20 @@ class RunConfig:
         """Requests in flight at most: the fixed number, or the ceiling of "auto"."""
         return self.max_concurrent_tasks_max if self.adaptive else int(self.max_concurrent_tasks)
 
+    def threads_for(self, lines: int | None = None, latency: float | None = None) -> tuple[int, str | None]:
+        """The threads this run uses, and why when they were chosen rather than given: --threads as given;
+        ray: each worker's share of C; asyncio: `choose_threads` from the line count and the service's
+        latency (None: not known) and the cores. The pipeline asks with what it knows and fixes the number
+        in the run's config before anything uses it (pipeline.resolve_threads)."""
+        if self.threads is not None:
+            return self.threads, None
+        if self.engine == "ray":  # request slots per worker: by default its whole share of C
+            return -(-self.concurrency_ceiling // self.resolved_workers), None
+        return choose_threads(lines, self.concurrency_ceiling, latency, os.cpu_count())
+
     @property
     def resolved_threads(self) -> int:
-        if self.threads is not None:
-            return self.threads
-        if self.engine == "ray":  # request slots per worker: by default its whole share of C
-            return -(-self.concurrency_ceiling // self.resolved_workers)
-        return os.cpu_count() or 1
+        return self.threads_for()[0]
 
     @property
     def resolved_workers(self) -> int:

@@ -24,6 +24,7 @@ from .kernel_run import execute_notebook
 from .grid import (GRID_KEYS, POINT_KEYS, SERVICE_KEYS, Grid, Point, check_run_counts, load_grid, parse_grid,
                    plain_json)
 from .provenance import shared_with_children
+from .record import with_provenance
 from .redact import MASK, redact, safe_url
 from .service import ServiceProfile, load_profile, simulated_config
 from .settings import ClientConfig, RunConfig, ServerConfig, check_settings, split_settings
@@ -127,7 +128,7 @@ def _run_once(base: RunConfig, server_info: dict, extra: dict) -> dict:
     from .records import RunStatus, save_record, tidy_row
 
     result = score_file(replace(base, extra=extra), server_info=server_info, write_record=False)
-    record = result.record
+    record = with_provenance(result.record)  # saved below: its row names the commit too
     errors = result.stats.counts["error"]
     if errors:
         record = replace(record, status=RunStatus.FAILED, failure=(

@@ -85,3 +85,30 @@ def test_a_record_carries_the_provenance_and_says_when_it_is_unknown(monkeypatch
     rec = failure_record({"engine": "asyncio"}, "boom")
     assert rec.provenance.commit is None and rec.provenance.unknown == "git is not installed"
     provenance.current.cache_clear()
+
+
+def test_a_run_that_saves_no_record_never_asks_git_and_a_saved_one_does(service, make_input, tmp_path, monkeypatch):
+    from scoring_lib import score_file
+    from scoring_lib.record import save_record
+    from conftest import run_config
+
+    provenance.current.cache_clear()
+    monkeypatch.delenv(PROVENANCE_ENV, raising=False)
+    asked = []
+    monkeypatch.setattr(provenance, "read_git", lambda root=None: asked.append(root) or Provenance("c0ffee", True))
+    path = make_input(["one", "two"])
+    result = score_file(run_config(path, service.url, tmp_path, records_dir=None, cache=None))
+    assert asked == [] and result.record.provenance == provenance.UNREAD
+    saved = save_record(result.record, tmp_path / "runs")
+    assert len(asked) == 1 and json.loads(saved.read_text())["provenance"]["commit"] == "c0ffee"
+    again = score_file(run_config(path, service.url, tmp_path, cache=None))  # its record is saved: git was read
+    assert len(asked) == 1 and again.record.provenance.text == "c0ffee+dirty"
+    provenance.current.cache_clear()
+
+
+def test_a_sweep_kernel_record_carries_the_sweep_provenance_before_it_is_saved(monkeypatch):
+    provenance.current.cache_clear()
+    monkeypatch.setenv(PROVENANCE_ENV, json.dumps({"commit": "beef", "dirty": False, "unknown": None}))
+    monkeypatch.setattr(provenance, "read_git", lambda root=None: pytest.fail("a kernel asked git"))
+    assert provenance.known() == Provenance("beef", False)
+    provenance.current.cache_clear()

@@ -42,3 +42,30 @@ with SimulatedService(ServerConfig(latency=0)) as svc:
 print('tqdm' in sys.modules)
 """)
     assert loaded.strip() == "False"
+
+
+def test_a_run_against_an_external_url_does_not_load_the_simulator(service, tmp_path):
+    (tmp_path / "in.txt").write_text("a\nb\n", encoding="utf-8")
+    loaded = _run(f"""
+import sys
+from scoring_lib.cli import main
+code = main(["score", {str(tmp_path / 'in.txt')!r}, "--url", {service.url!r}, "--no-cache", "--no-progress",
+             "--no-record", "--output", {str(tmp_path / 'out.jsonl')!r}])
+print(code, sorted(m for m in ('aiohttp.web', 'scoring_lib.server', 'scoring_lib.sim') if m in sys.modules))
+""")
+    assert loaded.strip().splitlines()[-1] == "0 []"
+
+
+def test_an_external_url_is_described_as_the_simulator_would_describe_it(tmp_path):
+    from argparse import Namespace
+
+    from scoring_lib.cli_service import Service, service_url
+    from scoring_lib.redact import safe_url
+    from scoring_lib.server import service_info
+    from scoring_lib.service import ServiceProfile
+
+    profile = ServiceProfile.from_server_config(scoring_lib.ServerConfig(latency=0.5, capacity=7))
+    for prof in (None, profile):
+        svc = Service(prof, {}, "http://user:pw@127.0.0.1:9/score")
+        with service_url(Namespace(), svc) as (url, info):
+            assert url == svc.url and info == service_info(safe_url(svc.url), "external", profile=prof)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from ..bounds import bound_seconds
 from ..config import ServerConfig
-from ..engines.asyncio_engine import choose_threads
 from ..loops import EVENT_LOOP_ENV, event_loop_name
 from ..server import ServiceProcess
+from ..settings import choose_threads
 from .measure import (Measurement, Target, bare_args, median_runs, recorded, run_process, score_args,
                       write_unique_lines)
 

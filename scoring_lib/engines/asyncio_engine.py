@@ -26,31 +26,6 @@ from ..loops import new_event_loop
 from .dispatch import Result, WorkItem
 
 _STOP = None
-# Requests in flight per event loop before another loop may pay: the loops share one GIL, so a second one
-# only overlaps socket system calls and adds cross-thread hand-overs (bench case z: 2 loops lose at zero
-# latency; case b: 1 and 2 loops are even at 1,000 in flight, 1 s each).
-IN_FLIGHT_PER_LOOP = 2000
-FAST_SERVICE = 0.05  # seconds: a service answering faster keeps one loop busy on its own
-
-
-def choose_threads(lines: int | None, concurrency: int, latency: float | None,
-                   cores: int | None) -> tuple[int, str]:
-    """Event-loop threads for a run that did not give --threads, from what is known of it: the line count
-    (None for a stream), the concurrency, the service's unloaded latency (None when unknown), the cores.
-    One loop unless waves of replies are large enough for a second one to pay; at most one per core."""
-    cores = cores or 1
-    wave = concurrency if lines is None else max(1, min(lines, concurrency))
-    if cores < 2:
-        return 1, "one core"
-    if latency is not None and latency < FAST_SERVICE:
-        return 1, (f"a fast service ({latency:g} s): one loop keeps up, a second would share its GIL and add "
-                   "hand-overs")
-    if wave < 2 * IN_FLIGHT_PER_LOOP:
-        return 1, f"at most {wave} in flight: one loop keeps up; a second pays from {2 * IN_FLIGHT_PER_LOOP}"
-    n = min(cores, wave // IN_FLIGHT_PER_LOOP)
-    return n, f"{wave} in flight: one loop per {IN_FLIGHT_PER_LOOP}, at most one per core ({cores})"
-
-
 class ResultSink(Protocol):
     """Where a LoopPool puts finished results, from its loop threads (an Inbox, a Ray actor's reply)."""
 

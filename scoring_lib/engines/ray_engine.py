@@ -367,9 +367,12 @@ class RayEngine:
             return {}
         imports = sorted(w["actor_init"] - w["process_started"] for w in booted)
         ready = sorted(w["ready"] - self._workers_asked for w in booted)
+        cpu = {key: [w[key] for w in booted if key in w] for key in ("cpu_to_init", "cpu_to_ready")}
         return {"workers": len(booted), "process_to_actor_median": round(statistics.median(imports), 3),
                 "process_to_actor_max": round(imports[-1], 3), "ready_first": round(ready[0], 3),
-                "ready_median": round(statistics.median(ready), 3), "ready_last": round(ready[-1], 3)}
+                "ready_median": round(statistics.median(ready), 3), "ready_last": round(ready[-1], 3),
+                **{f"{key}_median": round(statistics.median(v), 3) for key, v in cpu.items() if v},
+                "cpu_to_ready_total": round(sum(cpu["cpu_to_ready"]), 2) if cpu["cpu_to_ready"] else None}
 
     def _limit_stats(self) -> dict:
         try:

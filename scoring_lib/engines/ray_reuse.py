@@ -63,6 +63,8 @@ def release() -> None:
     if kept is not None:
         kill_actors(ray, kept.slots)
     if State.connected_here and ray.is_initialized():
+        if State.address is None:
+            _stop_monitor(ray)
         ray.shutdown()
     State.connected_here = False
     State.address = None
@@ -71,6 +73,17 @@ def release() -> None:
 
 
 atexit.register(release)
+
+
+def _stop_monitor(ray) -> None:
+    """Kill the autoscaler monitor of the local Ray started here before ray.shutdown() stops the rest. Told
+    to stop (SIGTERM) after the GCS it reports to is gone, it tries to report its own end there and outlasts
+    the whole second ray.shutdown() gives it, added to every local run's teardown; a one-node Ray that is
+    stopping has nothing for it to do."""
+    node = getattr(ray._private.worker, "_global_node", None)
+    for info in (getattr(node, "all_processes", None) or {}).get(ray._private.ray_constants.PROCESS_TYPE_MONITOR, ()):
+        if info.process.poll() is None:
+            info.process.kill()
 
 
 def kill_actors(ray, slots: list[Slot]) -> None:

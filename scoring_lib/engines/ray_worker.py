@@ -28,7 +28,8 @@ class ScoringWorker:
     def __init__(self, client: ClientConfig, slots: int, api_key: str | None, limits=None) -> None:
         # When this process started and when Ray handed it this actor: what it did before (the
         # interpreter, Ray's own imports, this module's) shows in the record (RayEngine.info).
-        self._boot = {"process_started": psutil.Process().create_time(), "actor_init": time.time()}
+        me = psutil.Process()
+        self._boot = {"process_started": me.create_time(), "actor_init": time.time(), "cpu_to_init": _cpu(me)}
         self.slots = slots
         self.pool = LoopPool(client, slots, 1, api_key=api_key, limits=limits)
         self.pool.start()
@@ -74,7 +75,7 @@ class ScoringWorker:
 
         return {"pid": os.getpid(), "threads": self.pool.thread_count, "slots": self.slots,
                 "host": socket.gethostname(), "node_id": ray.get_runtime_context().get_node_id(),
-                **self._boot, "ready": time.time()}
+                **self._boot, "ready": time.time(), "cpu_to_ready": _cpu(psutil.Process())}
 
     async def score_chunk(self, items: list[WorkItem]) -> tuple[list[Result], int]:
         """The chunk's results, and this worker's limit now: with `auto` the driver gives each worker
@@ -86,6 +87,12 @@ class ScoringWorker:
         self.pool.submit(items, reply)  # type: ignore[arg-type]
         results = await done
         return results, self.pool.limiter.current_limit()
+
+
+def _cpu(process: psutil.Process) -> float:
+    """CPU seconds this process has used so far (all its threads, user and system)."""
+    times = process.cpu_times()
+    return times.user + times.system
 
 
 class _LoopReply:

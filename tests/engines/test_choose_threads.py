@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from scoring_lib import ServerConfig, SimulatedService, score_file
-from scoring_lib.engines.asyncio_engine import IN_FLIGHT_PER_LOOP, choose_threads
+from scoring_lib.settings import IN_FLIGHT_PER_LOOP, choose_threads
 from scoring_lib.pipeline import known_latency
 
 from conftest import run_config
@@ -56,3 +56,20 @@ def test_a_default_run_records_the_threads_it_chose_and_why(make_input, tmp_path
     assert "in flight" in info["threads_reason"]
     assert given_.record["threads"] == given_.record["engine_info"]["threads_used"] == 2  # --threads overrides
     assert "threads_chosen" not in given_.record["engine_info"]
+
+
+@pytest.mark.parametrize("concurrency", [100, 256, 10_000])
+def test_the_config_states_the_threads_the_run_chooses_one_definition(monkeypatch, tmp_path, concurrency):
+    from scoring_lib import settings
+    from scoring_lib.config import ClientConfig, RunConfig
+    from scoring_lib.pipeline import resolve_threads
+
+    monkeypatch.setattr(settings.os, "cpu_count", lambda: 8)
+    config = RunConfig(input=tmp_path / "in.txt", client=ClientConfig(url="http://127.0.0.1:9/"),
+                       max_concurrent_tasks=concurrency)
+    assert config.resolved_threads == choose_threads(None, concurrency, None, 8)[0]  # a stream, latency unknown
+    for lines, latency in ((None, None), (50, 1.0), (10**6, 2.0), (10**6, 0.0)):
+        resolved, reason = resolve_threads(config, lines, {"latency": latency} if latency is not None else None)
+        assert (resolved.threads, reason) == choose_threads(lines, concurrency, latency, 8)
+    given = RunConfig(input=tmp_path / "in.txt", client=ClientConfig(url="http://127.0.0.1:9/"), threads=3)
+    assert given.resolved_threads == 3 and resolve_threads(given, 10, None) == (given, None)

@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("ray")
 
 from scoring_lib import ServerConfig, SimulatedService, score_file
-from scoring_lib.engines import ray_engine, ray_reuse
+from scoring_lib.engines import ray_boot, ray_engine, ray_reuse
 from scoring_lib.engines.ray_engine import LocalCluster, dashboard_help
 
 from conftest import read_rows, run_config
@@ -186,7 +186,7 @@ def test_a_live_service_lets_ray_workers_send_at_once(monkeypatch, make_input, t
 
 def test_a_ray_worker_imports_only_what_scoring_needs(make_input, tmp_path):
     # A worker is a Ray process plus this package's client: no data-frame, plotting, notebook or report
-    # stack, and not jsonschema's rfc3987_syntax (seconds of CPU per process; ray_boot keeps it out).
+    # stack, and not jsonschema's optional format checkers (CPU in every process; ray_boot keeps them out).
     from scoring_lib.engines.ray_engine import RayEngine
 
     path = make_input(["unused"])
@@ -196,8 +196,8 @@ def test_a_ray_worker_imports_only_what_scoring_needs(make_input, tmp_path):
         with RayEngine(config) as engine:
             loaded = set(engine.ray.get(engine.slots[0].handle.__ray_call__.remote(modules_of), timeout=120))
     assert "scoring_lib.engines.ray_worker" in loaded
-    unwanted = {"pandas", "matplotlib", "papermill", "IPython", "rfc3987_syntax", "lark", "scoring_lib.report",
-                "scoring_lib.plots", "scoring_lib.sweep", "scoring_lib.bench"}
+    unwanted = {"pandas", "matplotlib", "papermill", "IPython", "lark", "arrow", "scoring_lib.report",
+                "scoring_lib.plots", "scoring_lib.sweep", "scoring_lib.bench", *ray_boot.KEPT_OUT}
     assert unwanted & loaded == set()
 
 
@@ -220,6 +220,8 @@ def test_rays_own_messages_stay_out_of_the_terminal_and_start_up_is_split(make_i
     assert info["ray_init_seconds"] > 0 and info["workers_seconds"] > 0 and info["first_request_seconds"] is not None
     assert info["ray_init_seconds"] + info["workers_seconds"] <= record["startup_seconds"]
     assert info["worker_boot"]["workers"] == 24
+    boot = info["worker_boot"]
+    assert 0 < boot["cpu_to_init_median"] <= boot["cpu_to_ready_median"] <= boot["cpu_to_ready_total"]
 
 
 def test_rays_messages_to_the_driver_go_to_the_log(capsys):
@@ -246,8 +248,26 @@ def test_the_driver_imports_ray_without_rfc3987_syntax_and_can_still_import_it_l
     import sys
 
     code = ("import sys; from scoring_lib.engines.ray_cluster import import_ray; import_ray(); "
-            "print('jsonschema' in sys.modules, 'rfc3987_syntax' in sys.modules); "
+            "from scoring_lib.engines.ray_boot import KEPT_OUT; "
+            "print('jsonschema' in sys.modules, any(m in sys.modules for m in KEPT_OUT)); "
             "import rfc3987_syntax; print('rfc3987_syntax' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["True", "False", "True"]
+
+
+def test_a_local_ray_s_monitor_is_gone_before_ray_shutdown_waits_on_it(make_input, tmp_path, monkeypatch):
+    # Told to stop after its GCS, the autoscaler monitor outlasts the second ray.shutdown() gives it: killed first.
+    import ray
+
+    from scoring_lib.engines.ray_engine import RayEngine
+
+    path = make_input(["unused"])
+    with SimulatedService(ServerConfig(time_scale=0.005)) as svc:
+        config = run_config(path, svc.url, tmp_path, engine="ray", workers=1, threads=1, cache=None)
+        with RayEngine(config):
+            monitor = ray._private.worker._global_node.all_processes["monitor"][0].process
+            seen = []
+            real_shutdown = ray.shutdown
+            monkeypatch.setattr(ray, "shutdown", lambda **kw: seen.append(monitor.wait(timeout=5)) or real_shutdown(**kw))
+    assert seen and seen[0] is not None and not ray.is_initialized()

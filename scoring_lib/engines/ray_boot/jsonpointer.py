@@ -1,0 +1,3 @@
+"""Stands in for jsonpointer in Ray's processes (see scoring_lib.engines.ray_boot): not installed there."""
+
+raise ImportError("jsonpointer is kept out of the Ray processes the workbench starts")
