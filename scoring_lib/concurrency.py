@@ -22,11 +22,13 @@ TOLERANCE = 1.3
 class AdaptiveConcurrency:
     """The adaptive limit of one RunLimiter (`parts` of them share a Ray run's limit)."""
 
-    def __init__(self, ceiling: int, floor: int, initial: int, parts: int, growth: float, t0: float) -> None:
+    def __init__(self, ceiling: int, floor: int, initial: int, parts: int, growth: float, t0: float,
+                 slow_start: bool = True) -> None:
         self.ceiling, self.floor, self.parts, self.growth, self.t0 = ceiling, floor, parts, growth, t0
         self.limit = float(min(ceiling, max(floor, initial)))
+        self.initial = self.limit
         self.history: list[list[float]] = [[0.0, self.limit]]
-        self.slow_start = True
+        self.slow_start = slow_start  # off: the start is a known capacity (a profile's), probed from there
         self.baseline = math.inf
         self._last_cut = -math.inf
         self._win_ok: list[tuple[float, int]] = []
@@ -62,10 +64,21 @@ class AdaptiveConcurrency:
             self._win_ok, self._win_drops, self._win_other, self._win_count = [], 0, 0, 0
             self._win_target = max(3, int(self.limit))
 
-    def on_drop(self, sent: float) -> None:
-        """An overload reply to a request sent after the last cut (earlier ones were answered already)."""
-        if sent > self._last_cut:
-            self._win_drops += 1
+    def on_drop(self, sent: float, in_flight: int, now: float) -> None:
+        """An overload reply to a request sent after the last cut (earlier ones were answered already).
+        In slow start, one sent beyond the initial limit ends it at once: the service refused the in-flight
+        count that request made, so the limit goes just under it (waiting for the window's end let slow
+        start's growth overshoot a proxy's queue by a round trip of refusals)."""
+        if sent <= self._last_cut:
+            return
+        if self.slow_start and in_flight > self.initial:
+            self.slow_start = False
+            self.limit = max(self.floor, min(self.limit, in_flight - 1))
+            self._last_cut = now
+            self._win_ok, self._win_drops, self._win_other, self._win_count = [], 0, 0, 0
+            self._win_target, self._win_start = max(3, int(self.limit)), now
+            return
+        self._win_drops += 1
 
     def on_other_failure(self) -> None:
         """A failure that is not overload (a 500, a reset, a body that does not parse): when as many come

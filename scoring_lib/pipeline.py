@@ -22,6 +22,7 @@ from .engines.asyncio_engine import choose_threads
 from .errors import ConfigError, RunInterrupted, RunTerminated, ServiceUnusable, Terminated
 from .failures import Failure, key_hint
 from .inputs import count_lines, open_input, read_lines
+from .limit_settings import profile_start
 from .outputs import OrderedRowWriter, Row
 from .record import RunRecord, build_record, save_record
 from .resources import ensure_open_files, files_needed, sockets_needed
@@ -198,6 +199,7 @@ def score_file(config: RunConfig, *, server_info: dict | None = None, write_reco
     try:
         check_paths(config)
         total = count_lines(source)  # None for a stream: progress without a total
+        config = profile_start(config, server_info)  # auto starts at a saved profile's capacity
         config, threads_reason = resolve_threads(config, total, server_info)
         # Never more workers than lines that can be in flight: C = 10^6 on a 3-line file costs nothing.
         run_config = config
