@@ -44,10 +44,14 @@ class AdaptiveConcurrency:
         """How long a refused attempt keeps its slot: about one unloaded round trip."""
         return min(2.0, self.baseline if self.baseline < math.inf else 0.1)
 
-    def on_ok(self, latency: float, in_flight: int, paced: bool) -> None:
+    def on_ok(self, latency: float, in_flight: int, paced: bool, sent: float = math.inf, now: float = 0.0) -> None:
         """A success. In slow start, grow by `growth` per success that saw no queueing (x(1 + growth) per
         round trip), unless the request waited for the rate (then the rate binds, not this limit);
-        leave slow start as soon as most recent replies show queueing."""
+        leave slow start as soon as most recent replies show queueing. A reply to a request sent before
+        the last cut judges nothing (it queued behind the old limit: judged again, it cut the limit a
+        second time, to 2/3 of a queueing service's capacity)."""
+        if sent <= self._last_cut:
+            return
         self._win_ok.append((latency, in_flight))
         if not self.slow_start:
             return
@@ -60,6 +64,7 @@ class AdaptiveConcurrency:
             target = statistics.median(n * TOLERANCE * self.baseline / max(lat, 1e-6)
                                        for lat, n in self._win_ok[-len(self._recent):])
             self.limit = max(self.floor, min(self.ceiling, self.limit, max(target, self.limit / 2)))
+            self._last_cut = now
             # judge the next window on replies to the new limit, not again on the ones just judged
             self._win_ok, self._win_drops, self._win_other, self._win_count = [], 0, 0, 0
             self._win_target = max(3, int(self.limit))
@@ -101,9 +106,9 @@ class AdaptiveConcurrency:
             self.slow_start = False
             self._last_cut = now
         elif len(ok) >= 3:
-            self._gradient(ok)
+            self._gradient(ok, now)
 
-    def _gradient(self, ok: list[tuple[float, int]]) -> None:
+    def _gradient(self, ok: list[tuple[float, int]], now: float) -> None:
         median = statistics.median(lat for lat, _ in ok)
         self.baseline = min(self.baseline, median)
         if self.baseline <= 0:
@@ -118,7 +123,9 @@ class AdaptiveConcurrency:
             # Queueing: the in-flight count at which latency would be TOLERANCE x the baseline (Little's law).
             self.slow_start = False
             target = statistics.median(n * TOLERANCE * self.baseline / max(lat, 1e-6) for lat, n in ok)
-            self.limit = max(self.floor, min(self.ceiling, self.limit, max(target, 0.7 * self.limit)))
+            cut = max(self.floor, min(self.ceiling, self.limit, max(target, 0.7 * self.limit)))
+            if cut < self.limit:
+                self.limit, self._last_cut = cut, now
         elif not self.slow_start and n_median >= 0.8 * self.limit:
             # No queueing while the limit is in use: probe upwards by a small step.
             # Together the run's limiters step up as one would (sqrt of the whole limit / 2).

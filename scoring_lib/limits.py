@@ -237,7 +237,7 @@ class RunLimiter:
             self.rate.on_throttle(ticket.sent, now, window)
         if self._conc is not None:
             if f is None:
-                self._conc.on_ok(a.latency, ticket.in_flight, ticket.paced)
+                self._conc.on_ok(a.latency, ticket.in_flight, ticket.paced, ticket.sent, now)
             elif _too_many(f):
                 self._conc.on_drop(ticket.sent, ticket.in_flight, now)
             else:

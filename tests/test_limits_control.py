@@ -220,3 +220,23 @@ def test_a_run_records_where_auto_started(make_input, tmp_path):
     lim = result.record["limits"]
     assert result.exit_code == 0 and lim["start"] == "profile capacity 6" and lim["initial_limit"] == 6
     assert lim["limit_history"][0][1] == 6.0
+
+
+def test_replies_queued_behind_the_old_limit_do_not_cut_it_again():
+    conc = AdaptiveConcurrency(ceiling=1000, floor=1, initial=200, parts=1, growth=2.0, t0=0.0, slow_start=False)
+    conc.baseline, conc._win_start = 0.1, 1.0
+    t = 1.0
+    for _ in range(200):  # a round trip of replies at 2x the unloaded latency: queueing
+        conc.on_ok(0.2, 200, paced=False, sent=t - 0.2, now=t)
+        conc.end_of_attempt(t)
+    assert conc.limit == 140  # cut once (at most to 0.7x)
+    for _ in range(200):  # the replies still queued behind the old limit: sent before the cut
+        t += 0.001
+        conc.on_ok(0.3, 200, paced=False, sent=0.95, now=t)
+        conc.end_of_attempt(t)
+    assert conc.limit == 140
+    for _ in range(140):  # replies to the new limit that still queue (less): cut again
+        t += 0.001
+        conc.on_ok(0.15, 140, paced=False, sent=t - 0.05, now=t)
+        conc.end_of_attempt(t)
+    assert conc.limit < 140
