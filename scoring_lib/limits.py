@@ -11,7 +11,9 @@ event-loop threads of a process sits one `RunLimiter` (thread-safe), which compo
 - Retry-After: it delays that request's retry (the client) and cuts the run's rate, so no burst follows;
   the whole run pauses only when the service says it is closed: a whole window of attempts in a row
   (at least CLOSED_STREAK, and at least the slots of the limit) refused with a Retry-After and no success
-  between (a quota spent, a maintenance window). Sending then resumes through the pacer, never all at once;
+  between (a quota spent, a maintenance window), or refusals that point at one instant (a quota window:
+  windows.py, whose allowance then paces each window). No slot is taken while a pause lasts, and sending
+  then resumes through the pacer, never all at once;
 - failing fast and the retry budget (failfast.py).
 
 A Ray worker holds its own RunLimiter with its share of the limit, rate and probe (`share`): no remote
