@@ -63,7 +63,8 @@ class AdaptiveConcurrency:
             self.slow_start = False
             target = statistics.median(n * TOLERANCE * self.baseline / max(lat, 1e-6)
                                        for lat, n in self._win_ok[-len(self._recent):])
-            self.limit = max(self.floor, min(self.ceiling, self.limit, max(target, self.limit / 2)))
+            # down to the limit of a round trip ago at most: slow start grows x(1 + growth) per round trip
+            self.limit = max(self.floor, min(self.ceiling, self.limit, max(target, self.limit / (1 + self.growth))))
             self._last_cut = now
             # judge the next window on replies to the new limit, not again on the ones just judged
             self._win_ok, self._win_drops, self._win_other, self._win_count = [], 0, 0, 0

@@ -240,3 +240,13 @@ def test_replies_queued_behind_the_old_limit_do_not_cut_it_again():
         conc.on_ok(0.15, 140, paced=False, sent=t - 0.05, now=t)
         conc.end_of_attempt(t)
     assert conc.limit < 140
+
+
+def test_slow_start_ends_at_littles_law_target_down_to_a_round_trip_ago():
+    """Slow start grows x3 per round trip, so when queueing shows, the limit may be 3x what the service
+    serves: it goes to the in-flight count at which latency would be 1.3x the lowest seen."""
+    conc = AdaptiveConcurrency(ceiling=2000, floor=1, initial=450, parts=1, growth=2.0, t0=0.0)
+    conc.baseline = 0.2
+    for _ in range(16):  # 450 in flight, 3x a capacity of 150: latency 3x the lowest
+        conc.on_ok(0.6, 450, paced=False, sent=0.1, now=1.0)
+    assert not conc.slow_start and conc.limit == 195  # 450 x 1.3 x 0.2 / 0.6 (not 225: half of 450)
