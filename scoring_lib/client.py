@@ -233,11 +233,23 @@ class ScoringClient:
             if not failure.retryable:
                 return _outcome(None, failure.message, attempts, started, mark["sent"], failure)
             if attempt < cfg.max_retries:
-                await asyncio.sleep(self.backoff(attempt, failure.retry_after))
+                await self._back_off(self.backoff(attempt, failure.retry_after))
         error = redact(f"{failure.message} (gave up after {attempts} attempts)", self._secrets)
         outcome = _outcome(None, error, attempts, started, mark["sent"], failure)
         outcome.retry_after = failure.retry_after
         return outcome
+
+    async def _back_off(self, delay: float) -> None:
+        """Wait before a retry; the limiter knows the line waits and is not a request in flight (the
+        pool may take other lines meanwhile: a flaky service's lines spend most of their time here)."""
+        if self.limiter is None:
+            await asyncio.sleep(delay)
+            return
+        self.limiter.backing_off(1)
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            self.limiter.backing_off(-1)
 
     async def _reported_attempt(self, text: str, mark: dict) -> float:
         """One attempt between the limiter's acquire and release, which learns how it went and its latency.

@@ -22,11 +22,13 @@ TOLERANCE = 1.3
 class AdaptiveConcurrency:
     """The adaptive limit of one RunLimiter (`parts` of them share a Ray run's limit)."""
 
-    def __init__(self, ceiling: int, floor: int, initial: int, parts: int, growth: float, t0: float) -> None:
+    def __init__(self, ceiling: int, floor: int, initial: int, parts: int, growth: float, t0: float,
+                 slow_start: bool = True) -> None:
         self.ceiling, self.floor, self.parts, self.growth, self.t0 = ceiling, floor, parts, growth, t0
         self.limit = float(min(ceiling, max(floor, initial)))
+        self.initial = self.limit
         self.history: list[list[float]] = [[0.0, self.limit]]
-        self.slow_start = True
+        self.slow_start = slow_start  # off: the start is a known capacity (a profile's), probed from there
         self.baseline = math.inf
         self._last_cut = -math.inf
         self._win_ok: list[tuple[float, int]] = []
@@ -42,10 +44,14 @@ class AdaptiveConcurrency:
         """How long a refused attempt keeps its slot: about one unloaded round trip."""
         return min(2.0, self.baseline if self.baseline < math.inf else 0.1)
 
-    def on_ok(self, latency: float, in_flight: int, paced: bool) -> None:
+    def on_ok(self, latency: float, in_flight: int, paced: bool, sent: float = math.inf, now: float = 0.0) -> None:
         """A success. In slow start, grow by `growth` per success that saw no queueing (x(1 + growth) per
         round trip), unless the request waited for the rate (then the rate binds, not this limit);
-        leave slow start as soon as most recent replies show queueing."""
+        leave slow start as soon as most recent replies show queueing. A reply to a request sent before
+        the last cut judges nothing (it queued behind the old limit: judged again, it cut the limit a
+        second time, to 2/3 of a queueing service's capacity)."""
+        if sent <= self._last_cut:
+            return
         self._win_ok.append((latency, in_flight))
         if not self.slow_start:
             return
@@ -57,15 +63,28 @@ class AdaptiveConcurrency:
             self.slow_start = False
             target = statistics.median(n * TOLERANCE * self.baseline / max(lat, 1e-6)
                                        for lat, n in self._win_ok[-len(self._recent):])
-            self.limit = max(self.floor, min(self.ceiling, self.limit, max(target, self.limit / 2)))
+            # down to the limit of a round trip ago at most: slow start grows x(1 + growth) per round trip
+            self.limit = max(self.floor, min(self.ceiling, self.limit, max(target, self.limit / (1 + self.growth))))
+            self._last_cut = now
             # judge the next window on replies to the new limit, not again on the ones just judged
             self._win_ok, self._win_drops, self._win_other, self._win_count = [], 0, 0, 0
             self._win_target = max(3, int(self.limit))
 
-    def on_drop(self, sent: float) -> None:
-        """An overload reply to a request sent after the last cut (earlier ones were answered already)."""
-        if sent > self._last_cut:
-            self._win_drops += 1
+    def on_drop(self, sent: float, in_flight: int, now: float) -> None:
+        """An overload reply to a request sent after the last cut (earlier ones were answered already).
+        In slow start, one sent beyond the initial limit ends it at once: the service refused the in-flight
+        count that request made, so the limit goes just under it (waiting for the window's end let slow
+        start's growth overshoot a proxy's queue by a round trip of refusals)."""
+        if sent <= self._last_cut:
+            return
+        if self.slow_start and in_flight > self.initial:
+            self.slow_start = False
+            self.limit = max(self.floor, min(self.limit, in_flight - 1))
+            self._last_cut = now
+            self._win_ok, self._win_drops, self._win_other, self._win_count = [], 0, 0, 0
+            self._win_target, self._win_start = max(3, int(self.limit)), now
+            return
+        self._win_drops += 1
 
     def on_other_failure(self) -> None:
         """A failure that is not overload (a 500, a reset, a body that does not parse): when as many come
@@ -88,9 +107,9 @@ class AdaptiveConcurrency:
             self.slow_start = False
             self._last_cut = now
         elif len(ok) >= 3:
-            self._gradient(ok)
+            self._gradient(ok, now)
 
-    def _gradient(self, ok: list[tuple[float, int]]) -> None:
+    def _gradient(self, ok: list[tuple[float, int]], now: float) -> None:
         median = statistics.median(lat for lat, _ in ok)
         self.baseline = min(self.baseline, median)
         if self.baseline <= 0:
@@ -105,7 +124,9 @@ class AdaptiveConcurrency:
             # Queueing: the in-flight count at which latency would be TOLERANCE x the baseline (Little's law).
             self.slow_start = False
             target = statistics.median(n * TOLERANCE * self.baseline / max(lat, 1e-6) for lat, n in ok)
-            self.limit = max(self.floor, min(self.ceiling, self.limit, max(target, 0.7 * self.limit)))
+            cut = max(self.floor, min(self.ceiling, self.limit, max(target, 0.7 * self.limit)))
+            if cut < self.limit:
+                self.limit, self._last_cut = cut, now
         elif not self.slow_start and n_median >= 0.8 * self.limit:
             # No queueing while the limit is in use: probe upwards by a small step.
             # Together the run's limiters step up as one would (sqrt of the whole limit / 2).

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+PROBED = "probed"  # the source (service.py) of a figure measured by probe --ramp and saved in a profile
+
 
 @dataclass(frozen=True)
 class LimitSettings:
@@ -27,6 +29,8 @@ class LimitSettings:
     stall: float = 5.0  # ... and only once no attempt succeeded for this many seconds
     pause_cap: float = 20.0  # longest run-wide pause a Retry-After may cause
     parts: int = 1  # how many limiters share the run (Ray workers): each probes upwards 1/parts as fast
+    slow_start: bool = True  # adaptive: grow from `initial` until queueing or a drop (off: `initial` is known)
+    start_from: str = "slow start"  # adaptive: where `initial` came from, for the record
 
     def share(self, index: int, parts: int) -> "LimitSettings":
         """This part's share of the limit, floor, rate and probe (a Ray worker of `parts`)."""
@@ -41,6 +45,25 @@ class LimitSettings:
 
 
 def settings_for(config) -> LimitSettings:
-    """The limits a RunConfig asks for (one process's; Ray workers take a `share`)."""
+    """The limits a RunConfig asks for (one process's; Ray workers take a `share`). `auto` with a known
+    start (`auto_start`, from a profile: profile_start) begins there, past slow start."""
+    start = getattr(config, "auto_start", None)
+    known = dict(initial=start, slow_start=False, start_from=f"profile capacity {start}") if start else {}
     return LimitSettings(limit=config.concurrency_ceiling, adaptive=config.adaptive, rate=config.rate_limit,
-                         pause_cap=config.client.backoff_cap)
+                         pause_cap=config.client.backoff_cap, **known)
+
+
+def profile_start(config, server_info: dict | None):
+    """The RunConfig with `auto_start` at the capacity the run's service profile measured (`probe --ramp
+    --save-profile`, source `probed`): `auto` then starts where the service was measured instead of slow
+    start's 20, and probes from there (a capacity is the most served at once, so a shedding service is
+    not stormed). Unchanged for a fixed limit, a start already set, or a capacity not measured (a
+    simulator's configured one: `auto` learns a simulated service as it would a real one)."""
+    if not config.adaptive or getattr(config, "auto_start", None) is not None:
+        return config
+    known = ((server_info or {}).get("profile") or {}).get("capacity") or {}
+    capacity = known.get("value")
+    if known.get("source") != PROBED or not isinstance(capacity, (int, float)) or isinstance(capacity, bool) \
+            or not capacity >= 1:
+        return config
+    return replace(config, auto_start=int(min(capacity, config.concurrency_ceiling)))

@@ -2,12 +2,42 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 from .concurrency import HISTORY_POINTS
 
-SUMMED = ("attempts", "http_429", "http_503", "retry_after_pauses", "retry_after_pauses_from_peers",
+SUMMED = ("attempts", "quota_windows", "initial_limit", "http_429", "http_503", "retry_after_pauses", "retry_after_pauses_from_peers",
           "closed_pauses", "rate_cuts", "final_limit")
+
+
+def limiter_record(lim) -> dict:
+    """A RunLimiter's part of the run record (called under its lock): the limit and the rate over time
+    (adaptive), where the limit started and why, attempts by kind, 429/503 counts, pauses, windows."""
+    adaptive = lim._conc is not None
+    kinds = lim.failfast.kinds
+    rate = lim.pacer.rate
+    return {
+        "mode": "adaptive" if adaptive else "fixed",
+        "ceiling" if adaptive else "limit": lim.settings.limit,
+        "rate_limit": lim.settings.rate,
+        "initial_limit": round(lim._conc.history[0][1], 1) if adaptive else None,
+        "start": lim.settings.start_from if adaptive else None,
+        "final_limit": round(lim.limit, 1),
+        "final_rate": None if math.isinf(rate) else round(rate, 1),
+        "started_at": lim.started_at,
+        "limit_history": [list(p) for p in lim._conc.history] if adaptive else [],
+        "rate_history": [list(p) for p in lim.rate_history] if adaptive else [],
+        "rate_cuts": lim.rate.cuts,
+        "attempts": sum(kinds.values()),
+        "attempt_kinds": dict(kinds),
+        "http_429": kinds.get("HTTP 429", 0),
+        "http_503": kinds.get("HTTP 503", 0),
+        "retry_after_pauses": lim.pauses,
+        "retry_after_pauses_from_peers": lim.peer_pauses,
+        "quota_windows": lim.windows.windows,
+        "stopped": str(lim.stopped) if lim.stopped else None,
+    }
 
 
 def merge_stats(parts: list[dict]) -> dict:

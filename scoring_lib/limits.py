@@ -11,7 +11,9 @@ event-loop threads of a process sits one `RunLimiter` (thread-safe), which compo
 - Retry-After: it delays that request's retry (the client) and cuts the run's rate, so no burst follows;
   the whole run pauses only when the service says it is closed: a whole window of attempts in a row
   (at least CLOSED_STREAK, and at least the slots of the limit) refused with a Retry-After and no success
-  between (a quota spent, a maintenance window). Sending then resumes through the pacer, never all at once;
+  between (a quota spent, a maintenance window), or refusals that point at one instant (a quota window:
+  windows.py, whose allowance then paces each window). No slot is taken while a pause lasts, and sending
+  then resumes through the pacer, never all at once;
 - failing fast and the retry budget (failfast.py).
 
 A Ray worker holds its own RunLimiter with its share of the limit, rate and probe (`share`): no remote
@@ -36,8 +38,9 @@ from .concurrency import AdaptiveConcurrency, record
 from .failfast import FailFast, Stop
 from .failures import Failure, FailureKind
 from .limit_settings import LimitSettings, settings_for
-from .limit_stats import merge_stats
+from .limit_stats import limiter_record, merge_stats
 from .rate import Pacer, RateControl
+from .windows import QuotaWindows
 
 __all__ = ["Attempt", "LimitSettings", "LoopGate", "RunLimiter", "Stop", "merge_stats", "settings_for"]
 # A pause is passed on to the other processes of the run only when it ends this much later than the one
@@ -96,12 +99,13 @@ class RunLimiter:
         self._lock = threading.Lock()
         self.t0 = time.monotonic()
         self.started_at = time.time()  # wall clock of t0, so histories of several processes line up
-        self._conc = (AdaptiveConcurrency(s.limit, s.floor, s.initial, s.parts, s.growth, self.t0)
+        self._conc = (AdaptiveConcurrency(s.limit, s.floor, s.initial, s.parts, s.growth, self.t0, s.slow_start)
                       if s.adaptive else None)
         self.rate = RateControl(s.rate, s.adaptive and s.adaptive_rate, self.t0)
         self.pacer = Pacer(self.rate.binding)
         self.rate_history: list[list] = [[0.0, None if math.isinf(self.rate.binding) else self.rate.binding]]
         self.in_flight = 0  # slots taken (sending, or about to send)
+        self.backing_off = 0  # lines waiting out a retry's backoff: not in flight, they take no slot
         self._peak = 0
         self.started = 0
         self.released = 0
@@ -110,6 +114,7 @@ class RunLimiter:
         self.pauses = 0  # run-wide pauses this limiter began or extended (the service said it was closed)
         self.peer_pauses = 0  # pauses other processes of the run passed on (pause_from_peer) that extended ours
         self._closed_streak = 0  # attempts in a row refused with a Retry-After
+        self.windows = QuotaWindows(self.t0)
         # Called (outside the lock) with the wall-clock end of a pause this limiter began or extended
         # enough to tell the run's other processes (a Ray worker sets it; kept by reset()).
         self.on_pause: Callable[[float], None] | None = None
@@ -173,8 +178,13 @@ class RunLimiter:
                 ff.first_start = now
             if self.started >= self.settings.probe:
                 return max(0.01, ff.first_start + self.settings.grace - now)
+        if self.pause_until > now:
+            return self.pause_until - now  # a slot taken now would only wait for the pause's end
+        if (wait := self.windows.wait(now)) > 0:
+            return wait  # this quota window's allowance is spent
         if self.in_flight >= self._slots():
             return math.inf
+        self.windows.on_send()
         self.in_flight += 1
         self.started += 1
         if self.in_flight > self._peak:
@@ -220,25 +230,26 @@ class RunLimiter:
         f = a.failure
         self.failfast.count(a.label, f, now, self.started, self._peak)
         window = max(16, self._slots())
-        other = f is not None and not (_too_fast(f) or _too_many(f))
-        self.rate.on_answer(f is not None and _too_fast(f), other)
+        self.rate.on_answer(f is not None and _too_fast(f), f is not None and not _too_fast(f))
         if f is None:
             self._closed_streak = 0
+            self.windows.on_success(ticket.sent)
             self.rate.on_success(now, window, a.latency)
-        elif _too_fast(f):
+        elif _too_fast(f) and not (f.retry_after and self.windows.known(now, now + f.retry_after)):
             self.rate.on_throttle(ticket.sent, now, window)
         if self._conc is not None:
             if f is None:
-                self._conc.on_ok(a.latency, ticket.in_flight, ticket.paced)
+                self._conc.on_ok(a.latency, ticket.in_flight, ticket.paced, ticket.sent, now)
             elif _too_many(f):
-                self._conc.on_drop(ticket.sent)
+                self._conc.on_drop(ticket.sent, ticket.in_flight, now)
             else:
                 self._conc.on_other_failure()
             self._conc.end_of_attempt(now)
             self._conc.mark(now)
+        tell = self._closed(f, now)
         self.pacer.rate = self.rate.binding
         record(self.rate_history, now - self.t0, self.pacer.rate)
-        return self._closed(f, now)
+        return tell
 
     def _closed(self, f: Failure | None, now: float) -> float | None:
         """A run-wide pause when the service says it is closed (see the module's docstring); returns its
@@ -247,11 +258,14 @@ class RunLimiter:
         if f is None or f.kind is not FailureKind.THROTTLED or not f.retry_after or not f.retry_after > 0:
             if f is not None:
                 self._closed_streak = 0
+                self.windows.on_other()
             return None
         self._closed_streak += 1
-        if self._closed_streak < max(CLOSED_STREAK, self._slots()):
+        if (end := self.windows.on_refusal(now, f.retry_after)) is not None:
+            self.rate.lift()  # a quota window: sends follow what each window served (windows.py)
+        elif self._closed_streak < max(CLOSED_STREAK, self._slots()):
             return None
-        until = now + min(f.retry_after, self.settings.pause_cap)
+        until = now + min((end or now + f.retry_after) - now, self.settings.pause_cap)
         if until <= self.pause_until:
             return None
         known = max(self.pause_until, now)
@@ -272,34 +286,19 @@ class RunLimiter:
                 self.peer_pauses += 1
 
     # -- reading --------------------------------------------------------------------------------------
+    def lines_waiting(self) -> int:
+        """Lines between attempts (in their backoff): a pool that follows the limit does not count them."""
+        with self._lock:
+            return self.backing_off
+
     def current_limit(self) -> int:
         """The limit as a whole number of requests (a share's rounded up): what the pool queues work for."""
         return max(1, math.ceil(self.limit - 1e-9) if self.settings.parts > 1 else int(self.limit))
 
     def stats(self) -> dict:
-        """For the run record: the limit and the rate over time (adaptive), attempts by kind, 429/503 counts."""
+        """For the run record (limit_stats.limiter_record)."""
         with self._lock:
-            adaptive = self._conc is not None
-            kinds = self.failfast.kinds
-            rate = self.pacer.rate
-            return {
-                "mode": "adaptive" if adaptive else "fixed",
-                "ceiling" if adaptive else "limit": self.settings.limit,
-                "rate_limit": self.settings.rate,
-                "final_limit": round(self.limit, 1),
-                "final_rate": None if math.isinf(rate) else round(rate, 1),
-                "started_at": self.started_at,
-                "limit_history": [list(p) for p in self._conc.history] if adaptive else [],
-                "rate_history": [list(p) for p in self.rate_history] if adaptive else [],
-                "rate_cuts": self.rate.cuts,
-                "attempts": sum(kinds.values()),
-                "attempt_kinds": dict(kinds),
-                "http_429": kinds.get("HTTP 429", 0),
-                "http_503": kinds.get("HTTP 503", 0),
-                "retry_after_pauses": self.pauses,
-                "retry_after_pauses_from_peers": self.peer_pauses,
-                "stopped": str(self.stopped) if self.stopped else None,
-            }
+            return limiter_record(self)
 
 
 class LoopGate:
@@ -349,6 +348,11 @@ class LoopGate:
             now = time.monotonic()
             run.rate.on_send(now)
             return _Ticket(now, run.in_flight, paced=True)
+
+    def backing_off(self, lines: int) -> None:
+        """`lines` more (or fewer) lines of this loop wait out a retry's backoff."""
+        with self.run._lock:
+            self.run.backing_off += lines
 
     def release(self, ticket: _Ticket, attempt: Attempt) -> None:
         run = self.run

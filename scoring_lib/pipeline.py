@@ -22,6 +22,7 @@ from .engines import Dispatcher, EngineFactory, open_engine
 from .errors import ConfigError, RunInterrupted, RunTerminated, ServiceUnusable, Terminated
 from .failures import Failure, key_hint
 from .inputs import count_lines, is_regular, is_stdin, open_input, read_lines
+from .limit_settings import profile_start
 from .loops import event_loop_name
 from .outputs import OrderedRowWriter, Row, output_target
 from .record import RunRecord, build_record, save_record
@@ -200,6 +201,7 @@ def score_file(config: RunConfig, *, server_info: dict | None = None, write_reco
         check_paths(config, source)
         event_loop_name()  # a bogus $SCORING_EVENT_LOOP is refused here, not in a loop thread
         total = count_lines(source)  # None for a stream: progress without a total
+        config = profile_start(config, server_info)  # auto starts at a saved profile's capacity
         config, threads_reason = resolve_threads(config, total, server_info)
         # Never more workers than lines that can be in flight: C = 10^6 on a 3-line file costs nothing.
         run_config = config

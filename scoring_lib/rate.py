@@ -30,6 +30,7 @@ GROW_CAP = 2.0  # the rate never grows beyond this multiple of the measured send
 MIN_RATE = 0.5  # requests per second: a rate is never cut below it (botocore's)
 BURST_SECONDS = 0.1  # the pacer lets this much of its rate (at least one request) go at once
 METER_EVENTS = 256
+FLAKY_SHARE = 2.0  # 429s fewer than this many times the other failures do not cut the rate
 MIN_SPAN = 0.25  # seconds: rates are measured over at least this long (and at least a round trip)
 
 
@@ -116,20 +117,24 @@ class RateControl:
             grown = min(grown, GROW_CAP * measured)
         self.rate = max(self.rate, min(grown, self.ceiling))
 
+    def lift(self) -> None:
+        """A quota's windows answer the throttling now (windows.py): the adaptive rate steps aside."""
+        self.rate, self._w_max = math.inf, 0.0
+
     def on_answer(self, throttled: bool, other_failure: bool = False) -> None:
-        """Every attempt answered (429s that come with as many other failures are a flaky service, not a
-        rate limit)."""
+        """Every attempt answered; `other_failure`: any failure but a 429 (429s that come with half as many
+        other failures or more are a flaky service, not a rate limit)."""
         self._answers += 1
         self._throttles += throttled
         self._others += other_failure
 
     def on_throttle(self, sent: float, now: float, window: int) -> bool:
         """A throttled attempt sent at `sent`; True when it cut the rate: at most once per round trip
-        (and MIN_SPAN), after 8 answers at least, and not when as many other failures came as 429s (a
-        flaky service answers some 429s whatever the rate: cutting would only slow the run down)."""
+        (and MIN_SPAN), after 8 answers at least, and not when other failures came half as often as 429s or
+        more (a flaky service answers some 429s whatever the rate: cutting would only slow the run down)."""
         if not self.adaptive or sent <= self._last_cut or now - self._last_cut < max(self.rtt, MIN_SPAN):
             return False
-        if self._answers < 8 or self._others >= self._throttles:
+        if self._answers < 8 or FLAKY_SHARE * self._others >= self._throttles:
             return False  # too little seen yet, or the 429s do not behave as a rate limit's
         measured = self.sends.rate(now, window, max(self.rtt, MIN_SPAN))
         ref = min(x for x in (measured, self.rate, self.binding) if x is not None)

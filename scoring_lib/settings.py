@@ -299,6 +299,7 @@ class RunConfig:
     chunk_size: int | None = setting(None, Maybe(Whole(1)), "ray: lines per chunk sent to a worker",
                                      unit="N", group="engine", cli=False)
     label: str | None = None
+    auto_start: int | None = None  # auto: where the limit starts (limit_settings.profile_start); None = slow start
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:

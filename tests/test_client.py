@@ -207,6 +207,9 @@ class RecordingGate:
     def release(self, ticket, attempt) -> None:
         self.attempts.append(attempt)
 
+    def backing_off(self, lines: int) -> None:
+        pass
+
 
 async def test_every_attempt_reaches_the_limiter_as_a_typed_failure(scripted):
     script, url = await scripted([(503, "busy", {"Retry-After": "0"}), (503, "busy"), (429, "slow"), (500, "oops"),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from scoring_lib import ServerConfig, score_file
-from scoring_lib.bench.zoo import behaviours
+from scoring_lib.bench.zoo import PROFILED, behaviours
 from scoring_lib.server import ServiceProcess
 
 from conftest import read_rows, run_config
@@ -51,3 +51,12 @@ def test_the_zoo_bench_names_every_behaviour_of_issue_16():
                  "429 without Retry-After", "quota", "halves", "warm-up", "flaky", "proxy queue"):
         assert any(word in n for n in names), word
     assert all(b.bound > 0 and b.lines > 0 for b in behaviours(0.05))
+
+
+def test_the_zoo_also_runs_auto_from_a_probed_profile_on_capacity_services():
+    profiled = [b for b in behaviours(0.05) if PROFILED in dict(b.runs())]
+    assert {b.name for b in profiled} >= {"queueing capacity", "shedding 503", "proxy queue (16 + 16, then 503)"}
+    for b in profiled:
+        assert b.server_info("auto") is None
+        info = b.server_info(PROFILED)
+        assert info["profile"]["capacity"] == {"value": b.probed, "source": "probed"}

@@ -2,7 +2,8 @@
 fixed setting and the bound, on asyncio and on Ray (4 workers).
 
 Per behaviour it prints the best fixed setting, `auto`, the bound, wall/bound, auto/best-fixed, the
-share of requests the service refused and the lines lost. Targets (issue 16): asyncio auto within
+share of requests the service refused and the lines lost; for the capacity services, also `auto`
+started from a saved profile's probed capacity (what probe --ramp reads there). Targets (issue 16): asyncio auto within
 1.15x of the best fixed and 1.25x of the bound, 0 lines lost, at most 5% refused; Ray within 1.3x of
 the best fixed, 0 lost; flaky-but-alive: every line scored.
 """
@@ -19,6 +20,7 @@ from ..server import ServiceProcess
 from .measure import write_unique_lines
 
 LATENCY = 4.15  # simulated seconds, as the seed's service
+PROFILED = "auto, profile"  # auto started from a saved profile's probed capacity (issue 16, item 4)
 
 
 @dataclass(frozen=True)
@@ -31,9 +33,15 @@ class Behaviour:
     bound: float
     fixed: tuple[tuple[str, dict], ...]
     targets: bool = True  # flaky-but-alive is judged on lines scored, not on time
+    probed: int | None = None  # the capacity probe --ramp saves in a profile: `auto` also runs from it
 
     def runs(self) -> list[tuple[str, dict]]:
-        return [*self.fixed, ("auto", {"max_concurrent_tasks": "auto"})]
+        auto = {"max_concurrent_tasks": "auto"}
+        return [*self.fixed, ("auto", auto)] + ([(PROFILED, auto)] if self.probed else [])
+
+    def server_info(self, setting: str) -> dict | None:
+        """What the run knows of the service: for PROFILED, a saved profile's probed capacity."""
+        return {"profile": {"capacity": {"value": self.probed, "source": "probed"}}} if setting == PROFILED else None
 
 
 def _capacity_fixed(cap: int) -> tuple[tuple[str, dict], ...]:
@@ -59,8 +67,8 @@ def behaviours(ts: float) -> list[Behaviour]:
     half_at = int(0.3 * n)
     quota, window = 120, 2.0
     return [
-        Behaviour("queueing capacity", ServerConfig(**q), n, waves, _capacity_fixed(cap)),
-        Behaviour("shedding 503", ServerConfig(**q, shed=True), n, waves, _capacity_fixed(cap)),
+        Behaviour("queueing capacity", ServerConfig(**q), n, waves, _capacity_fixed(cap), probed=cap),
+        Behaviour("shedding 503", ServerConfig(**q, shed=True), n, waves, _capacity_fixed(cap), probed=cap),
         Behaviour("shedding 503 + Retry-After", ServerConfig(**q, shed=True, shed_retry_after=1.0), n, waves,
                   _capacity_fixed(cap)),
         Behaviour("429 + Retry-After, burst rate/10", ServerConfig(**r, rate_burst=rate / 10, retry_after="whole"),
@@ -82,7 +90,7 @@ def behaviours(ts: float) -> list[Behaviour]:
         Behaviour("proxy queue (16 + 16, then 503)", ServerConfig(latency=0.3, capacity=16, queue_limit=16), 320,
                   math.ceil(320 / 16) * 0.3, (("C=16", {"max_concurrent_tasks": 16}),
                                               ("C=32", {"max_concurrent_tasks": 32}),
-                                              ("C=100", {"max_concurrent_tasks": 100}))),
+                                              ("C=100", {"max_concurrent_tasks": 100})), probed=16),
     ]
 
 
@@ -95,22 +103,26 @@ class ZooRun:
     extra: dict = field(default_factory=dict)
 
 
-def _run(service: ServiceProcess, path: Path, lines: int, engine: dict, run: dict) -> ZooRun:
+def _run(service: ServiceProcess, path: Path, lines: int, engine: dict, run: dict,
+         server_info: dict | None = None) -> ZooRun:
     client = ClientConfig(url=service.url, timeout=600, max_retries=20)
     config = RunConfig(input=path, client=client, cache=None, records_dir=None, progress=False,
                        output=path.with_suffix(".out.jsonl"), **engine, **run)
     service.reset_stats()
-    result = score_file(config, write_record=False)
+    result = score_file(config, write_record=False, server_info=server_info)
     stats = service.stats()
     refused = stats.rate_limited + stats.quota_limited + stats.shed + stats.injected_errors
     return ZooRun("", result.stats.scoring_seconds, refused / max(1, stats.requests), lines - result.stats.counts["ok"])
 
 
-def _line(b: Behaviour, label: str, best: tuple[str, ZooRun], auto: ZooRun) -> str:
+def _line(b: Behaviour, label: str, best: tuple[str, ZooRun], auto: ZooRun, profiled: ZooRun | None) -> str:
     ratio = auto.wall / best[1].wall
     text = (f"{b.name:<34} {label:<8} best fixed {best[0]:<22} {best[1].wall:6.2f} s  auto {auto.wall:6.2f} s  "
             f"bound {b.bound:6.2f} s  wall/bound {auto.wall / b.bound:5.2f}  auto/best {ratio:5.2f}  "
             f"refused {auto.refused:5.1%}  lost {auto.lost}")
+    if profiled is not None:
+        text += (f"  | from profile ({b.probed}) {profiled.wall:6.2f} s  auto/best {profiled.wall / best[1].wall:5.2f}  "
+                 f"refused {profiled.refused:5.1%}  lost {profiled.lost}")
     return text
 
 
@@ -123,14 +135,15 @@ def case_zoo(work: Path, time_scale: float = 0.05, ray: bool = False) -> list[st
         with ServiceProcess(b.config) as svc:
             for label, engine in engines:
                 try:
-                    runs = {setting: _run(svc, path, b.lines, engine, run) for setting, run in b.runs()}
+                    runs = {setting: _run(svc, path, b.lines, engine, run, b.server_info(setting))
+                            for setting, run in b.runs()}
                 except Exception as exc:  # a run that cannot start (Ray on a machine too busy) is one line
                     out.append(f"{b.name:<34} {label:<8} not measured: {type(exc).__name__}: {exc}"[:200])
                     print("    " + out[-1], flush=True)
                     continue
-                auto = runs.pop("auto")
+                auto, profiled = runs.pop("auto"), runs.pop(PROFILED, None)
                 whole = [(s, r) for s, r in runs.items() if r.lost == 0] or list(runs.items())
                 best = min(whole, key=lambda sr: sr[1].wall)
-                out.append(_line(b, label, best, auto))
+                out.append(_line(b, label, best, auto, profiled))
                 print("    " + out[-1], flush=True)
     return out

@@ -125,8 +125,9 @@ class LoopPool:
         with self._lock:
             room = sum(limit - t.outstanding for t, limit in zip(self.threads, self._limits))
             if self.limits.adaptive:  # the pool follows the limit: queue about `prefetch` x it, not the ceiling
-                limit = self.limiter.current_limit()
-                wanted = limit + max(1, int(limit * self._prefetch)) - sum(t.outstanding for t in self.threads)
+                limit = self.limiter.current_limit()  # lines in their backoff are not requests in flight
+                busy = sum(t.outstanding for t in self.threads) - self.limiter.lines_waiting()
+                wanted = limit + max(1, int(limit * self._prefetch)) - busy
                 room = min(room, wanted)
             return room
 

@@ -1,0 +1,102 @@
+"""A service's quota windows, read from its Retry-After: refusals that point at one instant.
+
+A quota of Q requests per fixed window answers every request beyond Q with a 429 whose Retry-After is
+the time left until the window ends: refusals received at different times point at the same instant.
+A token bucket's refusals do not (each points a fixed delay, or the next token, after its own arrival).
+Once WINDOW_STREAK refusals in a row, received over at least WINDOW_SPAN seconds, point at instants no
+further apart than half that span (a Retry-After of whole seconds from a token bucket points at
+instants as far apart as the refusals were), the service is closed until that instant: the run pauses
+until it (limits.py), and each window after sends what the service served in the last one, plus a
+probe of 1/64 (at least one), then waits for the window's predicted end. The window's length is the
+time between two ends seen; until two were seen, the time from the first window's start (the run's
+start) to its end, a length that can only be too short (the run may have begun inside a window): a
+window that ends later than predicted is seen again from its refusals, and its length corrected.
+All methods run under the RunLimiter's lock.
+"""
+
+from __future__ import annotations
+
+import math
+
+WINDOW_STREAK = 8  # refusals in a row that must point at one instant
+WINDOW_SPAN = 0.002  # seconds over which they must have been received, at least
+MIN_WAIT = 0.1  # seconds: a shorter Retry-After (a token bucket's next token) shows no window
+PROBE_SHARE = 1 / 64  # a window's allowance: what the last one served, plus this share (at least one)
+
+
+class QuotaWindows:
+    """The windows of one RunLimiter's service; `end` None until refusals showed one."""
+
+    def __init__(self, t0: float) -> None:
+        self.first: float | None = None  # when the streak of refusals began (received)
+        self.count = 0  # refusals in the streak
+        self.lo = self.hi = 0.0  # the earliest and latest instants they pointed at
+        self.start = t0  # of the window being counted
+        self.end: float | None = None  # of the window being counted (seen, or predicted)
+        self.length: float | None = None
+        self.seen: float | None = None  # the last end seen from refusals
+        self.measured = False  # the length is a time between two ends seen (else a lower bound)
+        self.served = 0  # successes in the window being counted
+        self.sent = 0  # sends in the window being counted
+        self.allowance: int | None = None  # sends allowed in the window being counted (None: any)
+        self.windows = 0  # windows seen from refusals
+
+    def on_success(self, sent: float) -> None:
+        """A success of a request sent at `sent`: sent after the streak began, it shows the service open
+        (successes of requests sent earlier contradict nothing)."""
+        self.served += 1
+        if self.first is not None and sent >= self.first:
+            self.first = None
+
+    def on_other(self) -> None:
+        """A failure that is not a refusal with a Retry-After: the streak is broken."""
+        self.first = None
+
+    def known(self, now: float, end: float) -> bool:
+        """A refusal that points at the window already known (it cuts no rate: the window answers it)."""
+        return self.end is not None and abs(end - self.end) <= max(WINDOW_SPAN, 0.05 * (end - now))
+
+    def on_refusal(self, now: float, retry_after: float) -> float | None:
+        """A refusal with a positive Retry-After; returns the end of a window it showed (a new one)."""
+        end = now + retry_after
+        if retry_after < MIN_WAIT or self.known(now, end):
+            self.first = None
+            return None
+        if self.first is None:
+            self.first, self.count, self.lo, self.hi = now, 0, end, end
+        self.count += 1
+        self.lo, self.hi = min(self.lo, end), max(self.hi, end)
+        span = now - self.first
+        if self.count < WINDOW_STREAK or span < WINDOW_SPAN or self.hi - self.lo > span / 2:
+            return None
+        end, self.first = self.hi, None
+        if self.seen is not None:  # the time between two ends seen (a mispredicted window keeps its allowance)
+            self.length = end - self.seen if not self.measured else min(self.length or math.inf, end - self.seen)
+            self.measured = True
+        else:
+            self.length = end - self.start  # a lower bound: the run may have begun inside this window
+        self.windows += 1
+        self.end = self.seen = end
+        return end
+
+    def wait(self, now: float) -> float:
+        """Seconds before the next send may go (0: now); rolls into the next window when one ended."""
+        if self.end is None:
+            return 0.0
+        if now >= self.end:
+            self._roll(now)
+        if self.allowance is None or self.sent < self.allowance:
+            return 0.0
+        return max(0.001, self.end - now)
+
+    def on_send(self) -> None:
+        self.sent += 1
+
+    def _roll(self, now: float) -> None:
+        """The window being counted ended: the next one may send what it served (plus a probe)."""
+        assert self.end is not None and self.length is not None
+        if self.served:
+            self.allowance = self.served + max(1, math.floor(self.served * PROBE_SHARE))
+        while self.end <= now:
+            self.start, self.end = self.end, self.end + self.length
+        self.served = self.sent = 0

@@ -1,0 +1,252 @@
+"""The control of `auto` on the zoo's hard cases (issue 16): quota windows read from Retry-After, lines in
+their backoff not counted as requests in flight, 429s of a flaky service, slow start's overshoot of a
+proxy queue, and a start from a profile's probed capacity."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+
+from scoring_lib import ServerConfig, score_file
+from scoring_lib.client import ScoringClient
+from scoring_lib.concurrency import AdaptiveConcurrency
+from scoring_lib.config import ClientConfig
+from scoring_lib.engines.asyncio_engine import LoopPool
+from scoring_lib.failures import http_failure
+from scoring_lib.limit_settings import profile_start, settings_for
+from scoring_lib.limits import Attempt, LimitSettings, RunLimiter
+from scoring_lib.rate import RateControl
+from scoring_lib.server import ServiceProcess
+from scoring_lib.windows import WINDOW_STREAK, QuotaWindows
+
+from conftest import read_rows, run_config
+
+
+# -- quota windows --------------------------------------------------------------------------------------
+def _refuse(w: QuotaWindows, start: float, step: float, end_of) -> float | None:
+    """WINDOW_STREAK refusals received `step` apart from `start`; `end_of(now)` is the instant each names."""
+    found = None
+    for i in range(WINDOW_STREAK):
+        now = start + i * step
+        found = w.on_refusal(now, end_of(now) - now) or found
+    return found
+
+
+def test_refusals_that_point_at_one_instant_are_a_quota_window():
+    w = QuotaWindows(t0=100.0)
+    assert _refuse(w, 100.5, 0.01, lambda now: 102.0) == 102.0
+    assert w.windows == 1 and w.length == 2.0  # the first window's length: from the run's start
+
+
+def test_a_token_buckets_whole_second_retry_after_is_no_window():
+    w = QuotaWindows(t0=100.0)
+    assert _refuse(w, 100.5, 0.01, lambda now: now + 1.0) is None  # each points 1 s after its own arrival
+    assert _refuse(w, 100.6, 0.001, lambda now: 100.61) is None  # a next token 10 ms away: no window either
+    assert w.windows == 0 and w.wait(100.7) == 0.0
+
+
+def test_a_success_sent_after_the_streak_began_breaks_it():
+    w = QuotaWindows(t0=100.0)
+    for i in range(WINDOW_STREAK - 1):
+        w.on_refusal(100.5 + i * 0.01, 102.0 - (100.5 + i * 0.01))
+    w.on_success(sent=100.4)  # sent before the first refusal: contradicts nothing
+    assert w.on_refusal(100.6, 1.4) == 102.0
+    for i in range(WINDOW_STREAK - 1):
+        w.on_refusal(102.5 + i * 0.01, 104.0 - (102.5 + i * 0.01))
+    w.on_success(sent=102.55)  # the service was open after the streak began: no window
+    assert w.on_refusal(102.6, 1.4) is None
+
+
+def test_each_window_after_sends_what_the_last_one_served_then_waits_for_its_end():
+    w = QuotaWindows(t0=100.0)
+    for _ in range(40):
+        w.on_send()
+        w.on_success(sent=100.1)
+    assert _refuse(w, 100.5, 0.01, lambda now: 102.0) == 102.0
+    assert w.wait(102.0) == 0.0  # the window ended: the next one begins
+    assert w.allowance == 41  # 40 served, and a probe
+    for _ in range(41):
+        assert w.wait(102.1) == 0.0
+        w.on_send()
+    assert math.isclose(w.wait(102.1), 1.9)  # its allowance spent: wait for the predicted end
+    w.on_success(sent=102.0)
+    assert _refuse(w, 104.5, 0.01, lambda now: 106.5) == 106.5  # a window longer than predicted: seen again
+    assert w.length == 4.5 and w.windows == 2
+
+
+def test_a_quota_window_pauses_the_run_until_its_end_and_lifts_the_rate():
+    limiter = RunLimiter(LimitSettings(limit=64, adaptive=True, initial=64, probe=1000, pause_cap=5))
+    end = time.monotonic() + 0.6
+
+    async def body(gate):
+        for _ in range(WINDOW_STREAK):
+            t = await gate.acquire()
+            gate.release(t, Attempt(http_failure(429, end - time.monotonic()), 0.001))
+            await asyncio.sleep(0.002)
+
+    asyncio.run(_with_gate(limiter, body))
+    stats = limiter.stats()
+    assert stats["quota_windows"] == 1 and stats["final_rate"] is None  # the window answers it, not a rate
+    assert stats["retry_after_pauses"] == 1 and abs(limiter.pause_until - end) < 0.01  # until the window's end
+
+
+async def _with_gate(limiter, body):
+    return await body(limiter.gate())
+
+
+def test_a_pause_takes_no_slot_while_it_lasts():
+    limiter = RunLimiter(LimitSettings(limit=4, probe=1000, pause_cap=5))
+    limiter.pause_from_peer(time.time() + 2.0)
+
+    async def body(gate):
+        task = asyncio.create_task(gate.acquire())
+        await asyncio.sleep(0.1)  # the task ran up to its wait
+        in_flight = limiter.in_flight
+        task.cancel()
+        return in_flight
+
+    assert asyncio.run(_with_gate(limiter, body)) == 0
+
+
+def test_a_quota_service_is_read_as_windows_in_a_whole_run(make_input, tmp_path):
+    path = make_input([f"quota line {i}" for i in range(150)])
+    with ServiceProcess(ServerConfig(latency=0.02, capacity=0, quota=40, quota_window=0.5)) as svc:
+        result = score_file(run_config(path, svc.url, tmp_path, cache=None, max_concurrent_tasks="auto",
+                                       max_retries=20, backoff_cap=2.0))
+    assert result.exit_code == 0 and all(r["status"] == "ok" for r in read_rows(tmp_path / "out.jsonl"))
+    assert result.record["limits"]["quota_windows"] >= 1, result.record["limits"]
+
+
+# -- a flaky service ------------------------------------------------------------------------------------
+def test_lines_in_their_backoff_leave_room_for_other_lines():
+    pool = LoopPool(ClientConfig(url="http://127.0.0.1:9/"), 1000, 1,
+                    limits=LimitSettings(limit=1000, adaptive=True, initial=20))
+    pool.threads[0].outstanding = 40  # the limit (20) and as many prefetched: no room
+    assert pool.room() == 0
+    pool.limiter.backing_off = 30  # 30 of them wait out a retry's backoff: not requests in flight
+    assert pool.room() == 30
+
+
+class _Gate:
+    """A limiter's gate that lets every attempt go and notes when lines wait out a backoff."""
+
+    def __init__(self) -> None:
+        self.waiting: list[int] = []
+
+    async def acquire(self):
+        return None
+
+    def release(self, ticket, attempt) -> None:
+        pass
+
+    def backing_off(self, lines: int) -> None:
+        self.waiting.append(lines)
+
+
+def test_the_client_tells_its_limiter_while_a_line_waits_for_a_retry():
+    gate = _Gate()
+
+    async def main(url: str):
+        config = ClientConfig(url=url, backoff_base=0.01, backoff_cap=0.02, max_retries=5)
+        async with ScoringClient(config, 4, rng=random.Random(1), limiter=gate) as client:
+            return await client.score("flaky line")
+
+    with ServiceProcess(ServerConfig(latency=0, capacity=0, flaky=2)) as svc:
+        outcome = asyncio.run(main(svc.url))
+    assert outcome.ok and outcome.attempts == 3 and gate.waiting == [1, -1, 1, -1]
+
+
+def test_429s_among_other_failures_half_as_many_cut_no_rate():
+    rc = RateControl(None, True, 0.0)
+    t = 0.0
+    for i in range(30):
+        rc.on_send(t)
+        rc.on_answer(i % 3 != 0, other_failure=i % 3 == 0)  # twice as many 429s as other failures
+        t += 0.01
+    assert not rc.on_throttle(sent=t, now=t, window=16) and math.isinf(rc.rate)
+
+
+def test_503s_count_as_other_failures_for_the_rate():
+    """A flaky service's 429s come with 503s (and 500s, resets...): no rate cut, whatever their order."""
+    limiter = RunLimiter(LimitSettings(limit=64, adaptive=True, initial=64, probe=1000, budget=10**6))
+
+    async def body(gate):
+        for status in (429, 503) * 20:
+            t = await gate.acquire()
+            gate.release(t, Attempt(http_failure(status), 0.001))
+
+    asyncio.run(_with_gate(limiter, body))
+    assert limiter.stats()["rate_cuts"] == 0 and limiter.stats()["final_rate"] is None
+
+
+# -- slow start and a proxy's queue ---------------------------------------------------------------------
+def test_a_drop_beyond_the_initial_limit_ends_slow_start_just_under_its_in_flight_count():
+    conc = AdaptiveConcurrency(ceiling=1000, floor=1, initial=20, parts=1, growth=2.0, t0=0.0)
+    for _ in range(10):
+        conc.on_ok(0.3, 20, paced=False)
+    assert conc.slow_start and conc.limit == 40
+    conc.on_drop(sent=0.5, in_flight=15, now=0.5)  # within the initial limit: the window's end decides
+    assert conc.slow_start and conc.limit == 40
+    conc.on_drop(sent=0.6, in_flight=33, now=0.6)  # the 33rd in flight was refused
+    assert not conc.slow_start and conc.limit == 32
+
+
+# -- a start from a profile -----------------------------------------------------------------------------
+def _profile(value, source: str) -> dict:
+    return {"profile": {"capacity": {"value": value, "source": source}}}
+
+
+def test_auto_starts_at_a_profiles_probed_capacity_past_slow_start(make_input, tmp_path):
+    path = make_input([f"line {i}" for i in range(4)])
+    auto = run_config(path, "http://127.0.0.1:9/", tmp_path, max_concurrent_tasks="auto")
+    started = profile_start(auto, _profile(137, "probed"))
+    assert started.auto_start == 137
+    s = settings_for(started)
+    assert (s.initial, s.slow_start, s.start_from) == (137, False, "profile capacity 137")
+    for info in (_profile(137, "configured"), _profile(None, "unknown"), _profile("many", "probed"), None, {}):
+        assert profile_start(auto, info) is auto  # a simulator's own figure, or nothing measured
+    fixed = run_config(path, "http://127.0.0.1:9/", tmp_path, max_concurrent_tasks=8)
+    assert profile_start(fixed, _profile(137, "probed")) is fixed
+    assert settings_for(auto).slow_start and settings_for(auto).start_from == "slow start"
+
+
+def test_a_run_records_where_auto_started(make_input, tmp_path):
+    path = make_input([f"line {i}" for i in range(30)])
+    with ServiceProcess(ServerConfig(latency=0.01, capacity=6)) as svc:
+        result = score_file(run_config(path, svc.url, tmp_path, cache=None, max_concurrent_tasks="auto"),
+                            server_info={"kind": "external", "url": svc.url} | _profile(6, "probed"))
+    lim = result.record["limits"]
+    assert result.exit_code == 0 and lim["start"] == "profile capacity 6" and lim["initial_limit"] == 6
+    assert lim["limit_history"][0][1] == 6.0
+
+
+def test_replies_queued_behind_the_old_limit_do_not_cut_it_again():
+    conc = AdaptiveConcurrency(ceiling=1000, floor=1, initial=200, parts=1, growth=2.0, t0=0.0, slow_start=False)
+    conc.baseline, conc._win_start = 0.1, 1.0
+    t = 1.0
+    for _ in range(200):  # a round trip of replies at 2x the unloaded latency: queueing
+        conc.on_ok(0.2, 200, paced=False, sent=t - 0.2, now=t)
+        conc.end_of_attempt(t)
+    assert conc.limit == 140  # cut once (at most to 0.7x)
+    for _ in range(200):  # the replies still queued behind the old limit: sent before the cut
+        t += 0.001
+        conc.on_ok(0.3, 200, paced=False, sent=0.95, now=t)
+        conc.end_of_attempt(t)
+    assert conc.limit == 140
+    for _ in range(140):  # replies to the new limit that still queue (less): cut again
+        t += 0.001
+        conc.on_ok(0.15, 140, paced=False, sent=t - 0.05, now=t)
+        conc.end_of_attempt(t)
+    assert conc.limit < 140
+
+
+def test_slow_start_ends_at_littles_law_target_down_to_a_round_trip_ago():
+    """Slow start grows x3 per round trip, so when queueing shows, the limit may be 3x what the service
+    serves: it goes to the in-flight count at which latency would be 1.3x the lowest seen."""
+    conc = AdaptiveConcurrency(ceiling=2000, floor=1, initial=450, parts=1, growth=2.0, t0=0.0)
+    conc.baseline = 0.2
+    for _ in range(16):  # 450 in flight, 3x a capacity of 150: latency 3x the lowest
+        conc.on_ok(0.6, 450, paced=False, sent=0.1, now=1.0)
+    assert not conc.slow_start and conc.limit == 195  # 450 x 1.3 x 0.2 / 0.6 (not 225: half of 450)
