@@ -51,7 +51,15 @@ def reusing() -> bool:
     """Whether this process keeps Ray and its workers after a run (set_reuse, else inside a kernel)."""
     if State.reuse is not None:
         return State.reuse
-    return "ipykernel" in sys.modules and "IPython" in sys.modules
+    return _in_kernel()
+
+
+def _in_kernel() -> bool:
+    """A Jupyter kernel runs this process: IPython's shell exists and has a kernel. Imported modules alone
+    are no evidence (a test run or a script may import ipykernel or papermill without being a kernel)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    return getattr(shell, "kernel", None) is not None
 
 
 def release() -> None:
