@@ -54,11 +54,17 @@ class ProgressBar(Protocol):
 
     def update(self, n: int = 1) -> object: ...
 
+    def catch_up(self) -> None:
+        """Draw lines counted but not yet drawn (the run calls it when no result came for a moment)."""
+
 
 class _NoBar:
     """No bar is shown: nothing to draw, no tqdm to import, no monitor thread to start."""
 
     def update(self, n: int = 1) -> None:
+        pass
+
+    def catch_up(self) -> None:
         pass
 
     def __enter__(self) -> "_NoBar":
@@ -74,8 +80,33 @@ def progress_bar(progress: bool | None, total: int | None):
         return _NoBar()
     from tqdm.auto import tqdm  # start-up: only a run that shows a bar loads tqdm.auto (notebook detection)
 
-    return tqdm(total=total, unit="line", disable=None if progress is None else False, dynamic_ncols=True,
-                leave=False)
+    return _CatchUpBar(tqdm(total=total, unit="line", disable=None if progress is None else False,
+                            dynamic_ncols=True, leave=False))
+
+
+class _CatchUpBar:
+    """A tqdm bar that also draws when the run goes quiet. tqdm draws on `update` at most every
+    `mininterval`, so against a slow service a wave's replies, arriving together, drew only the first
+    of them: the rest showed with the next wave's first reply, one round trip late."""
+
+    def __init__(self, bar) -> None:
+        self.bar = bar
+        self._drawn = bar.n
+
+    def update(self, n: int = 1) -> None:
+        self.bar.update(n)
+
+    def catch_up(self) -> None:
+        if not self.bar.disable and self.bar.n not in (self.bar.last_print_n, self._drawn):
+            self.bar.refresh()
+            self._drawn = self.bar.n
+
+    def __enter__(self) -> "_CatchUpBar":
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(*exc)
 
 
 def _on_terminal() -> bool:
@@ -178,6 +209,8 @@ class _Run:
                 results = self.engine.poll(timeout=0.05)
                 self.watchdog.check(bool(results), self.outstanding)
                 self.collect(results)
+                if not results:  # a quiet moment: the lines of the last replies show now, not with the next
+                    self.bar.catch_up()
 
 
 def redirect_hint(failure: Failure | None) -> str:
