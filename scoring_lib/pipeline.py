@@ -294,10 +294,14 @@ def queue_note(config: RunConfig, server_info: dict | None) -> str | None:
 
 
 def check_paths(config: RunConfig, source=None) -> None:
-    """Refuse an output that is a directory, a device, pipe or socket, or the input itself, and a stream's
-    default output (its name, e.g. 63.jsonl, is another stream's too), before anything starts."""
+    """Refuse an output that is a directory, a device, pipe or socket, or the input itself, and the default
+    output of standard input or a stream (its name, stdin.jsonl or e.g. 63.jsonl, is every other one's
+    too: two piped runs in one folder would overwrite each other), before anything starts."""
     out = output_target(config.resolved_output)
-    if config.output is None and source is not None and not is_stdin(config.input) and not is_regular(source):
+    if config.output is None and is_stdin(config.input):
+        raise ConfigError(f"input - (standard input) needs --output PATH: its default, {config.resolved_output}, "
+                          f"would be every piped run's")
+    if config.output is None and source is not None and not is_regular(source):
         raise ConfigError(f"input {config.input} is a stream (pipe, FIFO or process substitution): give --output "
                           f"PATH (its default, {config.resolved_output}, would be any such stream's)")
     try:
