@@ -24,7 +24,7 @@ from .failures import Failure, key_hint
 from .inputs import count_lines, is_regular, is_stdin, open_input, read_lines
 from .limit_settings import profile_start
 from .loops import event_loop_name
-from .outputs import OrderedRowWriter, Row, output_target
+from .outputs import OrderedRowWriter, Row, check_not_being_written, output_target
 from .record import RunRecord, build_record, save_record
 from .resources import ensure_open_files, files_needed, fit_auto_ceiling, sockets_needed
 from .stats import SAMPLE_SIZE, Reservoir, RunStats  # noqa: F401 - re-exported: moved to stats.py
@@ -298,6 +298,7 @@ def check_paths(config: RunConfig, source=None) -> None:
     output of standard input or a stream (its name, stdin.jsonl or e.g. 63.jsonl, is every other one's
     too: two piped runs in one folder would overwrite each other), before anything starts."""
     out = output_target(config.resolved_output)
+    check_not_being_written(out)
     if config.output is None and is_stdin(config.input):
         raise ConfigError(f"input - (standard input) needs --output PATH: its default, {config.resolved_output}, "
                           f"would be every piped run's")

@@ -254,6 +254,28 @@ def test_dash_without_output_is_one_line_exit_2_as_two_piped_runs_would_share_a_
     assert not (tmp_path / "results/scores").exists()
 
 
+def test_two_runs_writing_one_output_at_once_the_second_is_refused_in_one_line(tmp_path, serve):
+    """`score x/in.txt` and `score y/in.txt` both write results/scores/in.jsonl: while one is writing it
+    (its temporary .in.jsonl.PID.tmp, PID alive), the other is refused (exit 2) instead of replacing its rows."""
+    svc = serve(latency=0)
+    for folder in ("x", "y"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "in.txt").write_text(f"{folder} 1\n{folder} 2\n")
+    writing = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        (tmp_path / "results/scores").mkdir(parents=True)
+        (tmp_path / f"results/scores/.in.jsonl.{writing.pid}.tmp").write_text("")
+        proc = sh(f"cd {tmp_path} && {PY} score y/in.txt --url {svc.url} --no-record --no-cache", REPO)
+        line = assert_one_line_error(proc)
+        assert f"being written by another run (process {writing.pid})" in line and "--output" in line
+    finally:
+        writing.communicate(b"")
+    again = sh(f"cd {tmp_path} && {PY} score y/in.txt --url {svc.url} --no-record --no-cache", REPO)
+    assert again.returncode == 0, again.stderr  # its writer gone, the temporary is stale: removed, not a refusal
+    assert len(read_rows(tmp_path / "results/scores/in.jsonl")) == 2
+    assert not list((tmp_path / "results/scores").glob(".in.jsonl.*.tmp"))
+
+
 def test_dash_redirected_from_a_file_is_counted_and_read_from_where_it_stands(tmp_path, make_input, serve):
     """Standard input redirected from a regular file is counted (a total for progress), from the offset
     the shell left it at: a line read before the run is not scored again."""
