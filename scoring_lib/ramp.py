@@ -287,7 +287,7 @@ async def ramp_async(client_config: ClientConfig, *, ceiling: int = 1024,
     whose CPU each step measures: a CPU-bound simulator bends the curve as a capacity would."""
     if ceiling < 1:
         raise ScoringError("the ramp's ceiling must be at least 1")
-    cfg = replace(client_config, max_retries=0)  # every rejection is seen and counted, never retried
+    cfg, cfg_retries = replace(client_config, max_retries=0), client_config.max_retries  # run_step retries, counting
     texts = _texts(input)
     service = service_process(client_config.url, service_pid)
     t0 = time.monotonic()
@@ -303,17 +303,14 @@ async def ramp_async(client_config: ClientConfig, *, ceiling: int = 1024,
         base_rejects = 0.0
         while True:
             seconds = step_seconds or max(min_step_seconds, waves * (base or 0.2))
-            step = await run_step(client, texts, c, seconds, service=service, retries=client_config.max_retries)
+            step = await run_step(client, texts, c, seconds, service=service, retries=cfg_retries)
             steps.append(step)
             if progress:
                 progress(step)
             if step.ok == 0 and len(steps) == 1 and _fatal(step.failure_sample):
                 raise ProbeError(f"cannot probe {client_config.url}: {_first_attempt(step.failure_sample)}")
-            if (stopped := _unreliable(step)):
-                base, broken = base or step.p50, True  # its latency is measured, its limits are not
-                break
-            if (stopped := _failed(step)):
-                broken = True
+            if (stopped := _unreliable(step) or _failed(step)):
+                base, broken = base or step.p50, True  # a flaky service's latency is measured, its limits are not
                 break
             if len(steps) == 1:
                 base_rejects = step.rejected_share
@@ -331,8 +328,7 @@ async def ramp_async(client_config: ClientConfig, *, ceiling: int = 1024,
             c = min(ceiling, c * 2)
         if refine and base and time.monotonic() - t0 <= budget_seconds:
             seconds = step_seconds or max(min_step_seconds, waves * base)
-            step = await _refine(client, texts, steps, base, seconds, service, base_rejects, margin,
-                                 client_config.max_retries)
+            step = await _refine(client, texts, steps, base, seconds, service, base_rejects, margin, cfg_retries)
             if step is not None and progress:
                 progress(step)
     result = _conclude(client_config.url, steps, base, ceiling, time.monotonic() - t0, stopped or "done", margin,
