@@ -33,7 +33,7 @@ MIN_LINES, MAX_LINES = 2000, 5000  # lines of the calibration run: two waves of 
 LOAD_INTERVAL = 2.0  # seconds between two samples of the machine's load
 
 __all__ = ["Calibration", "LoadSummary", "LoadSampler", "measure_client", "calibrate", "calibrate_sweep", "save_load", "needed_time_scale", "save_calibration",
-           "load_calibration", "gap_explained", "calibration_note", "time_scale_warning", "CALIBRATION_FILE", "TARGET_SHARE"]
+           "load_calibration", "gap_explained", "calibration_note", "latency_share", "time_scale_warning", "CALIBRATION_FILE", "TARGET_SHARE"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,7 @@ class Calibration:
     load1_at_start: float | None = None
     load: LoadSummary | None = None  # sampled for the whole sweep
     wave: int | None = None  # replies per latency at that C: min(C, the service's capacity); None: C
+    accepted_share: float = TARGET_SHARE  # the grid's client_share_max: `sweep` warns above it
     calibration_schema: int = CALIBRATION_SCHEMA
 
     @property
@@ -108,17 +109,32 @@ def needed_time_scale(cpu_per_request: float, concurrency: int, latency: float,
     return float(f"{math.ceil(round(need / step, 9)) * step:.2g}")
 
 
-def time_scale_warning(cal: Calibration) -> str | None:
-    """One `warning:` line when the grid's time scale is below what the calibration says it needs."""
-    if cal.time_scale_needed is None or cal.latency is None or cal.time_scale is None:
+def latency_share(cal: Calibration) -> float | None:
+    """The client's CPU per wave as a share of the grid's scaled latency (None: a real service)."""
+    if cal.latency is None or cal.time_scale is None or not cal.latency * cal.time_scale > 0:
         return None
-    share = cal.cpu_per_wave / (cal.latency * cal.time_scale)
-    above = "" if cal.time_scale_needed <= 1 else " (above 1: even the full latency does not meet it)"
+    return cal.cpu_per_wave / (cal.latency * cal.time_scale)
+
+
+def time_scale_warning(cal: Calibration) -> str | None:
+    """One `warning:` line when the client's CPU per wave is a larger share of the latency than the grid
+    accepts (its `client_share_max`, else TARGET_SHARE), naming the time scale that would meet it. A grid
+    made for speed (quick) states the share it accepts, so running it warns only on a machine slower than
+    that; the report states the share either way."""
+    share = latency_share(cal)
+    if share is None or share <= cal.accepted_share:
+        return None
+    assert cal.latency is not None and cal.time_scale is not None
+    need = needed_time_scale(cal.cpu_per_request, cal.wave_size, cal.latency, cal.accepted_share)
+    above = "" if need <= 1 else " (above 1: even the full latency does not meet it)"
+    accepted = ("" if cal.accepted_share == TARGET_SHARE
+                else f" (the grid's client_share_max, {cal.accepted_share:.0%})")
     return (f"warning: sweep {cal.sweep}: the client's CPU per wave of {cal.wave_size} requests is "
             f"{cal.cpu_per_wave * 1000:.3g} ms ({cal.cpu_per_request * 1e6:.3g} us a request on this machine), "
             f"{share:.0%} of the latency {cal.latency * cal.time_scale:.3g} s at time scale {cal.time_scale:g}; "
-            f"time scale {cal.time_scale_needed:g} or more keeps it under {cal.target_share:.0%}{above}; "
-            f"the grid's time scale is used unchanged")
+            f"time scale {need:g} or more keeps it under {cal.accepted_share:.0%}{accepted}{above}; "
+            f"the grid's time scale is used unchanged, so part of each gap to the bound is this client's work "
+            f"(the report says how much)")
 
 
 def _distinct_lines(path: Path, lines: int) -> None:
@@ -161,9 +177,11 @@ def measure_client(concurrency: int, lines: int, fields: dict | None = None) -> 
 
 
 def calibrate(sweep: str, concurrency: int, latency: float | None, time_scale: float | None,
-              lines: int | None = None, fields: dict | None = None, capacity: int | None = None) -> Calibration:
+              lines: int | None = None, fields: dict | None = None, capacity: int | None = None,
+              accepted_share: float | None = None) -> Calibration:
     """Measure the client (measure_client) and say which time scale the target needs. `capacity`: the
-    service's (requests served at once; None or 0: unlimited), which caps a wave."""
+    service's (requests served at once; None or 0: unlimited), which caps a wave. `accepted_share`: the
+    grid's client_share_max (None: TARGET_SHARE)."""
     load1 = _load1()
     lines = lines or calibration_lines(concurrency)
     cpu_req, wave_wall = measure_client(concurrency, lines, fields)
@@ -176,20 +194,22 @@ def calibrate(sweep: str, concurrency: int, latency: float | None, time_scale: f
                        wall_seconds=wave_wall * math.ceil(lines / concurrency), cpu_per_request=cpu_req,
                        wall_per_wave=wave_wall, cores=os.cpu_count() or 1,
                        measured_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), latency=latency,
-                       time_scale=time_scale, time_scale_needed=needed, load1_at_start=load1, wave=wave)
+                       time_scale=time_scale, time_scale_needed=needed, load1_at_start=load1, wave=wave,
+                       accepted_share=TARGET_SHARE if accepted_share is None else accepted_share)
 
 
 def calibrate_sweep(sweep: str, concurrency: int, lines: int | None, server: ServerConfig | None, fields: dict,
-                    records_dir: Path) -> Calibration | None:
+                    records_dir: Path, accepted_share: float | None = None) -> Calibration | None:
     """A sweep's calibration, saved in records_dir/<sweep>/ (None when `lines` is 0: none asked for).
     `server`: the sweep's simulated service (None: a real one, whose latency is not known here).
-    Prints one `warning:` line on stderr when the time scale is below the one the target needs."""
+    Prints one `warning:` line on stderr when the client's share of the latency is above `accepted_share`
+    (the grid's client_share_max; None: TARGET_SHARE)."""
     if lines == 0:
         return None
     try:
         cal = calibrate(sweep, concurrency, server.latency if server else None,
                         server.time_scale if server else None, lines=lines, fields=fields,
-                        capacity=server.capacity if server else None)
+                        capacity=server.capacity if server else None, accepted_share=accepted_share)
     except Exception as exc:  # noqa: BLE001 - a measurement of the harness must not cost the sweep its points
         print(f"warning: sweep {sweep}: no calibration ({type(exc).__name__}: {exc}); the points run without it",
               file=sys.stderr, flush=True)
@@ -281,7 +301,8 @@ def calibration_note(cal: Calibration) -> str:
     if cal.latency is not None and cal.time_scale is not None:
         text += f", {cal.cpu_per_wave / (cal.latency * cal.time_scale):.0%} of the latency at time scale {cal.time_scale:g}"
         if cal.time_scale_needed is not None:
-            text += f" (2% needs time scale {cal.time_scale_needed:g})"
+            accepts = "" if cal.accepted_share == TARGET_SHARE else f"; the grid accepts {cal.accepted_share:.0%}"
+            text += f" (2% needs time scale {cal.time_scale_needed:g}{accepts})"
     if cal.load is not None:
         text += (f"; load average {cal.load.load1_mean:.1f} (max {cal.load.load1_max:.1f}) on {cal.load.cores} cores, "
                  f"CPU {cal.load.cpu_percent_mean:.0f}% during the sweep")

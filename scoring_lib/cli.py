@@ -62,13 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
                        f"the API key, if any, comes from ${API_KEY_ENV} (or the variable --api-key-env or the "
                        "profile names).")
     p.add_argument("input", metavar="INPUT", help="UTF-8 text file, one item per line; - reads standard input "
-                   "(a pipe is read once, streamed, progress without a total)")
+                   "(a pipe is read once, streamed, progress without a total; needs --output)")
     add_client_options(p)
     g = p.add_argument_group("engine")
     add_options(g, settings.RunConfig, "engine")
     g = p.add_argument_group("files")
     g.add_argument("--output", type=_output, metavar="PATH", help="a regular file (a symlink: its target), written whole when the run ends; default "
-                   "results/scores/<input stem>.jsonl (a pipe or <(...) input needs --output)")
+                   "results/scores/<input stem>.jsonl (input -, a pipe or <(...) needs --output)")
     g.add_argument("--cache", type=Path, default=default_of(settings.RunConfig, "cache"), metavar="PATH",
                    help=f"persistent score cache (default {default_of(settings.RunConfig, 'cache')})")
     g.add_argument("--no-cache", action="store_true", help="use no persistent cache (identical lines are "
@@ -253,7 +253,8 @@ def _stdin_hint(path) -> None:
 def cmd_score(args: argparse.Namespace) -> int:
     from .pipeline import score_file
 
-    _stdin_hint(args.input)
+    if args.output is not None:  # without it, `-` is refused (exit 2) before a line is read
+        _stdin_hint(args.input)
     svc = resolve_service(args)
     with service_url(args, svc) as (url, server_info):
         run = options_given(args, settings.RunConfig)

@@ -19,7 +19,7 @@ from typing import Any
 from . import paths, settings
 from .config import read_yaml
 from .errors import ConfigError, GridError
-from .kinds import Maybe, Text, Url, Whole
+from .kinds import Maybe, Number, Text, Url, Whole
 from .service import load_profile, profile_path, simulated_config
 from .settings import check_settings, settings_of, split_settings
 
@@ -31,7 +31,7 @@ _GRID_OWN = {"name": Text(what="a plain name"), "description": Text(what="a stri
              "input": Text(what="a path"),
              "lines": Maybe(Whole(1)), "repeats": Whole(1), "warmup": Whole(0), "url": Maybe(Url()),
              "profile": Maybe(Text(what="a profile name or path")), "service": None, "points": None,
-             "calibration_lines": Maybe(Whole(0))}
+             "calibration_lines": Maybe(Whole(0)), "client_share_max": Maybe(Number(0.0, strict=True, maximum=1.0))}
 _ID_KEYS = ("engine", "workers", "threads", "max_concurrent_tasks", "connector_limit")
 _PRODUCT_ORDER = ("engine", "threads", "workers", "max_concurrent_tasks", "connector_limit")  # as grids always ran
 
@@ -94,6 +94,7 @@ class Grid:
     profile: str | None = None  # service profile path: its url, fields, key variable and known figures
     settings: dict = field(default_factory=dict)  # overrides every point starts from
     calibration_lines: int | None = None  # lines of the sweep's calibration run (None: calibration's own; 0: none)
+    client_share_max: float | None = None  # the client's CPU per wave, as a share of the latency, the grid accepts
 
     def parameters(self, point: Point) -> dict:
         return self.settings | point.parameters()
@@ -212,7 +213,7 @@ def parse_grid(data: Any, source: str = "grid", base: Path | None = None) -> Gri
                 points=tuple(points), repeats=own.get("repeats", 1), warmup=own.get("warmup", 0),
                 lines=own.get("lines"), service=_service(data.get("service"), source), url=url,
                 description=own.get("description", ""), profile=profile, settings=wide,
-                calibration_lines=own.get("calibration_lines"))
+                calibration_lines=own.get("calibration_lines"), client_share_max=own.get("client_share_max"))
     _check_runs(grid, source)
     return grid
 

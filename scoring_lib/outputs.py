@@ -53,23 +53,37 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temporaries(path: Path) -> list[Path]:
-    """Delete `.NAME.PID.tmp` files of `path` left by runs that were killed (their process is gone)."""
+def _temporaries(path: Path) -> list[tuple[Path, int]]:
+    """The `.NAME.PID.tmp` files of `path` written by other processes, with their process ids."""
     pattern = re.compile(rf"^\.{re.escape(path.name)}\.(\d+)\.tmp$")
-    removed = []
     try:
         candidates = list(path.parent.iterdir())
     except OSError:
-        return removed
-    for p in candidates:
-        m = pattern.match(p.name)
-        if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
+        return []
+    return [(p, int(m.group(1))) for p in candidates
+            if (m := pattern.match(p.name)) and int(m.group(1)) != os.getpid()]
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Delete `.NAME.PID.tmp` files of `path` left by runs that were killed (their process is gone)."""
+    removed = []
+    for p, pid in _temporaries(path):
+        if not _alive(pid):
             try:
                 p.unlink()
                 removed.append(p)
             except OSError:
                 pass
     return removed
+
+
+def check_not_being_written(path: Path) -> None:
+    """ConfigError when another live process is writing `path` now (its temporary is there): two runs
+    with one output (the same input stem in two folders, say) would each replace the other's rows."""
+    for _p, pid in _temporaries(path):
+        if _alive(pid):
+            raise ConfigError(f"output {path} is being written by another run (process {pid}) now: "
+                              f"give this run another --output")
 
 
 def output_target(path: str | os.PathLike) -> Path:
@@ -106,6 +120,7 @@ class OrderedRowWriter:
             raise write_error("output", self.path, exc) from None
         try:
             remove_stale_temporaries(self.path)
+            check_not_being_written(self.path)
             self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
             self._file = open(self._tmp, "w", encoding="utf-8", newline="\n")
         except OSError as exc:

@@ -24,7 +24,7 @@ from .failures import Failure, key_hint
 from .inputs import count_lines, is_regular, is_stdin, open_input, read_lines
 from .limit_settings import profile_start
 from .loops import event_loop_name
-from .outputs import OrderedRowWriter, Row, output_target
+from .outputs import OrderedRowWriter, Row, check_not_being_written, output_target
 from .record import RunRecord, build_record, save_record
 from .resources import ensure_open_files, files_needed, fit_auto_ceiling, sockets_needed
 from .stats import SAMPLE_SIZE, Reservoir, RunStats  # noqa: F401 - re-exported: moved to stats.py
@@ -54,11 +54,17 @@ class ProgressBar(Protocol):
 
     def update(self, n: int = 1) -> object: ...
 
+    def catch_up(self) -> None:
+        """Draw lines counted but not yet drawn (the run calls it when no result came for a moment)."""
+
 
 class _NoBar:
     """No bar is shown: nothing to draw, no tqdm to import, no monitor thread to start."""
 
     def update(self, n: int = 1) -> None:
+        pass
+
+    def catch_up(self) -> None:
         pass
 
     def __enter__(self) -> "_NoBar":
@@ -74,8 +80,33 @@ def progress_bar(progress: bool | None, total: int | None):
         return _NoBar()
     from tqdm.auto import tqdm  # start-up: only a run that shows a bar loads tqdm.auto (notebook detection)
 
-    return tqdm(total=total, unit="line", disable=None if progress is None else False, dynamic_ncols=True,
-                leave=False)
+    return _CatchUpBar(tqdm(total=total, unit="line", disable=None if progress is None else False,
+                            dynamic_ncols=True, leave=False))
+
+
+class _CatchUpBar:
+    """A tqdm bar that also draws when the run goes quiet. tqdm draws on `update` at most every
+    `mininterval`, so against a slow service a wave's replies, arriving together, drew only the first
+    of them: the rest showed with the next wave's first reply, one round trip late."""
+
+    def __init__(self, bar) -> None:
+        self.bar = bar
+        self._drawn = bar.n
+
+    def update(self, n: int = 1) -> None:
+        self.bar.update(n)
+
+    def catch_up(self) -> None:
+        if not self.bar.disable and self.bar.n not in (self.bar.last_print_n, self._drawn):
+            self.bar.refresh()
+            self._drawn = self.bar.n
+
+    def __enter__(self) -> "_CatchUpBar":
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(*exc)
 
 
 def _on_terminal() -> bool:
@@ -178,6 +209,8 @@ class _Run:
                 results = self.engine.poll(timeout=0.05)
                 self.watchdog.check(bool(results), self.outstanding)
                 self.collect(results)
+                if not results:  # a quiet moment: the lines of the last replies show now, not with the next
+                    self.bar.catch_up()
 
 
 def redirect_hint(failure: Failure | None) -> str:
@@ -261,10 +294,15 @@ def queue_note(config: RunConfig, server_info: dict | None) -> str | None:
 
 
 def check_paths(config: RunConfig, source=None) -> None:
-    """Refuse an output that is a directory, a device, pipe or socket, or the input itself, and a stream's
-    default output (its name, e.g. 63.jsonl, is another stream's too), before anything starts."""
+    """Refuse an output that is a directory, a device, pipe or socket, or the input itself, and the default
+    output of standard input or a stream (its name, stdin.jsonl or e.g. 63.jsonl, is every other one's
+    too: two piped runs in one folder would overwrite each other), before anything starts."""
     out = output_target(config.resolved_output)
-    if config.output is None and source is not None and not is_stdin(config.input) and not is_regular(source):
+    check_not_being_written(out)
+    if config.output is None and is_stdin(config.input):
+        raise ConfigError(f"input - (standard input) needs --output PATH: its default, {config.resolved_output}, "
+                          f"would be every piped run's")
+    if config.output is None and source is not None and not is_regular(source):
         raise ConfigError(f"input {config.input} is a stream (pipe, FIFO or process substitution): give --output "
                           f"PATH (its default, {config.resolved_output}, would be any such stream's)")
     try:

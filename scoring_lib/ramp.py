@@ -48,6 +48,7 @@ from .ramp_result import (
 from .stats import percentiles
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
+UNRELIABLE = 0.25  # a share of attempts failing at 1 in flight above which the ramp reads no limits
 
 
 class ProbeError(ScoringError):
@@ -77,10 +78,12 @@ def _first_attempt(failure: Failure | None) -> str:
 
 # --- one step -----------------------------------------------------------------------------------
 async def run_step(client: ScoringClient, texts, concurrency: int, seconds: float, rounds: int = 3,
-                   service: psutil.Process | None = None) -> Step:
+                   service: psutil.Process | None = None, retries: int = 0) -> Step:
     """Keep `concurrency` requests in flight for `seconds`, and until every worker has had `rounds`
     answers (a queue's latency can exceed the step); then let the last ones finish (each bounded by
-    the client's timeout). A rejected request's worker waits the client's backoff, Retry-After first.
+    the client's timeout). A rejected request's worker waits the client's backoff, Retry-After first,
+    then sends the same text again after a failure the client retries, up to `retries` times, as a run
+    would (a flaky service fails a text's first attempts only); every attempt is counted.
     The CPU this process, the `service`'s process (when it runs here) and the machine used is measured."""
     outcomes: list = []
     steady: list[float] = []  # latencies of ok requests that were not their worker's first
@@ -92,11 +95,15 @@ async def run_step(client: ScoringClient, texts, concurrency: int, seconds: floa
     stop_at = start + seconds
 
     async def worker() -> None:
-        failures = done = 0
+        failures = done = tries = 0
+        text = next(texts)
         while time.time() < stop_at or done < rounds:
-            o = await client.score(next(texts))
+            o = await client.score(text)
             outcomes.append(o)
             done += 1
+            again = not o.ok and o.failure is not None and o.failure.retryable and tries < retries
+            tries = tries + 1 if again else 0
+            text = text if again else next(texts)
             if o.ok:
                 if done > 1:
                     steady.append(o.latency)
@@ -245,6 +252,19 @@ def _failed(step: Step) -> str:
     return ""
 
 
+def _unreliable(step: Step) -> str:
+    """Why a step at 1 in flight (no load) shows the service too unreliable to ramp, or "": more than
+    UNRELIABLE of its attempts failed. Failures without load say nothing about a limit, and refusals that
+    come anyway would read as one: no capacity is read from such a curve, rather than a wrong one."""
+    failed = step.sent - step.ok
+    if step.concurrency > 1 or step.ok == 0 or failed <= UNRELIABLE * step.sent:
+        return ""
+    sample = f": {step.error_sample}" if step.error_sample else ""
+    return (f"too unreliable to ramp: {failed} of {step.sent} attempts failed with 1 in flight, no load "
+            f"({step.rate_limited} x 429, {step.shed} x 503, {step.errors} other errors{sample}), so its "
+            f"refusals say nothing about its limits; `score` retries such failures (--max-retries)")
+
+
 def _saturated(step: Step, prev: Step, base_latency: float, baseline_rejects: float, margin: float) -> bool:
     """Throughput stopped rising (less than half the gain more in-flight requests should give)
     while latency rose by `margin` or rejections (429/503) appeared."""
@@ -267,7 +287,7 @@ async def ramp_async(client_config: ClientConfig, *, ceiling: int = 1024,
     whose CPU each step measures: a CPU-bound simulator bends the curve as a capacity would."""
     if ceiling < 1:
         raise ScoringError("the ramp's ceiling must be at least 1")
-    cfg = replace(client_config, max_retries=0)  # every rejection is seen and counted, never retried
+    cfg, cfg_retries = replace(client_config, max_retries=0), client_config.max_retries  # run_step retries, counting
     texts = _texts(input)
     service = service_process(client_config.url, service_pid)
     t0 = time.monotonic()
@@ -283,14 +303,14 @@ async def ramp_async(client_config: ClientConfig, *, ceiling: int = 1024,
         base_rejects = 0.0
         while True:
             seconds = step_seconds or max(min_step_seconds, waves * (base or 0.2))
-            step = await run_step(client, texts, c, seconds, service=service)
+            step = await run_step(client, texts, c, seconds, service=service, retries=cfg_retries)
             steps.append(step)
             if progress:
                 progress(step)
             if step.ok == 0 and len(steps) == 1 and _fatal(step.failure_sample):
                 raise ProbeError(f"cannot probe {client_config.url}: {_first_attempt(step.failure_sample)}")
-            if (stopped := _failed(step)):
-                broken = True
+            if (stopped := _unreliable(step) or _failed(step)):
+                base, broken = base or step.p50, True  # a flaky service's latency is measured, its limits are not
                 break
             if len(steps) == 1:
                 base_rejects = step.rejected_share
@@ -308,7 +328,7 @@ async def ramp_async(client_config: ClientConfig, *, ceiling: int = 1024,
             c = min(ceiling, c * 2)
         if refine and base and time.monotonic() - t0 <= budget_seconds:
             seconds = step_seconds or max(min_step_seconds, waves * base)
-            step = await _refine(client, texts, steps, base, seconds, service, base_rejects, margin)
+            step = await _refine(client, texts, steps, base, seconds, service, base_rejects, margin, cfg_retries)
             if step is not None and progress:
                 progress(step)
     result = _conclude(client_config.url, steps, base, ceiling, time.monotonic() - t0, stopped or "done", margin,
@@ -318,7 +338,7 @@ async def ramp_async(client_config: ClientConfig, *, ceiling: int = 1024,
 
 
 async def _refine(client: ScoringClient, texts, steps: list[Step], base: float, seconds: float,
-                  service: psutil.Process | None, base_rejects: float, margin: float) -> Step | None:
+                  service: psutil.Process | None, base_rejects: float, margin: float, retries: int = 0) -> Step | None:
     """A step at the capacity read so far, when it falls between the last two doublings: it refines the
     estimate (appended to `steps`, and returned)."""
     est = read_capacity(steps, service_mean(steps, base) or base)
@@ -326,7 +346,7 @@ async def _refine(client: ScoringClient, texts, steps: list[Step], base: float, 
     hi = min((s.concurrency for s in steps if s.saturated), default=0)
     if not est or not lo < round(est) < hi:
         return None
-    step = await run_step(client, texts, round(est), seconds, service=service)
+    step = await run_step(client, texts, round(est), seconds, service=service, retries=retries)
     step.refinement = True
     prev = max((s for s in steps if s.concurrency == lo), key=lambda s: s.concurrency)
     step.saturated = _saturated(step, prev, base, base_rejects, margin)

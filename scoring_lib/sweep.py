@@ -258,7 +258,7 @@ def run_sweep(grid: Grid | str | os.PathLike, records_dir: str | os.PathLike = p
         stack.enter_context(shared_with_children())  # the commit, read once, for every run's record
         calibration = calibrate_sweep(grid.name, grid.largest_concurrency(), grid.calibration_lines,
                                       _sweep_server(grid) if grid.url is None else None, _grid_fields(grid),
-                                      records.parent)
+                                      records.parent, grid.client_share_max)
         stack.callback(save_load, calibration, stack.enter_context(LoadSampler()), records.parent)
         url = grid.url
         if url is None:  # one simulated service for the whole sweep: every point meets the same profile

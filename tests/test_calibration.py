@@ -10,6 +10,7 @@ import yaml
 from scoring_lib import calibration
 from scoring_lib.calibration import (CALIBRATION_FILE, Calibration, LoadSampler, calibrate_sweep, gap_explained,
                                      load_calibration, needed_time_scale, save_load)
+from scoring_lib.errors import GridError
 from scoring_lib.records import read_records
 from scoring_lib.settings import ServerConfig
 from scoring_lib.sweep import load_grid, run_sweep, schedule
@@ -116,6 +117,32 @@ def test_a_grid_whose_time_scale_is_too_small_gets_one_warning_naming_the_scale_
     monkeypatch.setattr(calibration, "measure_client", lambda concurrency, lines, fields: (1e-6, 0.01))
     assert calibrate_sweep(grid.name, 8, 50, server, {}, tmp_path).time_scale_needed is None
     assert capsys.readouterr().err == ""
+
+
+def test_a_grid_that_states_the_share_it_accepts_is_warned_only_above_it(tmp_path, monkeypatch, capsys):
+    """`make run` warned about its own grid's time scale, which quick.yaml chose knowingly for speed: a grid's
+    client_share_max is the share of the latency the client's CPU per wave may take before `sweep` warns."""
+    monkeypatch.setattr(calibration, "measure_client", lambda concurrency, lines, fields: (1e-4, 0.01))
+    # C=8 at 100 us: 0.8 ms of CPU per wave, 10% of the 8.3 ms latency at time scale 0.002.
+    accepting = grid_of(tmp_path, GRID | {"client_share_max": 0.2})
+    server = ServerConfig(**accepting.service)
+    made = calibrate_sweep("cal", 8, 50, server, {}, tmp_path, accepting.client_share_max)
+    assert capsys.readouterr().err == ""
+    assert made.accepted_share == 0.2 and load_calibration(tmp_path, "cal").accepted_share == 0.2
+    assert made.time_scale_needed == 0.0097  # what 2% needs stays recorded, and the report says it
+    assert "(2% needs time scale 0.0097; the grid accepts 20%)" in calibration.calibration_note(made)
+    strict = grid_of(tmp_path, GRID | {"client_share_max": 0.05})
+    calibrate_sweep("cal", 8, 50, server, {}, tmp_path, strict.client_share_max)
+    [line] = capsys.readouterr().err.splitlines()
+    assert "10% of the latency" in line and "time scale 0.0039 or more keeps it under 5%" in line
+    assert "client_share_max" in line
+    for wrong in (0, 1.5, "x"):
+        with pytest.raises(GridError, match="client_share_max"):
+            grid_of(tmp_path, GRID | {"client_share_max": wrong})
+
+
+def test_the_quick_grid_states_the_share_it_accepts():
+    assert load_grid(REPO / "notebooks/grids/quick.yaml").client_share_max == 0.3
 
 
 def test_repeats_are_interleaved_repeat_0_of_every_point_first(tmp_path, papermill_in_process):

@@ -227,10 +227,10 @@ def test_dash_reads_a_pipe_to_its_end_and_resumes_from_the_cache(tmp_path, serve
     to its last line, progress has no total, and a second run of the same stream comes from the cache."""
     svc = serve(latency=0)
     feed = f"{{ seq 1 1500; sleep 0.5; seq 1501 3000; printf 'last line'; }}"
-    run = f"{feed} | {PY} score - --url {svc.url} --progress --threads 2"
+    run = f"{feed} | {PY} score - --url {svc.url} --progress --threads 2 --output out.jsonl"
     first = sh(f"cd {tmp_path} && {run}", REPO)
     assert first.returncode == 0, first.stderr
-    rows = read_rows(tmp_path / "results/scores/stdin.jsonl")  # `-` is named as /dev/stdin would be
+    rows = read_rows(tmp_path / "out.jsonl")
     assert [r["line"] for r in rows] == list(range(1, 3002)) and all(r["status"] == "ok" for r in rows)
     assert "3001 lines: 3001 ok" in first.stdout and "0 from cache" in first.stdout
     assert "/3001" not in first.stderr and re.search(r"\d+line \[", first.stderr)  # progress: a count, no total
@@ -239,7 +239,41 @@ def test_dash_reads_a_pipe_to_its_end_and_resumes_from_the_cache(tmp_path, serve
     again = sh(f"cd {tmp_path} && {run}", REPO)
     assert again.returncode == 0, again.stderr
     assert "0 requests" in again.stdout and "3001 from cache" in again.stdout
-    assert read_rows(tmp_path / "results/scores/stdin.jsonl") == [r | {"attempts": 0} for r in rows]
+    assert read_rows(tmp_path / "out.jsonl") == [r | {"attempts": 0} for r in rows]
+
+
+@pytest.mark.parametrize("feed", ["printf 'a\\nb\\n' |", "< in.txt"])
+def test_dash_without_output_is_one_line_exit_2_as_two_piped_runs_would_share_a_name(tmp_path, serve, feed):
+    """`cat a.txt | score -` and `cat b.txt | score -` in one folder wrote one default output
+    (results/scores/stdin.jsonl), each run's results replacing the other's: `-` needs --output."""
+    svc = serve(latency=0)
+    (tmp_path / "in.txt").write_text("a\nb\n")
+    proc = sh(f"cd {tmp_path} && {feed} {PY} score - --url {svc.url} --no-record", REPO)
+    line = assert_one_line_error(proc)
+    assert "input - (standard input) needs --output PATH" in line and "stdin.jsonl" in line
+    assert not (tmp_path / "results/scores").exists()
+
+
+def test_two_runs_writing_one_output_at_once_the_second_is_refused_in_one_line(tmp_path, serve):
+    """`score x/in.txt` and `score y/in.txt` both write results/scores/in.jsonl: while one is writing it
+    (its temporary .in.jsonl.PID.tmp, PID alive), the other is refused (exit 2) instead of replacing its rows."""
+    svc = serve(latency=0)
+    for folder in ("x", "y"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "in.txt").write_text(f"{folder} 1\n{folder} 2\n")
+    writing = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        (tmp_path / "results/scores").mkdir(parents=True)
+        (tmp_path / f"results/scores/.in.jsonl.{writing.pid}.tmp").write_text("")
+        proc = sh(f"cd {tmp_path} && {PY} score y/in.txt --url {svc.url} --no-record --no-cache", REPO)
+        line = assert_one_line_error(proc)
+        assert f"being written by another run (process {writing.pid})" in line and "--output" in line
+    finally:
+        writing.communicate(b"")
+    again = sh(f"cd {tmp_path} && {PY} score y/in.txt --url {svc.url} --no-record --no-cache", REPO)
+    assert again.returncode == 0, again.stderr  # its writer gone, the temporary is stale: removed, not a refusal
+    assert len(read_rows(tmp_path / "results/scores/in.jsonl")) == 2
+    assert not list((tmp_path / "results/scores").glob(".in.jsonl.*.tmp"))
 
 
 def test_dash_redirected_from_a_file_is_counted_and_read_from_where_it_stands(tmp_path, make_input, serve):

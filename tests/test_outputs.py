@@ -4,6 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from scoring_lib.errors import ConfigError
 from scoring_lib.outputs import OrderedRowWriter, Row
 
 
@@ -49,10 +50,14 @@ def test_stale_temporaries_of_dead_runs_are_removed_and_live_ones_kept(tmp_path)
     other = tmp_path / f".other.jsonl.{int(dead.stdout)}.tmp"  # not this output's
     for p in (dead_tmp, live_tmp, other):
         p.write_text("partial")
+    with pytest.raises(ConfigError, match="being written by another run"):  # a live run's output: not two writers
+        OrderedRowWriter(tmp_path / "out.jsonl")
+    assert not dead_tmp.exists() and live_tmp.exists() and other.exists()
+    live_tmp.unlink()
     w = OrderedRowWriter(tmp_path / "out.jsonl")
     w.add(Row(1, 0.5, "ok", None, 1))
     w.commit()
-    assert not dead_tmp.exists() and live_tmp.exists() and other.exists()
+    assert other.exists()
 
 
 @given(line=st.integers(1, 10**9),

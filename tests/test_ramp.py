@@ -272,10 +272,23 @@ def test_the_ramp_finds_a_proxy_queues_replicas_and_says_what_kind_of_limit(tmp_
 
 
 def test_a_ramp_that_measured_nothing_saves_no_profile(tmp_path):
-    """A service whose first attempts all fail (flaky) stops the ramp at 1 in flight: rc 1, and no
-    profile of unknown figures written as if the probe had worked."""
-    with SimulatedService(ServerConfig(latency=0.01, flaky=3)) as svc:
-        out = cli("probe", "--ramp", "--url", svc.url, "--save-profile", tmp_path / "flaky.yaml", timeout=120)
+    """A service whose every attempt fails (flaky beyond the client's 5 retries) stops the ramp at 1 in
+    flight: rc 1, and no profile of unknown figures written as if the probe had worked."""
+    with SimulatedService(ServerConfig(latency=0.01, flaky=6)) as svc:
+        out = cli("probe", "--ramp", "--url", svc.url, "--save-profile", tmp_path / "flaky.yaml",
+                  "--backoff-base", "0.01", timeout=120)
     assert out.returncode == 1, out.stderr
     assert not (tmp_path / "flaky.yaml").exists()
     assert "not saved" in out.stdout
+
+
+def test_a_flaky_but_alive_service_is_said_too_unreliable_to_ramp_with_its_latency_and_no_capacity():
+    """Each text's first 2 attempts fail (503, 429, reset, non-JSON 200, 500), then it is scored. The ramp
+    retries a text as the client does, so it sees the service alive (its latency measured); failures at
+    1 in flight are no limit's, so it reads no capacity from them and says why in one line."""
+    with SimulatedService(ServerConfig(latency=0.05, flaky=2)) as svc:
+        result = ramp(ClientConfig(url=svc.url, backoff_base=0.01), step_seconds=1.0)
+    assert result.stopped.startswith("too unreliable to ramp") and "\n" not in result.stopped, result.lines()
+    assert "with 1 in flight" in result.stopped and "other errors" in result.stopped
+    assert result.latency == pytest.approx(0.05, rel=0.5)
+    assert result.capacity is None and result.rate_limit is None and result.recommended is None
