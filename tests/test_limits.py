@@ -95,6 +95,26 @@ def test_threads_sharing_one_limiter_never_exceed_its_limit():
     assert limiter.stats()["attempts"] == 450 and limiter.in_flight == 0
 
 
+def test_the_probe_gate_opens_after_the_grace_when_no_reply_came_back():
+    """A slow healthy service: nothing back within the grace, so the gate opens (more than the probe of
+    4 go out before any reply); the count-rule tests that lengthen the grace (long_grace) rely on this rule."""
+    limiter = RunLimiter(LimitSettings(limit=64, probe=4, grace=0.05))
+    in_flight_at_first_reply = []
+
+    async def body(gate):
+        async def one():
+            ticket = await gate.acquire()
+            if not in_flight_at_first_reply:
+                await asyncio.sleep(0.3)  # the first replies come back well after the grace
+                in_flight_at_first_reply.append(limiter.in_flight)
+            gate.release(ticket, Attempt(None, 0.3))
+        await asyncio.gather(*(one() for _ in range(32)))
+
+    run_loops(limiter, 1, body)
+    assert in_flight_at_first_reply[0] > 4
+    assert limiter.stats()["attempts"] == 32
+
+
 def test_fatal_failures_before_any_success_stop_the_run_after_the_probe():
     limiter = RunLimiter(LimitSettings(limit=256, probe=16, trip=8))
     sent = []
@@ -409,7 +429,7 @@ def test_e_nothing_listening_exits_1_fast_with_the_cause(make_input, tmp_path):
     assert not (tmp_path / "o.jsonl").exists()
 
 
-def test_e_401_for_every_line_exits_1_after_few_requests(make_input, tmp_path, monkeypatch):
+def test_e_401_for_every_line_exits_1_after_few_requests(make_input, tmp_path, monkeypatch, long_grace):
     monkeypatch.delenv("SCORING_API_KEY", raising=False)
     path = lines(make_input, 300)
     with SimulatedService(ServerConfig(latency=0.05, time_scale=1, require_api_key="right")) as svc:
