@@ -378,13 +378,15 @@ def test_b_auto_against_a_shedding_service_rejects_little(make_input, tmp_path):
             result = score_file(run_config(path, svc.url, tmp_path, max_concurrent_tasks=setting, cache=None,
                                            max_retries=20))
             stats = svc.stats()
-            shares[setting] = (stats.shed / stats.requests, result.stats.scoring_seconds, result)
-    share, _wall, result = shares["auto"]
+            shares[setting] = (stats.shed / stats.requests, stats.shed, result)
+    share, shed, result = shares["auto"]
     assert result.exit_code == 0, result.stats.summary()
     assert share <= 0.10  # target 0.05 (bench)
     # Its wall time against the bound is bench case l's to measure: another suite on the machine moves it.
     assert shares[1000][0] > 2 * share  # the fixed setting that is too high is shed far more
-    assert result.record["limits"]["http_503"] >= 1
+    # Every 503 the service sent is in the record (how many there are depends on the machine's load: on a
+    # busy one, auto's latency signal may hold it under the capacity, and none come).
+    assert result.record["limits"]["http_503"] == shed
 
 
 @pytest.mark.slow
