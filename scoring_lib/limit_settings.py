@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+from .settings import RunConfig, default_of
+
 PROBED = "probed"  # the source (service.py) of a figure measured by probe --ramp and saved in a profile
 
 
@@ -21,10 +23,9 @@ class LimitSettings:
     adaptive_rate: bool = True  # adaptive: a rate that follows throttling too (off: the concurrency limit alone)
     probe: int = 16  # attempts allowed before the first success (or the grace period)
     trip: int = 8  # failures of one fatal-if-unanimous cause before any success that may stop the run
-    # seconds without a fatal failure after which the probe gate opens anyway: a 401/403/404 must come
-    # back within it even on a loaded machine (0.05 s let 162 requests out before a 401 stopped the run);
-    # a healthy run pays it once, unscaled
-    grace: float = 0.2
+    # seconds without a fatal failure after which the probe gate opens anyway (a run's --probe-grace): a
+    # 401/403/404 must come back within it; a healthy run pays it once, unscaled
+    grace: float = default_of(RunConfig, "probe_grace")
     budget: int = 50  # failed attempts in a row that stop the run (at least; 2 x the most in flight if larger)
     stall: float = 5.0  # ... and only once no attempt succeeded for this many seconds
     pause_cap: float = 20.0  # longest run-wide pause a Retry-After may cause
@@ -50,7 +51,7 @@ def settings_for(config) -> LimitSettings:
     start = getattr(config, "auto_start", None)
     known = dict(initial=start, slow_start=False, start_from=f"profile capacity {start}") if start else {}
     return LimitSettings(limit=config.concurrency_ceiling, adaptive=config.adaptive, rate=config.rate_limit,
-                         pause_cap=config.client.backoff_cap, **known)
+                         pause_cap=config.client.backoff_cap, grace=config.probe_grace, **known)
 
 
 def profile_start(config, server_info: dict | None):

@@ -34,18 +34,6 @@ def make_input(tmp_path):
     return make
 
 
-@pytest.fixture
-def long_grace(monkeypatch):
-    """The probe gate's grace period made long (60 s) for tests of the fail-fast counting rules: they
-    assert how many requests a unanimous cause lets out, which holds when the failures come back within
-    the grace (0.2 s); on a loaded machine an in-process service's 401s may not, and the gate opens."""
-    import dataclasses
-
-    from scoring_lib.engines import asyncio_engine
-    real = asyncio_engine.settings_for
-    monkeypatch.setattr(asyncio_engine, "settings_for", lambda config: dataclasses.replace(real(config), grace=60.0))
-
-
 def run_config(path: Path, url: str, tmp_path: Path, **kw) -> RunConfig:
     client_kw = {k: kw.pop(k) for k in list(kw) if k in ClientConfig.__dataclass_fields__}
     client = ClientConfig(url=url, **({"backoff_base": 0.01, "backoff_cap": 0.05} | client_kw))

@@ -339,7 +339,7 @@ def test_embedded_service_with_too_many_sockets_for_the_limit_is_exit_5(tmp_path
 def test_a_score_path_the_service_never_has_stops_early_and_writes_nothing(tmp_path, make_input):
     path = make_input([f"line {i}" for i in range(200)], "in.txt")
     with HostileServer(lambda r: good()) as srv:
-        proc = cli("score", path, "--url", srv.url, "--score-field", "result.score", "--backoff-base", "0",
+        proc = cli("score", path, "--url", srv.url, "--score-field", "result.score", "--backoff-base", "0", "--probe-grace", "60",
                    "--output", tmp_path / "o.jsonl", "--no-cache", "--no-record", *QUIET, timeout=60)
         sent = len(srv.requests)
     line = assert_one_line_error(proc, 1)
@@ -354,7 +354,7 @@ def test_a_service_that_only_redirects_stops_the_run_and_nothing_is_followed(tmp
     with HostileServer(lambda r: good()) as other:
         with HostileServer(lambda r: redirect(307, other.url)) as srv:
             proc = cli("score", path, "--url", srv.url, "--output", tmp_path / "o.jsonl", "--no-cache", "--no-record",
-                       *QUIET, timeout=60)
+                       "--probe-grace", "60", *QUIET, timeout=60)
             sent = len(srv.requests)
         assert other.requests == []
     line = assert_one_line_error(proc, 1)

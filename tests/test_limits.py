@@ -97,7 +97,7 @@ def test_threads_sharing_one_limiter_never_exceed_its_limit():
 
 def test_the_probe_gate_opens_after_the_grace_when_no_reply_came_back():
     """A slow healthy service: nothing back within the grace, so the gate opens (more than the probe of
-    4 go out before any reply); the count-rule tests that lengthen the grace (long_grace) rely on this rule."""
+    4 go out before any reply); the count-rule tests that lengthen it (--probe-grace 60) rely on this rule."""
     limiter = RunLimiter(LimitSettings(limit=64, probe=4, grace=0.05))
     in_flight_at_first_reply = []
 
@@ -113,6 +113,13 @@ def test_the_probe_gate_opens_after_the_grace_when_no_reply_came_back():
     run_loops(limiter, 1, body)
     assert in_flight_at_first_reply[0] > 4
     assert limiter.stats()["attempts"] == 32
+
+
+def test_probe_grace_is_the_run_setting_the_limiter_gets(tmp_path):
+    from scoring_lib.limits import settings_for
+    config = run_config(tmp_path / "in.txt", "http://127.0.0.1:1/score", tmp_path, probe_grace=3.5)
+    assert settings_for(config).grace == 3.5
+    assert settings_for(run_config(tmp_path / "in.txt", "http://127.0.0.1:1/score", tmp_path)).grace == 0.2
 
 
 def test_fatal_failures_before_any_success_stop_the_run_after_the_probe():
@@ -417,7 +424,7 @@ def test_e_nothing_listening_exits_1_fast_with_the_cause(make_input, tmp_path):
     path = lines(make_input, 300)
     t0 = time.monotonic()
     proc = cli("score", path, "--url", f"http://127.0.0.1:{free_port()}/score", "--no-cache", "--no-record",
-               "--output", tmp_path / "o.jsonl", cwd=tmp_path)
+               "--probe-grace", "60", "--output", tmp_path / "o.jsonl", cwd=tmp_path)
     wall = time.monotonic() - t0
     assert proc.returncode == 1 and wall < 5
     [line] = proc.stderr.strip().splitlines()
@@ -431,12 +438,13 @@ def test_e_nothing_listening_exits_1_fast_with_the_cause(make_input, tmp_path):
     assert not (tmp_path / "o.jsonl").exists()
 
 
-def test_e_401_for_every_line_exits_1_after_few_requests(make_input, tmp_path, monkeypatch, long_grace):
+def test_e_401_for_every_line_exits_1_after_few_requests(make_input, tmp_path, monkeypatch):
     monkeypatch.delenv("SCORING_API_KEY", raising=False)
     path = lines(make_input, 300)
     with SimulatedService(ServerConfig(latency=0.05, time_scale=1, require_api_key="right")) as svc:
         with pytest.raises(ServiceUnusable, match="HTTP 401") as err:
-            score_file(run_config(path, svc.url, tmp_path, max_concurrent_tasks=256))
+            # a long grace: the count rule is tested, not whether a loaded machine reads a 401 within 0.2 s
+            score_file(run_config(path, svc.url, tmp_path, max_concurrent_tasks=256, probe_grace=60))
         requests = svc.stats().requests
         assert requests <= 20
     assert err.value.exit_code == 1
