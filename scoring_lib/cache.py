@@ -1,4 +1,4 @@
-"""Persistent score cache (SQLite, WAL) behind a bounded in-memory LRU.
+"""Persistent score cache (SQLite, WAL) behind a bounded in-memory store of recent scores.
 
 Scores are committed as they arrive, so a killed run, started again, requests only what is missing.
 Keys are a sha256 of namespace (url and field names) and text: the cache never holds the texts.
@@ -11,7 +11,6 @@ import math
 import os
 import sqlite3
 import tempfile
-from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -22,17 +21,40 @@ def cache_namespace(url: str, request_field: str, score_field: str) -> str:
     return f"{url}\x00{request_field}\x00{score_field}"
 
 
+FILTER_BITS = 1 << 24  # run-local: a fixed 2 MiB filter of the keys written to the temporary file
+
+
+def _bits(key: bytes) -> tuple[int, int]:
+    """The filter's two bit positions for a key (a sha256 digest: its bytes are uniform)."""
+    n = int.from_bytes(key[:8], "little")
+    return n % FILTER_BITS, (n >> 32) % FILTER_BITS
+
+
+def _seen(bits: bytearray, key: bytes) -> bool:
+    """False when `key` was never written to the run-local file (and for most that were not)."""
+    a, b = _bits(key)
+    return bool(bits[a >> 3] & (1 << (a & 7))) and bool(bits[b >> 3] & (1 << (b & 7)))
+
+
 class ScoreCache:
     """Score lookups by key; `path=None` keeps the run-local store in a temporary file, which gets
-    only what the LRU lets go (nothing has to survive the run, so no per-batch SQLite commit)."""
+    only what memory lets go (nothing has to survive the run: no journal, no per-batch commit).
+
+    In memory: at most `lru_size` recent scores in two generations, plain dicts. New and looked-up
+    scores go to the young one; when it holds half of `lru_size`, the old one is let go (run-local: to
+    the file, in one sorted batch) and the young one becomes old. Memory is the same after a million
+    lines as after a hundred thousand (an OrderedDict evicting a key per insert kept growing the process's
+    memory with the keys it had seen; a plain dict that only fills, then is dropped whole, does not).
+    Run-local, a filter of the keys in the file (two bits each, FILTER_BITS in all) answers most
+    lookups of a key never seen without reading the file: a run of distinct lines never reads it."""
 
     def __init__(self, path: str | os.PathLike | None, namespace: str, lru_size: int = 100_000) -> None:
         self._namespace = namespace.encode("utf-8") + b"\x00"
-        self._lru: OrderedDict[bytes, float] = OrderedDict()
-        self._lru_size = lru_size
+        self._young: dict[bytes, float] = {}
+        self._old: dict[bytes, float] = {}
+        self._generation = max(1, lru_size // 2)
         self._temp: str | None = None
-        self._spill: dict[bytes, float] = {}  # run-local store: evicted from the LRU, not yet in SQLite
-        self._spilled = False
+        self._filter: bytearray | None = None  # run-local, once anything is in the file: its keys' bits
         made: list[Path] = []  # folders this opening creates, deepest first
         if path is None:
             fd, self._temp = tempfile.mkstemp(prefix="scoring-run-", suffix=".sqlite")
@@ -49,8 +71,12 @@ class ScoreCache:
         self._db = None
         try:
             self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
+            if self._temp is not None:  # run-local: nothing to survive a crash, nothing to journal or sync
+                self._db.execute("PRAGMA journal_mode=OFF")
+                self._db.execute("PRAGMA synchronous=OFF")
+            else:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=10000")
             self._db.execute("CREATE TABLE IF NOT EXISTS scores (key BLOB PRIMARY KEY, score REAL NOT NULL)"
                              " WITHOUT ROWID")
@@ -75,13 +101,14 @@ class ScoreCache:
         return hashlib.sha256(self._namespace + text.encode("utf-8")).digest()
 
     def get(self, key: bytes) -> float | None:
-        score = self._lru.get(key)
+        score = self._young.get(key)
         if score is not None:
-            self._lru.move_to_end(key)
             return score
-        if self._temp is not None:  # run-local: SQLite holds only what the LRU let go
-            if (score := self._spill.get(key)) is not None or not self._spilled:
-                return score
+        if (score := self._old.pop(key, None)) is not None:
+            self._remember(key, score)
+            return score
+        if self._temp is not None and (self._filter is None or not _seen(self._filter, key)):
+            return None  # run-local: never let go to the file
         try:
             row = self._db.execute("SELECT score FROM scores WHERE key = ?", (key,)).fetchone()
         except sqlite3.DatabaseError as exc:  # a file damaged mid-way reads well until a lookup reaches the damage
@@ -97,7 +124,7 @@ class ScoreCache:
         items = list(items)
         if not items:
             return
-        if self._temp is not None:  # run-local: nothing to survive, so SQLite only takes the LRU's overflow
+        if self._temp is not None:  # run-local: nothing to survive, so SQLite only takes what memory lets go
             for key, score in items:
                 self._remember(key, score)
             return
@@ -116,26 +143,38 @@ class ScoreCache:
             self._remember(key, score)
 
     def _remember(self, key: bytes, score: float) -> None:
-        self._lru[key] = score
-        self._lru.move_to_end(key)
-        if len(self._lru) > self._lru_size:
-            old_key, old_score = self._lru.popitem(last=False)
+        young = self._young
+        young[key] = score
+        if len(young) >= self._generation:
             if self._temp is not None:
-                self._spill[old_key] = old_score
-                if len(self._spill) >= 1000:
-                    self._flush_spill()
+                self._spill(self._old)
+            self._old, self._young = young, {}
 
-    def _flush_spill(self) -> None:
+    def _spill(self, scores: dict[bytes, float]) -> None:
+        """Run-local: write `scores` to the file in key order (each page of its index touched once), and
+        set their bits in the filter."""
+        if not scores:
+            return
+        items = sorted(scores.items())
         self._db.execute("BEGIN")
-        self._db.executemany("INSERT OR REPLACE INTO scores (key, score) VALUES (?, ?)", self._spill.items())
+        self._db.executemany("INSERT OR REPLACE INTO scores (key, score) VALUES (?, ?)", items)
         self._db.execute("COMMIT")
-        self._spill.clear()
-        self._spilled = True
+        if self._filter is None:
+            self._filter = bytearray(FILTER_BITS // 8)
+        bits = self._filter
+        for key, _ in items:
+            a, b = _bits(key)
+            bits[a >> 3] |= 1 << (a & 7)
+            bits[b >> 3] |= 1 << (b & 7)
+
+    @property
+    def in_memory(self) -> int:
+        """Scores held in memory now (at most `lru_size`)."""
+        return len(self._young) + len(self._old)
 
     def __len__(self) -> int:
-        if self._temp is not None:  # everything to SQLite first (INSERT OR REPLACE: no double count)
-            self._spill.update(self._lru)
-            self._flush_spill()
+        if self._temp is not None:  # everything to the file first (INSERT OR REPLACE: no double count)
+            self._spill(self._old | self._young)
         return self._db.execute("SELECT COUNT(*) FROM scores").fetchone()[0]
 
     def close(self) -> None:

@@ -17,7 +17,7 @@ def test_scores_persist_across_instances_and_namespaces_are_apart(tmp_path):
 def test_lru_is_bounded_and_falls_back_to_sqlite(tmp_path):
     c = ScoreCache(tmp_path / "c.sqlite", "ns", lru_size=3)
     c.put_many([(c.key(str(i)), float(i)) for i in range(10)])
-    assert len(c._lru) == 3
+    assert c.in_memory <= 3
     assert c.get(c.key("0")) == 0.0 and len(c) == 10
 
 
@@ -49,6 +49,32 @@ def test_the_run_local_store_spills_what_the_lru_lets_go():
         assert len(cache) == 3000
     finally:
         cache.close()
+
+
+def test_the_memory_of_the_cache_is_bounded_by_its_size_not_the_lines_seen(tmp_path):
+    """Whatever the input's length, memory holds at most lru_size scores, in dicts that stop growing:
+    after 40 generations of distinct keys the dicts take no more room than after 4, and a key let go is
+    still found (in the file). Run-local, keys never seen are answered without reading the file."""
+    import sys
+
+    for path in (None, tmp_path / "c.sqlite"):
+        cache = ScoreCache(path, "ns", lru_size=1000)
+        try:
+            sizes = []
+            for i in range(20_000):
+                cache.put_many([(cache.key(str(i)), float(i))])
+                assert cache.in_memory <= 1000
+                if i + 1 in (2_000, 20_000):
+                    sizes.append(sys.getsizeof(cache._young) + sys.getsizeof(cache._old))
+            assert sizes[1] <= sizes[0]
+            assert cache.get(cache.key("7")) == 7.0 and cache.get(cache.key("19999")) == 19999.0
+            if path is None:
+                reads = []
+                cache._db.set_trace_callback(reads.append)
+                assert all(cache.get(cache.key(f"never {i}")) is None for i in range(1000))
+                assert len(reads) < 50  # the filter's false positives only (some 0.05% at 20,000 keys)
+        finally:
+            cache.close()
 
 
 def test_a_cache_damaged_mid_file_is_one_line_and_exit_3_not_a_traceback(tmp_path):

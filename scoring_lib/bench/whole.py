@@ -105,7 +105,8 @@ def case_b(work: Path, time_scale: float, repeats: int = 3) -> list[Measurement]
 
 def case_c(work: Path, sizes: list[int]) -> list[Measurement]:
     """Memory stays flat: peak RSS of whole runs at zero latency, by input length. Targets: <= 300 MB
-    each, and the largest input within 1.25x the smallest one's peak (flat)."""
+    each, and the largest input within 1.1x the smallest one's peak (flat: what grows with the lines seen is
+    on disk, the run-local store's file; in memory only fixed-size structures)."""
     out = []
     with ServiceProcess(ServerConfig(latency=0, capacity=0)) as svc:
         for n in sizes:
@@ -116,7 +117,7 @@ def case_c(work: Path, sizes: list[int]) -> list[Measurement]:
                             targets=[Target("peak_rss_mb", "<=", 300)])
             if out:
                 m.extra["rss_vs_smallest"] = round(run.rss_mb / out[0].extra["peak_rss_mb"], 2)
-                m.targets.append(Target("rss_vs_smallest", "<=", 1.25))
+                m.targets.append(Target("rss_vs_smallest", "<=", 1.1))
             out.append(m)
             print("    " + m.line(), flush=True)
             path.unlink()
