@@ -177,7 +177,7 @@ def test_the_api_key_never_appears_in_any_file_or_output(tmp_path, make_input, s
     for p in written:
         assert key.encode() not in p.read_bytes(), p
     assert key not in proc.stdout + proc.stderr
-    wrong = cli("score", "in.txt", "--url", svc.url, "--no-cache", "--output", "w.jsonl", cwd=tmp_path,
+    wrong = cli("score", "in.txt", "--url", svc.url, "--no-cache", "--output", "w.jsonl", "--probe-grace", "60", cwd=tmp_path,
                 env={"SCORING_API_KEY": "wrong"})
     # A 401 on every first request fails fast (issue 9): exit 1, the cause on stderr, nothing written.
     assert wrong.returncode == 1 and "HTTP 401" in wrong.stderr and not (tmp_path / "w.jsonl").exists()
