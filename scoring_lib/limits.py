@@ -184,7 +184,7 @@ class RunLimiter:
             return wait  # this quota window's allowance is spent
         if self.in_flight >= self._slots():
             return math.inf
-        self.windows.on_send()
+        self.windows.on_send(now)
         self.in_flight += 1
         self.started += 1
         if self.in_flight > self._peak:

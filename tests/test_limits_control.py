@@ -9,6 +9,8 @@ import math
 import random
 import time
 
+import pytest
+
 from scoring_lib import ServerConfig, score_file
 from scoring_lib.client import ScoringClient
 from scoring_lib.concurrency import AdaptiveConcurrency
@@ -62,18 +64,30 @@ def test_a_success_sent_after_the_streak_began_breaks_it():
 def test_each_window_after_sends_what_the_last_one_served_then_waits_for_its_end():
     w = QuotaWindows(t0=100.0)
     for _ in range(40):
-        w.on_send()
+        w.on_send(100.0)
         w.on_success(sent=100.1)
     assert _refuse(w, 100.5, 0.01, lambda now: 102.0) == 102.0
     assert w.wait(102.0) == 0.0  # the window ended: the next one begins
     assert w.allowance == 41  # 40 served, and a probe
     for _ in range(41):
         assert w.wait(102.1) == 0.0
-        w.on_send()
+        w.on_send(102.1)
     assert math.isclose(w.wait(102.1), 1.9)  # its allowance spent: wait for the predicted end
     w.on_success(sent=102.0)
     assert _refuse(w, 104.5, 0.01, lambda now: 106.5) == 106.5  # a window longer than predicted: seen again
     assert w.length == 4.5 and w.windows == 2
+
+
+def test_the_first_window_is_counted_from_the_first_send_not_the_limiters_start():
+    """A Ray worker's limiter starts when the worker boots, seconds before the run sends: the first window's
+    length counted from there was 3x the service's 2 s window, and each window after waited for an end
+    long past."""
+    w = QuotaWindows(t0=100.0)
+    for _ in range(10):
+        w.on_send(104.2)  # the run's first sends, 4.2 s after the limiter started
+        w.on_success(sent=104.2)
+    assert _refuse(w, 104.5, 0.01, lambda now: 106.0) == 106.0
+    assert w.length == pytest.approx(1.8)  # from the first send: at most the window, not 6 s
 
 
 def test_a_quota_window_pauses_the_run_until_its_end_and_lifts_the_rate():
