@@ -264,3 +264,34 @@ def test_slow_start_ends_at_littles_law_target_down_to_a_round_trip_ago():
     for _ in range(16):  # 450 in flight, 3x a capacity of 150: latency 3x the lowest
         conc.on_ok(0.6, 450, paced=False, sent=0.1, now=1.0)
     assert not conc.slow_start and conc.limit == 195  # 450 x 1.3 x 0.2 / 0.6 (not 225: half of 450)
+
+
+def _window(conc: AdaptiveConcurrency, t: float, latency: float) -> float:
+    """One round trip of replies at `latency`, each with the limit in flight; returns the time after it."""
+    n = int(conc.limit)
+    for _ in range(n):
+        t += latency / n
+        conc.on_ok(latency, n, paced=False, sent=t - latency, now=t)
+        conc.end_of_attempt(t)
+    return t
+
+
+def test_after_a_cut_on_latency_the_limit_regrows_by_a_factor_after_a_drop_by_small_steps():
+    """A cut on latency may have read a busy client's own delays (Little's law then gives the client's
+    throughput): windows without queueing regrow it x1.25 each (by sqrt(limit) / 2 it took 3 round trips
+    to go from 130 to 147). After a drop (a shedding service refused the overshoot) it still creeps back."""
+    conc = AdaptiveConcurrency(ceiling=1000, floor=1, initial=300, parts=1, growth=2.0, t0=0.0)
+    conc.baseline = 0.2
+    t = _window(conc, 1.0, 0.6)  # 3x the unloaded latency: queueing, slow start ends
+    assert not conc.slow_start and conc.limit == pytest.approx(130)  # Little's law: 300 x 1.3 x 0.2 / 0.6
+    for _ in range(3):
+        t = _window(conc, t + 0.3, 0.2)
+    assert conc.limit >= 200  # 130 x 1.25^3; by small steps it was 147
+    shed = AdaptiveConcurrency(ceiling=1000, floor=1, initial=20, parts=1, growth=2.0, t0=0.0)
+    shed.baseline, shed.limit = 0.2, 120.0
+    shed.on_drop(sent=0.5, in_flight=101, now=0.5)  # a 503 to the 101st in flight
+    assert shed.limit == 100
+    t = 1.0
+    for _ in range(3):
+        t = _window(shed, t + 0.3, 0.2)
+    assert 100 < shed.limit < 120
