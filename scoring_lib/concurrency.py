@@ -17,6 +17,11 @@ HISTORY_POINTS = 1000
 # Latency up to this multiple of the lowest seen is not queueing (client overhead and noise on a busy
 # machine add some); above it, the limit is set where latency would come back to it.
 TOLERANCE = 1.3
+# After a cut on latency (queueing), a window that shows none grows the limit by this factor: the cut may
+# have followed the client's own delays on a busy machine (Little's law then reads the client's throughput,
+# not the service's), and on a queueing service too many in flight cost only latency. After a drop (a
+# shedding service refused the overshoot), or from a profile's known capacity, by small steps.
+REGROWTH = 1.25
 
 
 class AdaptiveConcurrency:
@@ -39,6 +44,8 @@ class AdaptiveConcurrency:
         self._win_count = 0
         self._win_target = max(3, int(self.limit))
         self._win_start = t0
+        # the limit grows by small steps: the last cut was a drop (503/504, timeout), or it began at a known capacity
+        self._careful = not slow_start
 
     def hold(self) -> float:
         """How long a refused attempt keeps its slot: about one unloaded round trip."""
@@ -78,7 +85,7 @@ class AdaptiveConcurrency:
         if sent <= self._last_cut:
             return
         if self.slow_start and in_flight > self.initial:
-            self.slow_start = False
+            self.slow_start, self._careful = False, True
             self.limit = max(self.floor, min(self.limit, in_flight - 1))
             self._last_cut = now
             self._win_ok, self._win_drops, self._win_other, self._win_count = [], 0, 0, 0
@@ -104,7 +111,7 @@ class AdaptiveConcurrency:
         if drops and other < drops:
             f = drops / (drops + len(ok))
             self.limit = max(self.floor, self.limit * min(0.9, max(0.75, 1 - f)))
-            self.slow_start = False
+            self.slow_start, self._careful = False, True
             self._last_cut = now
         elif len(ok) >= 3:
             self._gradient(ok, now)
@@ -126,11 +133,14 @@ class AdaptiveConcurrency:
             target = statistics.median(n * TOLERANCE * self.baseline / max(lat, 1e-6) for lat, n in ok)
             cut = max(self.floor, min(self.ceiling, self.limit, max(target, 0.7 * self.limit)))
             if cut < self.limit:
-                self.limit, self._last_cut = cut, now
+                self.limit, self._last_cut, self._careful = cut, now, False
         elif not self.slow_start and n_median >= 0.8 * self.limit:
-            # No queueing while the limit is in use: probe upwards by a small step.
-            # Together the run's limiters step up as one would (sqrt of the whole limit / 2).
-            self.limit = min(self.ceiling, self.limit + max(1.0, math.sqrt(self.limit * self.parts) / 2) / self.parts)
+            # No queueing while the limit is in use: probe upwards, by REGROWTH after a cut on latency, else
+            # by a small step (together the run's limiters step up as one would: sqrt of the whole limit / 2).
+            step = max(1.0, math.sqrt(self.limit * self.parts) / 2) / self.parts
+            if not self._careful:
+                step = max(step, (REGROWTH - 1) * self.limit)
+            self.limit = min(self.ceiling, self.limit + step)
 
     def mark(self, now: float) -> None:
         """The limit's timeline gets a point when the limit changed."""

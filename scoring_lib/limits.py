@@ -101,7 +101,7 @@ class RunLimiter:
         self.started_at = time.time()  # wall clock of t0, so histories of several processes line up
         self._conc = (AdaptiveConcurrency(s.limit, s.floor, s.initial, s.parts, s.growth, self.t0, s.slow_start)
                       if s.adaptive else None)
-        self.rate = RateControl(s.rate, s.adaptive and s.adaptive_rate, self.t0)
+        self.rate = RateControl(s.rate, s.adaptive and s.adaptive_rate, self.t0, s.parts)
         self.pacer = Pacer(self.rate.binding)
         self.rate_history: list[list] = [[0.0, None if math.isinf(self.rate.binding) else self.rate.binding]]
         self.in_flight = 0  # slots taken (sending, or about to send)
@@ -184,7 +184,7 @@ class RunLimiter:
             return wait  # this quota window's allowance is spent
         if self.in_flight >= self._slots():
             return math.inf
-        self.windows.on_send()
+        self.windows.on_send(now)
         self.in_flight += 1
         self.started += 1
         if self.in_flight > self._peak:

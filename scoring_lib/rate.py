@@ -8,7 +8,8 @@ schedule past its end, so sending resumes through the bucket at the run's rate, 
 RateControl follows throttling as botocore's adaptive retry mode does (`botocore/retries/adaptive.py`,
 `throttling.py`): unbounded until the first throttle (429, or 503 with or without Retry-After), then
 cut multiplicatively from the rate actually measured, and regrown along a CUBIC curve towards (and past)
-the rate where the throttle came: fast far below it, flat near it, probing beyond it. CUBIC rather than
+the rate the service served when it throttled (the rate sent then, when nothing was served): fast far
+below it, flat near it, probing beyond it. CUBIC rather than
 AIMD because a rate limiter's ceiling is a fixed number to return to: AIMD's linear regrowth is either
 too slow at high rates or too coarse at low ones, while CUBIC's plateau sits just under the ceiling
 whatever its scale. Two changes to botocore's: the cut goes to 95% of the rate the service really
@@ -81,9 +82,13 @@ class Pacer:
 class RateControl:
     """The adaptive rate of `auto` (inf until the first throttle), under `ceiling` (--rate-limit)."""
 
-    def __init__(self, ceiling: float | None, adaptive: bool, t0: float) -> None:
+    def __init__(self, ceiling: float | None, adaptive: bool, t0: float, parts: int = 1) -> None:
         self.ceiling = ceiling if ceiling else math.inf
         self.adaptive = adaptive
+        # `parts` controllers share the run's rate (Ray workers), each with its share: each regrows 1/parts
+        # as fast (and floors at 1/parts of MIN_RATE), so together they follow the curve one would.
+        self.c = CUBIC_C / parts
+        self.min_rate = MIN_RATE / parts
         self.rate = math.inf  # the adaptive rate alone
         self.sends = Meter()
         self.served = Meter()
@@ -111,7 +116,7 @@ class RateControl:
         self.rtt = latency if not self.rtt else 0.9 * self.rtt + 0.1 * latency
         if math.isinf(self.rate):
             return
-        grown = CUBIC_C * (now - self._last_cut - self._k) ** 3 + self._w_max
+        grown = self.c * (now - self._last_cut - self._k) ** 3 + self._w_max
         measured = self.sends.rate(now, window, max(self.rtt, MIN_SPAN))
         if measured is not None:
             grown = min(grown, GROW_CAP * measured)
@@ -142,9 +147,13 @@ class RateControl:
             return False  # nothing measured yet: the concurrency limit and the hold answer this one
         served = self.served.rate(now, window, max(self.rtt, MIN_SPAN))
         new = SERVED_SHARE * served if served is not None else BETA * ref
-        new = max(MIN_RATE, min(new, BETA * ref if served is None else ref * SERVED_SHARE, self.ceiling))
-        self._w_max, self._last_cut = ref, now
-        self._k = ((ref - new) / CUBIC_C) ** (1 / 3) if ref > new else 0.0
+        new = max(self.min_rate, min(new, BETA * ref if served is None else ref * SERVED_SHARE, self.ceiling))
+        # CUBIC's plateau sits at the rate the service served, not at the rate sent when it refused: a first
+        # throttle comes after sending unbounded, far above a limiter's rate, and a curve back to that
+        # rate regrew past the limiter within about a second.
+        w_max = ref if served is None else max(new, min(ref, served))
+        self._w_max, self._last_cut = w_max, now
+        self._k = ((w_max - new) / self.c) ** (1 / 3) if w_max > new else 0.0
         self.rate = new
         self.cuts += 1
         self._answers, self._throttles, self._others = 0, 0, 0

@@ -8,9 +8,9 @@ further apart than half that span (a Retry-After of whole seconds from a token b
 instants as far apart as the refusals were), the service is closed until that instant: the run pauses
 until it (limits.py), and each window after sends what the service served in the last one, plus a
 probe of 1/64 (at least one), then waits for the window's predicted end. The window's length is the
-time between two ends seen; until two were seen, the time from the first window's start (the run's
-start) to its end, a length that can only be too short (the run may have begun inside a window): a
-window that ends later than predicted is seen again from its refusals, and its length corrected.
+time between two ends seen; until two were seen, the time from the run's first send to the first end,
+a length that can only be too short when the first window's quota was spent (the run began inside
+it): a window that ends later than predicted is seen again from its refusals, and its length corrected.
 All methods run under the RunLimiter's lock.
 """
 
@@ -31,7 +31,8 @@ class QuotaWindows:
         self.first: float | None = None  # when the streak of refusals began (received)
         self.count = 0  # refusals in the streak
         self.lo = self.hi = 0.0  # the earliest and latest instants they pointed at
-        self.start = t0  # of the window being counted
+        self.start = t0  # of the window being counted (until the first send: the limiter's start)
+        self.sending = False  # a send went out (the first one starts the first window)
         self.end: float | None = None  # of the window being counted (seen, or predicted)
         self.length: float | None = None
         self.seen: float | None = None  # the last end seen from refusals
@@ -89,7 +90,12 @@ class QuotaWindows:
             return 0.0
         return max(0.001, self.end - now)
 
-    def on_send(self) -> None:
+    def on_send(self, now: float) -> None:
+        if not self.sending:
+            # The first window is counted from the first send, not from the limiter's start: a Ray worker's
+            # limiter starts when the worker boots, windows before the run began, and a length counted
+            # from there was several windows long (the run then waited out windows that had ended).
+            self.sending, self.start = True, now
         self.sent += 1
 
     def _roll(self, now: float) -> None:

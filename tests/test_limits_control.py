@@ -9,6 +9,8 @@ import math
 import random
 import time
 
+import pytest
+
 from scoring_lib import ServerConfig, score_file
 from scoring_lib.client import ScoringClient
 from scoring_lib.concurrency import AdaptiveConcurrency
@@ -62,18 +64,30 @@ def test_a_success_sent_after_the_streak_began_breaks_it():
 def test_each_window_after_sends_what_the_last_one_served_then_waits_for_its_end():
     w = QuotaWindows(t0=100.0)
     for _ in range(40):
-        w.on_send()
+        w.on_send(100.0)
         w.on_success(sent=100.1)
     assert _refuse(w, 100.5, 0.01, lambda now: 102.0) == 102.0
     assert w.wait(102.0) == 0.0  # the window ended: the next one begins
     assert w.allowance == 41  # 40 served, and a probe
     for _ in range(41):
         assert w.wait(102.1) == 0.0
-        w.on_send()
+        w.on_send(102.1)
     assert math.isclose(w.wait(102.1), 1.9)  # its allowance spent: wait for the predicted end
     w.on_success(sent=102.0)
     assert _refuse(w, 104.5, 0.01, lambda now: 106.5) == 106.5  # a window longer than predicted: seen again
     assert w.length == 4.5 and w.windows == 2
+
+
+def test_the_first_window_is_counted_from_the_first_send_not_the_limiters_start():
+    """A Ray worker's limiter starts when the worker boots, seconds before the run sends: the first window's
+    length counted from there was 3x the service's 2 s window, and each window after waited for an end
+    long past."""
+    w = QuotaWindows(t0=100.0)
+    for _ in range(10):
+        w.on_send(104.2)  # the run's first sends, 4.2 s after the limiter started
+        w.on_success(sent=104.2)
+    assert _refuse(w, 104.5, 0.01, lambda now: 106.0) == 106.0
+    assert w.length == pytest.approx(1.8)  # from the first send: at most the window, not 6 s
 
 
 def test_a_quota_window_pauses_the_run_until_its_end_and_lifts_the_rate():
@@ -250,3 +264,49 @@ def test_slow_start_ends_at_littles_law_target_down_to_a_round_trip_ago():
     for _ in range(16):  # 450 in flight, 3x a capacity of 150: latency 3x the lowest
         conc.on_ok(0.6, 450, paced=False, sent=0.1, now=1.0)
     assert not conc.slow_start and conc.limit == 195  # 450 x 1.3 x 0.2 / 0.6 (not 225: half of 450)
+
+
+def _window(conc: AdaptiveConcurrency, t: float, latency: float) -> float:
+    """One round trip of replies at `latency`, each with the limit in flight; returns the time after it."""
+    n = int(conc.limit)
+    for _ in range(n):
+        t += latency / n
+        conc.on_ok(latency, n, paced=False, sent=t - latency, now=t)
+        conc.end_of_attempt(t)
+    return t
+
+
+def test_after_a_cut_on_latency_the_limit_regrows_by_a_factor_after_a_drop_by_small_steps():
+    """A cut on latency may have read a busy client's own delays (Little's law then gives the client's
+    throughput): windows without queueing regrow it x1.25 each (by sqrt(limit) / 2 it took 3 round trips
+    to go from 130 to 147). After a drop (a shedding service refused the overshoot) it still creeps back."""
+    conc = AdaptiveConcurrency(ceiling=1000, floor=1, initial=300, parts=1, growth=2.0, t0=0.0)
+    conc.baseline = 0.2
+    t = _window(conc, 1.0, 0.6)  # 3x the unloaded latency: queueing, slow start ends
+    assert not conc.slow_start and conc.limit == pytest.approx(130)  # Little's law: 300 x 1.3 x 0.2 / 0.6
+    for _ in range(3):
+        t = _window(conc, t + 0.3, 0.2)
+    assert conc.limit >= 200  # 130 x 1.25^3; by small steps it was 147
+    shed = AdaptiveConcurrency(ceiling=1000, floor=1, initial=20, parts=1, growth=2.0, t0=0.0)
+    shed.baseline, shed.limit = 0.2, 120.0
+    shed.on_drop(sent=0.5, in_flight=101, now=0.5)  # a 503 to the 101st in flight
+    assert shed.limit == 100
+    t = 1.0
+    for _ in range(3):
+        t = _window(shed, t + 0.3, 0.2)
+    assert 100 < shed.limit < 120
+
+
+def test_a_ray_worker_asks_for_its_limit_plus_the_lines_in_their_backoff():
+    """The driver gives a Ray worker about as many lines as it reports wanting; lines waiting out a retry's
+    backoff take no slot, so they must not eat into that (as in the asyncio pool's room)."""
+    from scoring_lib.engines.ray_worker import ScoringWorker
+
+    worker = ScoringWorker(ClientConfig(url="http://127.0.0.1:9/"), 64, None,
+                           limits=LimitSettings(limit=64, adaptive=True, initial=20))
+    try:
+        assert worker.lines_wanted() == 20
+        worker.pool.limiter.backing_off = 30
+        assert worker.lines_wanted() == 50
+    finally:
+        worker.pool.close()

@@ -95,3 +95,43 @@ def test_429s_that_come_with_as_many_other_failures_are_a_flaky_service_not_a_ra
         t += 0.01
     rc.on_answer(True)
     assert not rc.on_throttle(sent=t, now=t, window=32) and math.isinf(rc.rate)
+
+
+def test_shares_of_a_run_regrow_together_as_one_controller_does():
+    """Ray: 4 workers, each with a quarter of the run's rate, regrow as one process would (each at
+    CUBIC_C / 4): at CUBIC_C each, the run's rate came back 4x as fast and overshot the limiter."""
+    def curve(parts: int) -> list[float]:
+        rc = RateControl(None, True, 0.0, parts=parts)
+        t = _sends(rc, 0.0, 100.0 / parts, 64)
+        rc.on_throttle(sent=t, now=t, window=32)
+        rates = [rc.rate * parts]
+        for dt in (0.5, 1.0, 2.0, 3.0):
+            _sends(rc, t + dt - 0.3, 100.0 / parts, 32)
+            rc.on_success(t + dt, 32, 0.01)
+            rates.append(rc.rate * parts)
+        return rates
+
+    assert curve(4) == pytest.approx(curve(1), rel=0.02)
+    rc = RateControl(None, True, 0.0, parts=4)
+    assert rc.min_rate == MIN_RATE / 4
+
+
+def test_after_a_cut_the_rate_regrows_towards_what_the_service_served_not_what_was_sent():
+    """A first throttle comes after sending unbounded (here 400/s to a 60/s limiter): CUBIC's plateau is
+    the 60/s served, so a second later the rate is still near it (a curve back to 400/s was at 2x it)."""
+    rc = RateControl(None, True, 0.0)
+    t = 0.0
+    for i in range(400):  # one second: 400 sends, 60 of them served
+        rc.on_send(t)
+        if i % 7 == 0:
+            rc.served.add(t)
+            rc.on_answer(False)
+        else:
+            rc.on_answer(True)
+        t += 1 / 400
+    assert rc.on_throttle(sent=t, now=t, window=64)
+    assert rc.rate == pytest.approx(SERVED_SHARE * 400 / 7, rel=0.1)
+    for dt in (0.25, 0.5, 1.0):
+        _sends(rc, t + dt - 0.25, rc.rate, 16)
+        rc.on_success(t + dt, 16, 0.05)
+    assert rc.rate < 1.1 * 400 / 7
