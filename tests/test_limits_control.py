@@ -295,18 +295,3 @@ def test_after_a_cut_on_latency_the_limit_regrows_by_a_factor_after_a_drop_by_sm
     for _ in range(3):
         t = _window(shed, t + 0.3, 0.2)
     assert 100 < shed.limit < 120
-
-
-def test_a_ray_worker_asks_for_its_limit_plus_the_lines_in_their_backoff():
-    """The driver gives a Ray worker about as many lines as it reports wanting; lines waiting out a retry's
-    backoff take no slot, so they must not eat into that (as in the asyncio pool's room)."""
-    from scoring_lib.engines.ray_worker import ScoringWorker
-
-    worker = ScoringWorker(ClientConfig(url="http://127.0.0.1:9/"), 64, None,
-                           limits=LimitSettings(limit=64, adaptive=True, initial=20))
-    try:
-        assert worker.lines_wanted() == 20
-        worker.pool.limiter.backing_off = 30
-        assert worker.lines_wanted() == 50
-    finally:
-        worker.pool.close()

@@ -78,21 +78,15 @@ class ScoringWorker:
                 **self._boot, "ready": time.time(), "cpu_to_ready": _cpu(psutil.Process())}
 
     async def score_chunk(self, items: list[WorkItem]) -> tuple[list[Result], int]:
-        """The chunk's results, and the lines this worker can use now (lines_wanted): with `auto` the
-        driver gives each worker about as much work as its own limit lets it send, so no line waits in a
-        worker whose limit was cut while others have room."""
+        """The chunk's results, and this worker's limit now: with `auto` the driver gives each worker
+        about as much work as its own limit lets it send, so no line waits in a worker whose limit was
+        cut while others have room."""
         loop = asyncio.get_running_loop()
         done = loop.create_future()
         reply = _LoopReply(loop, done, len(items))
         self.pool.submit(items, reply)  # type: ignore[arg-type]
         results = await done
-        return results, self.lines_wanted()
-
-    def lines_wanted(self) -> int:
-        """How many lines this worker can use now: its limit, plus the lines waiting out a retry's backoff
-        (they take no slot, as in the asyncio pool: counted as held work, a flaky service's backoffs left
-        the worker's limit idle while the driver held the rest of the input back)."""
-        return self.pool.limiter.current_limit() + self.pool.limiter.lines_waiting()
+        return results, self.pool.limiter.current_limit()
 
 
 def _cpu(process: psutil.Process) -> float:
