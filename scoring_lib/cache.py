@@ -36,6 +36,13 @@ def _seen(bits: bytearray, key: bytes) -> bool:
     return bool(bits[a >> 3] & (1 << (a & 7))) and bool(bits[b >> 3] & (1 << (b & 7)))
 
 
+def _mark(bits: bytearray, key: bytes) -> None:
+    """Set `key`'s two bits: `_seen` answers True for it from now on."""
+    a, b = _bits(key)
+    bits[a >> 3] |= 1 << (a & 7)
+    bits[b >> 3] |= 1 << (b & 7)
+
+
 class ScoreCache:
     """Score lookups by key; `path=None` keeps the run-local store in a temporary file, which gets
     only what memory lets go (nothing has to survive the run: no journal, no per-batch commit).
@@ -161,11 +168,8 @@ class ScoreCache:
         self._db.execute("COMMIT")
         if self._filter is None:
             self._filter = bytearray(FILTER_BITS // 8)
-        bits = self._filter
         for key, _ in items:
-            a, b = _bits(key)
-            bits[a >> 3] |= 1 << (a & 7)
-            bits[b >> 3] |= 1 << (b & 7)
+            _mark(self._filter, key)
 
     @property
     def in_memory(self) -> int:
