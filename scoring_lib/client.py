@@ -32,6 +32,7 @@ except ImportError:  # pragma: no cover - Python 3.10: aiohttp's own dependency 
 
 ERROR_SAMPLE_BYTES = 4096  # of an error body, read to show its start in the row
 _encode_string = json.encoder.encode_basestring_ascii  # what json.dumps uses for a str (ensure_ascii)
+_NO_ATTEMPT = Failure(FailureKind.INTERNAL, message="no attempt made")  # frozen: one for every line, not one each
 
 
 @dataclass(slots=True)
@@ -217,7 +218,7 @@ class ScoringClient:
         cfg = self.config
         started = time.time()
         mark: dict = {"sent": started}
-        failure = Failure(FailureKind.INTERNAL, message="no attempt made")
+        failure = _NO_ATTEMPT
         attempts = 0
         for attempt in range(cfg.max_retries + 1):
             mark = {"sent": time.time()}
