@@ -16,6 +16,11 @@ event-loop threads of a process sits one `RunLimiter` (thread-safe), which compo
   then resumes through the pacer, never all at once;
 - failing fast and the retry budget (failfast.py).
 
+A fixed limit with no rate (no `auto`, no --rate-limit) has a fast path: while the probe gate is open and
+nothing pauses, an attempt takes and releases its slot in one short step that counts exactly what the
+general path counts (tests/test_limits_fast.py holds the two to the same state); anything else (the probe
+gate, a pause, a quota window, a stop, a failure, a cancellation) goes the general way.
+
 A Ray worker holds its own RunLimiter with its share of the limit, rate and probe (`share`): no remote
 call sits between a request and its slot; each worker's rate follows the throttling its own requests
 meet (the shares converge as TCP flows sharing a link do). Only a closed-service pause crosses workers:
