@@ -16,6 +16,11 @@ event-loop threads of a process sits one `RunLimiter` (thread-safe), which compo
   then resumes through the pacer, never all at once;
 - failing fast and the retry budget (failfast.py).
 
+A fixed limit with no rate (no `auto`, no --rate-limit) has a fast path: while the probe gate is open and
+nothing pauses, an attempt takes and releases its slot in one short step that counts exactly what the
+general path counts (tests/test_limits_fast.py holds the two to the same state); anything else (the probe
+gate, a pause, a quota window, a stop, a failure, a cancellation) goes the general way.
+
 A Ray worker holds its own RunLimiter with its share of the limit, rate and probe (`share`): no remote
 call sits between a request and its slot; each worker's rate follows the throttling its own requests
 meet (the shares converge as TCP flows sharing a link do). Only a closed-service pause crosses workers:
@@ -119,6 +124,11 @@ class RunLimiter:
         # enough to tell the run's other processes (a Ray worker sets it; kept by reset()).
         self.on_pause: Callable[[float], None] | None = None
         self._gates: list[LoopGate] = []
+        # The slots of a fixed limit with no rate (none adaptive, no --rate-limit): then no pacer, no
+        # limit to adapt and no random rounding apply, and LoopGate takes its fast path whenever the gate
+        # is open and nothing pauses (`_take_fast`, `_release_fast`); 0: the general path only.
+        self._fixed_slots = (max(1, int(s.limit)) if self._conc is None and not self.rate.adaptive
+                             and math.isinf(self.rate.binding) else 0)
 
     @property
     def limit(self) -> float:
@@ -190,6 +200,46 @@ class RunLimiter:
         if self.in_flight > self._peak:
             self._peak = self.in_flight
         return True
+
+    def _take_fast(self, now: float) -> bool:
+        """A fixed limit with no rate, its gate open, no pause, no quota window, a slot free: take it as
+        `_try_take` and `_send_delay` would (every check they make passes and the pacer, unbounded and
+        past every pause, lets the send go at once), without their calls. False: nothing was taken, the
+        general path decides."""
+        ff = self.failfast
+        if (not ff.opened or ff.stopped is not None or self.pause_until > now or self.windows.end is not None
+                or self.in_flight >= self._fixed_slots or self.pacer._tat > now):
+            return False
+        w = self.windows  # windows.on_send
+        if not w.sending:
+            w.sending, w.start = True, now
+        w.sent += 1
+        self.in_flight += 1
+        self.started += 1
+        if self.in_flight > self._peak:
+            self._peak = self.in_flight
+        self.pacer._tat = now  # pacer.hold_until + reserve at an unbounded rate
+        return True
+
+    def _release_fast(self, ticket: _Ticket, now: float) -> None:
+        """A success under a fixed limit with no rate, the run not stopped: counted as `_release` counts
+        it (fail-fast's counts, the rate's answers, the quota windows' served), without the calls that
+        have nothing to do then (no adaptive limit or rate, no pause, a rate history that stays unbounded)."""
+        self.in_flight -= 1
+        self.released += 1
+        ff = self.failfast  # failfast.count("ok", None, ...)
+        ff.kinds["ok"] += 1
+        ff.successes += 1
+        ff.last_success = now
+        ff.streak = 0
+        if ff.streak_kinds:
+            ff.streak_kinds.clear()
+        self.rate._answers += 1  # rate.on_answer(False, False)
+        self._closed_streak = 0
+        w = self.windows  # windows.on_success
+        w.served += 1
+        if w.first is not None and ticket.sent >= w.first:
+            w.first = None
 
     def _send_delay(self, now: float) -> float:
         """Seconds this attempt waits for its turn at the run's rate (after any pause); the turn is taken."""
@@ -313,6 +363,11 @@ class LoopGate:
         """Wait for a slot, then for the send's turn at the run's rate (after any run-wide pause);
         raise Stop once the run stopped."""
         run = self.run
+        if run._fixed_slots:
+            with run._lock:
+                now = time.monotonic()
+                if run._take_fast(now):
+                    return _Ticket(now, run.in_flight)
         while True:
             with run._lock:
                 now = time.monotonic()
@@ -356,6 +411,17 @@ class LoopGate:
 
     def release(self, ticket: _Ticket, attempt: Attempt) -> None:
         run = self.run
+        if run._fixed_slots and attempt.failure is None and not attempt.cancelled:
+            with run._lock:
+                fast = run.failfast.stopped is None
+                if fast:
+                    run._release_fast(ticket, time.monotonic())
+                    # the usual case: nobody waits (a fixed limit runs as many workers as slots)
+                    wake = run._wake(self) if any(g.waiters for g in run._gates) else None
+            if fast:
+                if wake:
+                    self._wake_all(wake)
+                return
         with run._lock:
             hold = run.hold_for(attempt) if run.stopped is None else 0.0
             tell = run._release(ticket, attempt, time.monotonic(), free=hold <= 0)
