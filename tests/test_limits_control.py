@@ -207,6 +207,45 @@ def test_a_drop_beyond_the_initial_limit_ends_slow_start_just_under_its_in_fligh
     assert not conc.slow_start and conc.limit == 32
 
 
+def test_a_flaky_services_503_does_not_end_slow_start():
+    """A flaky service's 503s come among 500s, resets and bodies that do not parse: slow start goes on (a
+    Ray worker's limit, which sizes the lines the driver gives it, stopped at its few lines not in backoff)."""
+    conc = AdaptiveConcurrency(ceiling=1000, floor=1, initial=5, parts=4, growth=2.0, t0=0.0)
+    for _ in range(3):
+        conc.on_other_failure()
+        conc.end_of_attempt(0.01)
+    for _ in range(5):
+        conc.on_ok(0.05, 3, paced=False)
+    assert conc.slow_start and conc.limit == 15
+    conc.on_drop(sent=0.1, in_flight=9, now=0.1)  # beyond the initial limit, but the service is flaky
+    conc.end_of_attempt(0.1)
+    assert conc.slow_start and conc.limit == 15 and conc.flaky()
+
+
+def test_a_flaky_services_503s_cut_no_limit_whatever_a_short_window_holds():
+    """A window of a few attempts may hold a 503 and no other failure: the latest failures still say flaky."""
+    conc = AdaptiveConcurrency(ceiling=1000, floor=1, initial=40, parts=1, growth=2.0, t0=0.0, slow_start=False)
+    for _ in range(6):
+        conc.on_other_failure()
+    conc._win_ok, conc._win_other = [], 0  # a new window: one drop, two successes, nothing else
+    conc.on_drop(sent=1.0, in_flight=10, now=1.0)
+    conc.on_ok(0.05, 10, paced=False, sent=1.0, now=1.0)
+    conc.on_ok(0.05, 10, paced=False, sent=1.0, now=1.0)
+    conc._win_count = conc._win_target - 1
+    conc.end_of_attempt(1.0)
+    assert conc.limit == 40
+
+
+def test_a_shedding_services_drops_still_cut_after_a_few_other_failures():
+    conc = AdaptiveConcurrency(ceiling=1000, floor=1, initial=40, parts=1, growth=2.0, t0=0.0, slow_start=False)
+    conc.on_other_failure()  # one reset among many 503s
+    for _ in range(6):
+        conc.on_drop(sent=1.0, in_flight=40, now=1.0)
+    conc._win_count = conc._win_target - 1
+    conc.end_of_attempt(1.0)
+    assert not conc.flaky() and conc.limit < 40
+
+
 # -- a start from a profile -----------------------------------------------------------------------------
 def _profile(value, source: str) -> dict:
     return {"profile": {"capacity": {"value": value, "source": source}}}

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import ClientConfig, RunConfig, ServerConfig
+from ..engines import get_engine
 from ..pipeline import score_file
 from ..server import ServiceProcess
 from .measure import Measurement, Target, write_unique_lines
@@ -110,13 +111,35 @@ class ZooRun:
     extra: dict = field(default_factory=dict)
 
 
+class _FreshAtStart:
+    """An engine that resets the service once it has started, just before scoring: a quota's windows, a
+    warm-up and a halving count from the scoring's start for every run (Ray's start-up, seconds that vary
+    from run to run, otherwise put each run at another point of the quota's window, and auto/best-fixed
+    compared runs that began in different windows)."""
+
+    def __init__(self, engine, service: ServiceProcess) -> None:
+        self._engine, self._service = engine, service
+
+    def __enter__(self):
+        self._engine.__enter__()
+        self._service.reset_stats()
+        return self
+
+    def __exit__(self, *exc):
+        return self._engine.__exit__(*exc)
+
+    def __getattr__(self, name):
+        return getattr(self._engine, name)
+
+
 def _run(service: ServiceProcess, path: Path, lines: int, engine: dict, run: dict,
          server_info: dict | None = None) -> ZooRun:
     client = ClientConfig(url=service.url, timeout=600, max_retries=20)
     config = RunConfig(input=path, client=client, cache=None, records_dir=None, progress=False,
                        output=path.with_suffix(".out.jsonl"), **engine, **run)
-    service.reset_stats()
-    result = score_file(config, write_record=False, server_info=server_info)
+    factory = get_engine(config.engine)
+    result = score_file(config, write_record=False, server_info=server_info,
+                        engine=lambda cfg: _FreshAtStart(factory(cfg), service))
     stats = service.stats()
     refused = stats.rate_limited + stats.quota_limited + stats.shed + stats.injected_errors
     return ZooRun("", result.stats.scoring_seconds, refused / max(1, stats.requests), lines - result.stats.counts["ok"])
