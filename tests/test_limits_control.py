@@ -78,6 +78,28 @@ def test_each_window_after_sends_what_the_last_one_served_then_waits_for_its_end
     assert w.length == 4.5 and w.windows == 2
 
 
+def test_refusals_that_point_at_the_window_already_seen_are_no_new_window():
+    """Read a little late (a busy loop) or rounded, a second streak names the last end seen again, a few ms
+    earlier or later: taken as a new window, its length was that gap (or below zero) and a Ray worker's loop
+    spun for minutes rolling into the next window."""
+    w = QuotaWindows(t0=100.0)
+    for _ in range(40):
+        w.on_send(100.0)
+        w.on_success(sent=100.1)
+    assert _refuse(w, 100.5, 0.01, lambda now: 102.0) == 102.0
+    assert w.wait(102.0) == 0.0 and w.end == pytest.approx(104.0)  # rolled: the next window is predicted
+    for earlier in (0.003, -0.004):  # the same end read again, just before or after it
+        assert _refuse(w, 101.5, 0.001, lambda now: 102.0 - earlier) is None
+    assert w.windows == 1 and w.length == pytest.approx(2.0) and w.end == pytest.approx(104.0)
+    assert w.wait(110.5) == 0.0 and w.end == pytest.approx(112.0)  # windows that ended unseen: rolled at once
+
+
+def test_rolling_into_the_next_window_never_spins_on_a_length_of_zero():
+    w = QuotaWindows(t0=0.0)
+    w.end, w.length, w.allowance = 1.0, 0.0, 5
+    assert w.wait(1e6) == 0.0 and w.end > 1e6
+
+
 def test_the_first_window_is_counted_from_the_first_send_not_the_limiters_start():
     """A Ray worker's limiter starts when the worker boots, seconds before the run sends: the first window's
     length counted from there was 3x the service's 2 s window, and each window after waited for an end
