@@ -11,6 +11,7 @@ the best fixed, 0 lost; flaky-but-alive: every line scored.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -165,6 +166,7 @@ def zoo_measurement(b: Behaviour, label: str, best: tuple[str, ZooRun] | None, a
     m.extra.update({"best_fixed": best[0], "best_fixed_s": round(best[1].wall, 2),
                     "auto/best": round(auto.wall / best[1].wall, 3),
                     "refused_pct": round(100 * auto.refused, 1), "lost": auto.lost})
+    m.extra["load_1min"] = round(os.getloadavg()[0], 2)  # a Ray run at a time scale feels the machine's load
     if profiled is not None:
         m.extra.update({"profile_start": b.probed, "profile_s": round(profiled.wall, 2),
                         "profile/best": round(profiled.wall / best[1].wall, 3),
