@@ -7,7 +7,9 @@ Once WINDOW_STREAK refusals in a row, received over at least WINDOW_SPAN seconds
 further apart than half that span (a Retry-After of whole seconds from a token bucket points at
 instants as far apart as the refusals were), the service is closed until that instant: the run pauses
 until it (limits.py), and each window after sends what the service served in the last one, plus a
-probe of 1/64 (at least one), then waits for the window's predicted end. The window's length is the
+probe of 1/64 (at least one; 1/2 when the last window sent its whole allowance and none of it was
+refused: a Ray worker's share of the quota grows to what the others leave), then waits for the
+window's predicted end. The window's length is the
 time between two ends seen; until two were seen, the time from the run's first send to the first end,
 a length that can only be too short when the first window's quota was spent (the run began inside
 it): a window that ends later than predicted is seen again from its refusals, and its length corrected.
@@ -25,6 +27,9 @@ WINDOW_SPAN = 0.002  # seconds over which they must have been received, at least
 MIN_WAIT = 0.1  # seconds: a shorter Retry-After (a token bucket's next token) shows no window
 SAME_SHARE = 0.5  # an end less than this share of the window's length after the last one seen is that one
 PROBE_SHARE = 1 / 64  # a window's allowance: what the last one served, plus this share (at least one)
+# ... or plus this share when the last window sent its whole allowance and none of it was refused: the
+# quota has room this limiter has not found (a Ray worker's share of it, which served+1 grew by one a window)
+GROW_SHARE = 1 / 2
 
 
 class QuotaWindows:
@@ -44,6 +49,7 @@ class QuotaWindows:
         self.sent = 0  # sends in the window being counted
         self.allowance: int | None = None  # sends allowed in the window being counted (None: any)
         self.windows = 0  # windows seen from refusals
+        self.refused = 0  # refusals with a Retry-After in the window being counted
 
     def on_success(self, sent: float) -> None:
         """A success of a request sent at `sent`: sent after the streak began, it shows the service open
@@ -63,6 +69,7 @@ class QuotaWindows:
     def on_refusal(self, now: float, retry_after: float) -> float | None:
         """A refusal with a positive Retry-After; returns the end of a window it showed (a new one)."""
         end = now + retry_after
+        self.refused += 1
         if retry_after < MIN_WAIT or self.known(now, end):
             self.first = None
             return None
@@ -111,9 +118,10 @@ class QuotaWindows:
         """The window being counted ended: the next one may send what it served (plus a probe)."""
         assert self.end is not None and self.length is not None
         if self.served:
-            self.allowance = self.served + max(1, math.floor(self.served * PROBE_SHARE))
+            room = self.refused == 0 and self.allowance is not None and self.sent >= self.allowance
+            self.allowance = self.served + max(1, math.floor(self.served * (GROW_SHARE if room else PROBE_SHARE)))
         length = max(MIN_WAIT, self.length)  # never a spin, whatever was measured
         skipped = math.floor((now - self.end) / length)  # whole windows that ended unseen since
         self.start = self.end + skipped * length
         self.end = self.start + length
-        self.served = self.sent = 0
+        self.served = self.sent = self.refused = 0
