@@ -22,6 +22,9 @@ TOLERANCE = 1.3
 # not the service's), and on a queueing service too many in flight cost only latency. After a drop (a
 # shedding service refused the overshoot), or from a profile's known capacity, by small steps.
 REGROWTH = 1.25
+# The service is flaky, not full, while other failures (500s, resets, bodies that do not parse) are at
+# least as many as overload replies among this many of the latest failures: its 503s then cut nothing.
+FAILURE_MEMORY = 32
 
 
 class AdaptiveConcurrency:
@@ -39,6 +42,7 @@ class AdaptiveConcurrency:
         self._win_ok: list[tuple[float, int]] = []
         self._win_drops = 0
         self._win_other = 0
+        self._failures: deque[bool] = deque(maxlen=FAILURE_MEMORY)  # the latest failures: True for a drop
         self._recent: deque[bool] = deque(maxlen=16)
         self._last_window: tuple[float, float] | None = None
         self._win_count = 0
@@ -79,12 +83,13 @@ class AdaptiveConcurrency:
 
     def on_drop(self, sent: float, in_flight: int, now: float) -> None:
         """An overload reply to a request sent after the last cut (earlier ones were answered already).
-        In slow start, one sent beyond the initial limit ends it at once: the service refused the in-flight
-        count that request made, so the limit goes just under it (waiting for the window's end let slow
+        In slow start, one sent beyond the initial limit ends it at once (unless the service is flaky): the
+        service refused the in-flight count that request made, so the limit goes just under it (waiting for the window's end let slow
         start's growth overshoot a proxy's queue by a round trip of refusals)."""
         if sent <= self._last_cut:
             return
-        if self.slow_start and in_flight > self.initial:
+        self._failures.append(True)
+        if self.slow_start and in_flight > self.initial and not self.flaky():
             self.slow_start, self._careful = False, True
             self.limit = max(self.floor, min(self.limit, in_flight - 1))
             self._last_cut = now
@@ -97,6 +102,14 @@ class AdaptiveConcurrency:
         """A failure that is not overload (a 500, a reset, a body that does not parse): when as many come
         as drops, the service is flaky, not full, and its 503s cut nothing."""
         self._win_other += 1
+        self._failures.append(False)
+
+    def flaky(self) -> bool:
+        """Other failures at least as many as drops among the latest FAILURE_MEMORY failures: a flaky
+        service, whose 503s say nothing of its capacity (ending slow start there held a Ray worker's limit,
+        and the lines the driver gives it, at its few lines not waiting out a backoff)."""
+        drops = sum(self._failures)
+        return 2 * drops <= len(self._failures)
 
     def end_of_attempt(self, now: float) -> None:
         """Count the attempt; at the end of a window (about a round trip) adapt the limit."""
@@ -108,7 +121,7 @@ class AdaptiveConcurrency:
         ok, drops, other = self._win_ok, self._win_drops, self._win_other
         self._win_ok, self._win_drops, self._win_other, self._win_count, self._win_start = [], 0, 0, 0, now
         self._win_target = max(3, int(self.limit))
-        if drops and other < drops:
+        if drops and other < drops and not self.flaky():
             f = drops / (drops + len(ok))
             self.limit = max(self.floor, self.limit * min(0.9, max(0.75, 1 - f)))
             self.slow_start, self._careful = False, True

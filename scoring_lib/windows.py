@@ -7,10 +7,14 @@ Once WINDOW_STREAK refusals in a row, received over at least WINDOW_SPAN seconds
 further apart than half that span (a Retry-After of whole seconds from a token bucket points at
 instants as far apart as the refusals were), the service is closed until that instant: the run pauses
 until it (limits.py), and each window after sends what the service served in the last one, plus a
-probe of 1/64 (at least one), then waits for the window's predicted end. The window's length is the
+probe of 1/64 (at least one; 1/2 when the last window sent its whole allowance and none of it was
+refused: a Ray worker's share of the quota grows to what the others leave), then waits for the
+window's predicted end. The window's length is the
 time between two ends seen; until two were seen, the time from the run's first send to the first end,
 a length that can only be too short when the first window's quota was spent (the run began inside
 it): a window that ends later than predicted is seen again from its refusals, and its length corrected.
+Refusals that point within half a window's length (at least MIN_WAIT) of the last end seen show that
+window again, not a new one (read late on a busy loop, or rounded): they give no length.
 All methods run under the RunLimiter's lock.
 """
 
@@ -21,7 +25,11 @@ import math
 WINDOW_STREAK = 8  # refusals in a row that must point at one instant
 WINDOW_SPAN = 0.002  # seconds over which they must have been received, at least
 MIN_WAIT = 0.1  # seconds: a shorter Retry-After (a token bucket's next token) shows no window
+SAME_SHARE = 0.5  # an end less than this share of the window's length after the last one seen is that one
 PROBE_SHARE = 1 / 64  # a window's allowance: what the last one served, plus this share (at least one)
+# ... or plus this share when the last window sent its whole allowance and none of it was refused: the
+# quota has room this limiter has not found (a Ray worker's share of it, which served+1 grew by one a window)
+GROW_SHARE = 1 / 2
 
 
 class QuotaWindows:
@@ -41,6 +49,7 @@ class QuotaWindows:
         self.sent = 0  # sends in the window being counted
         self.allowance: int | None = None  # sends allowed in the window being counted (None: any)
         self.windows = 0  # windows seen from refusals
+        self.refused = 0  # refusals with a Retry-After in the window being counted
 
     def on_success(self, sent: float) -> None:
         """A success of a request sent at `sent`: sent after the streak began, it shows the service open
@@ -60,6 +69,7 @@ class QuotaWindows:
     def on_refusal(self, now: float, retry_after: float) -> float | None:
         """A refusal with a positive Retry-After; returns the end of a window it showed (a new one)."""
         end = now + retry_after
+        self.refused += 1
         if retry_after < MIN_WAIT or self.known(now, end):
             self.first = None
             return None
@@ -71,6 +81,12 @@ class QuotaWindows:
         if self.count < WINDOW_STREAK or span < WINDOW_SPAN or self.hi - self.lo > span / 2:
             return None
         end, self.first = self.hi, None
+        if self.seen is not None and end - self.seen < max(MIN_WAIT, SAME_SHARE * (self.length or 0.0)):
+            # The window already seen, pointed at again: its refusals were read late (a busy loop adds its
+            # delay to each Retry-After) or their Retry-After was rounded. No new window, no length from it
+            # (taken as one, its length was the few milliseconds between the two readings, or below zero,
+            # and rolling into the next window never ended: a Ray worker's loop spun under the lock).
+            return None
         if self.seen is not None:  # the time between two ends seen (a mispredicted window keeps its allowance)
             self.length = end - self.seen if not self.measured else min(self.length or math.inf, end - self.seen)
             self.measured = True
@@ -102,7 +118,10 @@ class QuotaWindows:
         """The window being counted ended: the next one may send what it served (plus a probe)."""
         assert self.end is not None and self.length is not None
         if self.served:
-            self.allowance = self.served + max(1, math.floor(self.served * PROBE_SHARE))
-        while self.end <= now:
-            self.start, self.end = self.end, self.end + self.length
-        self.served = self.sent = 0
+            room = self.refused == 0 and self.allowance is not None and self.sent >= self.allowance
+            self.allowance = self.served + max(1, math.floor(self.served * (GROW_SHARE if room else PROBE_SHARE)))
+        length = max(MIN_WAIT, self.length)  # never a spin, whatever was measured
+        skipped = math.floor((now - self.end) / length)  # whole windows that ended unseen since
+        self.start = self.end + skipped * length
+        self.end = self.start + length
+        self.served = self.sent = self.refused = 0

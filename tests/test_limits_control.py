@@ -78,6 +78,49 @@ def test_each_window_after_sends_what_the_last_one_served_then_waits_for_its_end
     assert w.length == 4.5 and w.windows == 2
 
 
+def test_refusals_that_point_at_the_window_already_seen_are_no_new_window():
+    """Read a little late (a busy loop) or rounded, a second streak names the last end seen again, a few ms
+    earlier or later: taken as a new window, its length was that gap (or below zero) and a Ray worker's loop
+    spun for minutes rolling into the next window."""
+    w = QuotaWindows(t0=100.0)
+    for _ in range(40):
+        w.on_send(100.0)
+        w.on_success(sent=100.1)
+    assert _refuse(w, 100.5, 0.01, lambda now: 102.0) == 102.0
+    assert w.wait(102.0) == 0.0 and w.end == pytest.approx(104.0)  # rolled: the next window is predicted
+    for earlier in (0.003, -0.004):  # the same end read again, just before or after it
+        assert _refuse(w, 101.5, 0.001, lambda now: 102.0 - earlier) is None
+    assert w.windows == 1 and w.length == pytest.approx(2.0) and w.end == pytest.approx(104.0)
+    assert w.wait(110.5) == 0.0 and w.end == pytest.approx(112.0)  # windows that ended unseen: rolled at once
+
+
+def test_rolling_into_the_next_window_never_spins_on_a_length_of_zero():
+    w = QuotaWindows(t0=0.0)
+    w.end, w.length, w.allowance = 1.0, 0.0, 5
+    assert w.wait(1e6) == 0.0 and w.end > 1e6
+
+
+def test_a_window_that_sent_its_whole_allowance_unrefused_grows_the_next_by_half():
+    """A Ray worker's share of a quota: served + 1 a window grew a worker that had few lines in the first
+    window by one line a window, and the run took 5 windows where 4 held it (zoo: Ray x4 1.48x the best fixed)."""
+    w = QuotaWindows(t0=100.0)
+    for _ in range(20):
+        w.on_send(100.0)
+        w.on_success(sent=100.1)
+    assert _refuse(w, 100.5, 0.01, lambda now: 102.0) == 102.0
+    assert w.wait(102.0) == 0.0 and w.allowance == 21  # refused in that window: served + a probe
+    for _ in range(21):
+        w.on_send(102.1)
+        w.on_success(sent=102.1)
+    assert w.wait(104.0) == 0.0 and w.allowance == 31  # all 21 sent and served, none refused: + half
+    for _ in range(31):
+        w.on_send(104.1)
+    for _ in range(30):
+        w.on_success(sent=104.1)
+    w.on_refusal(104.2, 1.8)  # one refused: back to probing by 1/64
+    assert w.wait(106.0) == 0.0 and w.allowance == 31
+
+
 def test_the_first_window_is_counted_from_the_first_send_not_the_limiters_start():
     """A Ray worker's limiter starts when the worker boots, seconds before the run sends: the first window's
     length counted from there was 3x the service's 2 s window, and each window after waited for an end
@@ -205,6 +248,45 @@ def test_a_drop_beyond_the_initial_limit_ends_slow_start_just_under_its_in_fligh
     assert conc.slow_start and conc.limit == 40
     conc.on_drop(sent=0.6, in_flight=33, now=0.6)  # the 33rd in flight was refused
     assert not conc.slow_start and conc.limit == 32
+
+
+def test_a_flaky_services_503_does_not_end_slow_start():
+    """A flaky service's 503s come among 500s, resets and bodies that do not parse: slow start goes on (a
+    Ray worker's limit, which sizes the lines the driver gives it, stopped at its few lines not in backoff)."""
+    conc = AdaptiveConcurrency(ceiling=1000, floor=1, initial=5, parts=4, growth=2.0, t0=0.0)
+    for _ in range(3):
+        conc.on_other_failure()
+        conc.end_of_attempt(0.01)
+    for _ in range(5):
+        conc.on_ok(0.05, 3, paced=False)
+    assert conc.slow_start and conc.limit == 15
+    conc.on_drop(sent=0.1, in_flight=9, now=0.1)  # beyond the initial limit, but the service is flaky
+    conc.end_of_attempt(0.1)
+    assert conc.slow_start and conc.limit == 15 and conc.flaky()
+
+
+def test_a_flaky_services_503s_cut_no_limit_whatever_a_short_window_holds():
+    """A window of a few attempts may hold a 503 and no other failure: the latest failures still say flaky."""
+    conc = AdaptiveConcurrency(ceiling=1000, floor=1, initial=40, parts=1, growth=2.0, t0=0.0, slow_start=False)
+    for _ in range(6):
+        conc.on_other_failure()
+    conc._win_ok, conc._win_other = [], 0  # a new window: one drop, two successes, nothing else
+    conc.on_drop(sent=1.0, in_flight=10, now=1.0)
+    conc.on_ok(0.05, 10, paced=False, sent=1.0, now=1.0)
+    conc.on_ok(0.05, 10, paced=False, sent=1.0, now=1.0)
+    conc._win_count = conc._win_target - 1
+    conc.end_of_attempt(1.0)
+    assert conc.limit == 40
+
+
+def test_a_shedding_services_drops_still_cut_after_a_few_other_failures():
+    conc = AdaptiveConcurrency(ceiling=1000, floor=1, initial=40, parts=1, growth=2.0, t0=0.0, slow_start=False)
+    conc.on_other_failure()  # one reset among many 503s
+    for _ in range(6):
+        conc.on_drop(sent=1.0, in_flight=40, now=1.0)
+    conc._win_count = conc._win_target - 1
+    conc.end_of_attempt(1.0)
+    assert not conc.flaky() and conc.limit < 40
 
 
 # -- a start from a profile -----------------------------------------------------------------------------

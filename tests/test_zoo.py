@@ -60,3 +60,49 @@ def test_the_zoo_also_runs_auto_from_a_probed_profile_on_capacity_services():
         assert b.server_info("auto") is None
         info = b.server_info(PROFILED)
         assert info["profile"]["capacity"] == {"value": b.probed, "source": "probed"}
+
+
+def _zoo_row(name: str, label: str, auto_wall: float, best_wall: float = 1.0, refused: float = 0.0, lost: int = 0):
+    from scoring_lib.bench.zoo import ZooRun, zoo_measurement
+
+    b = next(b for b in behaviours(0.05) if b.name.startswith(name))
+    return b, zoo_measurement(b, label, ("C=8", ZooRun("C=8", best_wall, 0.0, 0)),
+                              ZooRun("auto", auto_wall, refused, lost))
+
+
+def test_a_zoo_row_is_a_bench_measurement_held_to_issue_16s_targets():
+    from scoring_lib.bench.measure import tally
+
+    b, m = _zoo_row("429 without", "asyncio", auto_wall=1.1 * b_bound(), best_wall=b_bound(), refused=0.04)
+    assert m.case == "o" and m.bound_seconds == b.bound and m.extra["auto/best"] == 1.1
+    assert {str(t) for t in m.targets} == {"auto/best <= 1.15", "ratio <= 1.25", "refused_pct <= 5", "lost <= 0"}
+    assert m.missed == 0 and tally([m]) == (4, 0)
+    _, slow = _zoo_row("429 without", "asyncio", auto_wall=1.2 * b_bound(), best_wall=b_bound(), refused=0.06)
+    missed = {str(t) for t, _, met in slow.verdicts() if not met}
+    assert missed == {"auto/best <= 1.15", "refused_pct <= 5"} and "MISSED" in slow.line()
+
+
+def test_a_ray_zoo_row_is_held_to_auto_within_1_3x_and_nothing_lost():
+    _, m = _zoo_row("quota", "ray x4", auto_wall=1.25, refused=0.2)
+    assert {str(t) for t in m.targets} == {"auto/best <= 1.3", "lost <= 0"} and m.missed == 0
+    _, lost = _zoo_row("quota", "ray x4", auto_wall=1.5, lost=3)
+    assert lost.missed == 2
+
+
+def test_the_flaky_zoo_row_is_judged_on_lines_lost_alone():
+    _, m = _zoo_row("flaky", "asyncio", auto_wall=9.0, refused=0.7)
+    assert [str(t) for t in m.targets] == ["lost <= 0"] and m.missed == 0
+    _, lost = _zoo_row("flaky", "ray x4", auto_wall=1.0, lost=1)
+    assert lost.missed == 1
+
+
+def test_a_zoo_row_that_could_not_run_misses_every_target():
+    from scoring_lib.bench.zoo import zoo_measurement
+
+    b = behaviours(0.05)[0]
+    m = zoo_measurement(b, "ray x4", None, None, error="ClusterConnectError: no Ray worker was ready")
+    assert m.missed == len(m.targets) == 2 and "ClusterConnectError" in m.extra["error"]
+
+
+def b_bound() -> float:
+    return next(b for b in behaviours(0.05) if b.name.startswith("429 without")).bound
