@@ -171,8 +171,7 @@ class LocalCluster:
         write_owner(self.temp_dir, Owner.me())
         self._env = ray_boot.environ(os.environ | {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
         # Every listener on a port of its own: a Ray left to its defaults takes fixed ones (the dashboard
-        # agent's 52365, the dashboard's 8265), so two on one machine collide, and its processes wait for
-        # the port files of the others, which under load outlast the raylet's deadline (it then dies).
+        # agent's 52365, the dashboard's 8265), so two on one machine collide.
         (port, client_port, dash_port, agent_port, metrics_port, agent_grpc_port, runtime_env_port,
          node_manager_port, object_manager_port) = free_ports(9)
         if self.watchdog:
@@ -182,6 +181,9 @@ class LocalCluster:
                 f"--dashboard-agent-listen-port={agent_port}", f"--metrics-export-port={metrics_port}",
                 f"--dashboard-agent-grpc-port={agent_grpc_port}", f"--runtime-env-agent-port={runtime_env_port}",
                 f"--node-manager-port={node_manager_port}", f"--object-manager-port={object_manager_port}",
+                # Workers on ports the system gives them: `ray start` otherwise hands every cluster the same
+                # range (10002-19999), each raylet knowing only its own workers' ports.
+                "--min-worker-port=0", "--max-worker-port=0",
                 f"--object-store-memory={LOCAL_OBJECT_STORE_BYTES}", "--disable-usage-stats"]
         args += ([f"--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash_port}"]
                  if self.dashboard else ["--include-dashboard=false"])

@@ -39,6 +39,7 @@ def test_a_local_cluster_names_a_distinct_free_port_for_every_listener(monkeypat
         assert set(ports) == set(PORT_OPTIONS)
         assert len(set(ports.values())) == len(ports) and 0 not in ports.values()
         assert f"--temp-dir={cluster.temp_dir}" in args
+        assert {"--min-worker-port=0", "--max-worker-port=0"} <= set(args)  # not `ray start`'s shared range
     finally:
         cluster.stop()
 
