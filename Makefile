@@ -31,11 +31,12 @@ git-filter:
 	fi
 
 # The main job: the quick sweep against the embedded simulated service, then its report in
-# results/report/ (ignored by git; report.md and a self-contained report.html).
+# results/report/ (ignored by git; report.md and a self-contained report.html). The report is built even
+# when some points failed (it lists them); `make run` then still exits with the sweep's non-zero code.
 GRID ?= notebooks/grids/quick.yaml
 run: $(STAMP)
-	$(PY) -m scoring_lib sweep $(GRID)
-	$(PY) -m scoring_lib report --sweep $(GRID)
+	$(PY) -m scoring_lib sweep $(GRID); rc=$$?; \
+		$(PY) -m scoring_lib report --sweep $(GRID) && exit $$rc
 
 # JupyterLab on 127.0.0.1 with this project's environment; the notebooks are in notebooks/. Saving one
 # writes it without outputs (as committed) and its executed copy to results/notebooks/saved/.

@@ -196,6 +196,7 @@ class SweepSummary:
     failed: list = field(default_factory=list)  # (point id, failure)
     ran: list = field(default_factory=list)  # (point id, repeat) in the order they ran
     ray_startup_seconds: float | None = None  # the sweep's one local Ray cluster, started once
+    ray_cluster: object = None  # that cluster (engines.ray_cluster.LocalCluster) while the sweep runs
 
     @property
     def ran_points(self) -> set:
@@ -315,6 +316,10 @@ def _run_repeat(summary: SweepSummary, point: Point, repeat: int, url: str, outp
         execute_notebook(RUN_NOTEBOOK, outputs / f"{point.id}-r{repeat}.ipynb", plain_json(params), paths.ROOT)
     except Exception as exc:  # noqa: BLE001 - a failed point is recorded and the sweep goes on
         failure = _failure_text(exc)
+        if point.engine == "ray" and summary.ray_cluster is not None:
+            kept = summary.ray_cluster.save_logs(records / f"{point.id}-r{repeat}-ray-logs")
+            if kept is not None:  # the cluster's temp dir goes when the sweep ends: its logs stay here
+                failure = f"{failure} (Ray logs: {kept})"
         if getattr(exc, "ename", None) != PointFailed.__name__:  # else its runs are recorded already
             save_record(failure_record(params, failure, {"sweep": grid.name, "point_id": point.id}), records)
         summary.failed.append((point.id, failure))
@@ -366,7 +371,11 @@ def _one_ray_for_the_sweep(summary: SweepSummary, address: str | None, dashboard
 
     with sweep_ray(address, dashboard) as ray:
         summary.ray_startup_seconds = ray.startup_seconds
-        yield ray.address
+        summary.ray_cluster = ray.cluster
+        try:
+            yield ray.address
+        finally:
+            summary.ray_cluster = None
 
 
 def score_sample(input: str | os.PathLike, url: str, lines: int = 50, profile: ServiceProfile | None = None,

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..errors import ClusterConnectError, MissingDependencyError
 from . import ray_boot
@@ -24,6 +25,9 @@ from .ray_reap import SWEEP_PREFIX, Owner, reap_orphans, release_watchdog, start
 LOCAL_OBJECT_STORE_BYTES = 256 * 1024 * 1024
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 SWEEP_CLUSTER_ENV = "SCORING_RAY_SWEEP_CLUSTER"  # the address of the local cluster a sweep started
+LOG_TAIL_LINES = 60  # of each log save_ray_logs keeps
+RAY_LOG_PATTERNS = ("raylet.out", "raylet.err", "gcs_server.out", "gcs_server.err", "dashboard_agent.log",
+                    "runtime_env_agent.log", "worker-*.err", "python-core-worker-*.log")
 
 
 def import_ray(address: str | None = None):
@@ -166,20 +170,31 @@ class LocalCluster:
         self.temp_dir = tempfile.mkdtemp(prefix=SWEEP_PREFIX, dir="/tmp")  # short: Ray's socket paths
         write_owner(self.temp_dir, Owner.me())
         self._env = ray_boot.environ(os.environ | {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
-        port, client_port, dash_port, agent_port, metrics_port = free_ports(5)
+        # Every listener on a port of its own: a Ray left to its defaults takes fixed ones (the dashboard
+        # agent's 52365, the dashboard's 8265), so two on one machine collide.
+        (port, client_port, dash_port, agent_port, metrics_port, agent_grpc_port, runtime_env_port,
+         node_manager_port, object_manager_port) = free_ports(9)
         if self.watchdog:
             self._watchdog = start_watchdog(self.temp_dir, f"127.0.0.1:{port}")
         args = ["start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", f"--num-cpus={self.num_cpus}",
                 f"--temp-dir={self.temp_dir}", f"--ray-client-server-port={client_port}",
                 f"--dashboard-agent-listen-port={agent_port}", f"--metrics-export-port={metrics_port}",
+                f"--dashboard-agent-grpc-port={agent_grpc_port}", f"--runtime-env-agent-port={runtime_env_port}",
+                f"--node-manager-port={node_manager_port}", f"--object-manager-port={object_manager_port}",
+                # Workers on ports the system gives them: `ray start` otherwise hands every cluster the same
+                # range (10002-19999), each raylet knowing only its own workers' ports.
+                "--min-worker-port=0", "--max-worker-port=0",
                 f"--object-store-memory={LOCAL_OBJECT_STORE_BYTES}", "--disable-usage-stats"]
         args += ([f"--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash_port}"]
                  if self.dashboard else ["--include-dashboard=false"])
         proc = self._ray(*args)
         if proc.returncode != 0:
+            kept = self.save_logs(Path(tempfile.gettempdir()) / f"{Path(self.temp_dir).name}-logs")
             self.stop()
             lines = [l for l in (proc.stderr or proc.stdout).strip().splitlines() if l.strip()]
-            raise ClusterConnectError(f"cannot start a local Ray cluster: {lines[-1] if lines else proc.returncode}")
+            where = f" (its Ray logs: {kept})" if kept else ""
+            raise ClusterConnectError(
+                f"cannot start a local Ray cluster: {lines[-1] if lines else proc.returncode}{where}")
         self.address = f"127.0.0.1:{port}"
         self.dashboard_url = f"127.0.0.1:{dash_port}" if self.dashboard else None
         self.startup_seconds = time.perf_counter() - t0
@@ -189,6 +204,12 @@ class LocalCluster:
         """What a process that should join this cluster needs in its environment (kernels inherit it)."""
         assert self.address, "start the cluster first"
         return {"RAY_ADDRESS": self.address, SWEEP_CLUSTER_ENV: self.address}
+
+    def save_logs(self, dest: Path, lines: int = LOG_TAIL_LINES) -> Path | None:
+        """Copy the last `lines` lines of this cluster's raylet, GCS, agent and worker logs (the ones a
+        failure is read from) to `dest`, before stop() removes its temp dir; `dest`, or None if there
+        were none."""
+        return save_ray_logs(self.temp_dir, dest, lines) if self.temp_dir else None
 
     def stop(self) -> None:
         if self.temp_dir is None:
@@ -204,6 +225,29 @@ class LocalCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def save_ray_logs(temp_dir: str | os.PathLike, dest: str | os.PathLike, lines: int = LOG_TAIL_LINES) -> Path | None:
+    """The tails of the logs of the Ray session(s) under `temp_dir` (raylet, GCS, agents, workers), copied
+    to `dest`: what tells why workers never came up, kept after the temp dir is removed. None: no logs."""
+    dest = Path(dest)
+    saved = 0
+    for logs in sorted(Path(temp_dir).glob("session_*/logs")):
+        if Path(logs).parent.is_symlink():
+            continue  # session_latest: the same session again
+        for pattern in RAY_LOG_PATTERNS:
+            for log in sorted(logs.glob(pattern)):
+                try:
+                    with open(log, "rb") as f:
+                        tail = f.readlines()[-lines:]
+                except OSError:
+                    continue
+                if not tail:
+                    continue
+                dest.mkdir(parents=True, exist_ok=True)
+                (dest / f"{logs.parent.name[-12:]}-{log.name}").write_bytes(b"".join(tail))
+                saved += 1
+    return dest if saved else None
 
 
 def free_ports(n: int) -> list[int]:
@@ -227,6 +271,7 @@ class SweepRay:
 
     address: str | None = None
     startup_seconds: float | None = None
+    cluster: LocalCluster | None = None  # the local cluster started for the sweep (its logs on a failure)
 
 
 @contextmanager
@@ -240,7 +285,7 @@ def sweep_ray(address: str | None, dashboard: bool = False) -> Iterator[SweepRay
         if not address:
             cluster, env = _local_cluster_for_a_sweep(dashboard)
         os.environ.update(env)
-        yield SweepRay(env.get("RAY_ADDRESS"), cluster.startup_seconds if cluster else None)
+        yield SweepRay(env.get("RAY_ADDRESS"), cluster.startup_seconds if cluster else None, cluster)
     finally:
         for key, value in saved.items():
             if value is None:
