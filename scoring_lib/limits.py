@@ -46,6 +46,8 @@ __all__ = ["Attempt", "LimitSettings", "LoopGate", "RunLimiter", "Stop", "merge_
 # A pause is passed on to the other processes of the run only when it ends this much later than the one
 # already known (a share of its length, at least 2 ms): a 429 storm makes a few reports, not one per 429.
 TELL_SHARE, TELL_MIN = 0.25, 0.002
+RECHECK = 0.01  # seconds: a send's wait for its turn shorter than twice this is slept at once
+RECHECK_MAX = 0.1  # seconds: a longer wait looks again at least this often (a rate that rose takes effect)
 CLOSED_STREAK = 8  # refusals with a Retry-After in a row (and at least the slots) that say "closed"
 
 
@@ -191,10 +193,11 @@ class RunLimiter:
             self._peak = self.in_flight
         return True
 
-    def _send_delay(self, now: float) -> float:
-        """Seconds this attempt waits for its turn at the run's rate (after any pause); the turn is taken."""
+    def _send_turn(self, now: float) -> tuple[float, float]:
+        """This attempt's turn at the run's rate (after any pause), and the seconds until it, at the rate now."""
         self.pacer.hold_until(self.pause_until)
-        return self.pacer.reserve(now)
+        turn = self.pacer.take(now)
+        return turn, self.pacer.wait(turn, now)
 
     def _wake(self, prefer: "LoopGate | None") -> list[tuple["LoopGate", asyncio.Future]]:
         """Waiters to wake for the slots now free (all of them once stopped)."""
@@ -247,7 +250,7 @@ class RunLimiter:
             self._conc.end_of_attempt(now)
             self._conc.mark(now)
         tell = self._closed(f, now)
-        self.pacer.rate = self.rate.binding
+        self.pacer.set_rate(self.rate.binding, now)
         record(self.rate_history, now - self.t0, self.pacer.rate)
         return tell
 
@@ -318,7 +321,7 @@ class LoopGate:
                 now = time.monotonic()
                 got = run._try_take(now)
                 if got is True:
-                    wait = run._send_delay(now)
+                    turn, wait = run._send_turn(now)
                     if wait <= 0:
                         run.rate.on_send(now)
                         return _Ticket(now, run.in_flight)  # no pause, no rate to wait for
@@ -336,7 +339,10 @@ class LoopGate:
                         if fut in self.waiters:
                             self.waiters.remove(fut)
         try:
-            await asyncio.sleep(wait)
+            while wait > 0:  # the rate may change while it waits (rate.Pacer): look again halfway, or sooner
+                await asyncio.sleep(wait if wait < 2 * RECHECK else min(wait / 2, RECHECK_MAX))
+                with run._lock:
+                    wait = run.pacer.wait(turn, time.monotonic())
         except BaseException:
             self.release(_Ticket(time.monotonic(), 0), Attempt(cancelled=True))
             raise
