@@ -22,7 +22,7 @@ the same at 6 req/s and at 6000:
   apart), so one burst of refusals is one cut, not a collapse;
 - the first cut is a floor, not a plateau: it ends the run's own ramp (slow start of the concurrency,
   a first wave), so what was served by then says how fast the run was sending, not how fast the service
-  serves. From it the rate doubles every round trip (as a slow start does) until the next throttle,
+  serves. From it the rate grows geometrically every round trip (as a slow start does) until the next throttle,
   whose measure is the service's; a CUBIC plateau at the ramp's rate regrew at a tenth of a 400/s
   limiter for seconds;
 - rates are measured over a span of time (a round trip, at least MIN_SPAN), not over a number of
@@ -47,7 +47,7 @@ BURST_SECONDS = 0.1  # the pacer lets this much of its rate (at least one reques
 METER_EVENTS = 4096  # a meter reads rates up to this many events per span
 FLAKY_SHARE = 2.0  # 429s fewer than this many times the other failures do not cut the rate
 MIN_SPAN = 0.25  # seconds: rates are measured over at least this long (and at least a round trip)
-PROBE_GROWTH = 2.0  # after the first cut, the rate grows this much per MIN_SPAN (or round trip) until the next
+PROBE_GROWTH = 1.5  # after the first cut, the rate grows this much per MIN_SPAN (or round trip) until the next
 
 
 class Meter:
