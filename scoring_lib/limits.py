@@ -51,6 +51,8 @@ __all__ = ["Attempt", "LimitSettings", "LoopGate", "RunLimiter", "Stop", "merge_
 # A pause is passed on to the other processes of the run only when it ends this much later than the one
 # already known (a share of its length, at least 2 ms): a 429 storm makes a few reports, not one per 429.
 TELL_SHARE, TELL_MIN = 0.25, 0.002
+RECHECK = 0.01  # seconds: a send's wait for its turn shorter than twice this is slept at once
+RECHECK_MAX = 0.1  # seconds: a longer wait looks again at least this often (a rate that rose takes effect)
 CLOSED_STREAK = 8  # refusals with a Retry-After in a row (and at least the slots) that say "closed"
 
 
@@ -203,12 +205,12 @@ class RunLimiter:
 
     def _take_fast(self, now: float) -> bool:
         """A fixed limit with no rate, its gate open, no pause, no quota window, a slot free: take it as
-        `_try_take` and `_send_delay` would (every check they make passes and the pacer, unbounded and
+        `_try_take` and `_send_turn` would (every check they make passes and the pacer, unbounded and
         past every pause, lets the send go at once), without their calls. False: nothing was taken, the
         general path decides."""
         ff = self.failfast
         if (not ff.opened or ff.stopped is not None or self.pause_until > now or self.windows.end is not None
-                or self.in_flight >= self._fixed_slots or self.pacer._tat > now):
+                or self.in_flight >= self._fixed_slots or self.pacer._hold > now):
             return False
         w = self.windows  # windows.on_send
         if not w.sending:
@@ -218,7 +220,7 @@ class RunLimiter:
         self.started += 1
         if self.in_flight > self._peak:
             self._peak = self.in_flight
-        self.pacer._tat = now  # pacer.hold_until + reserve at an unbounded rate
+        self.pacer._next += 1  # pacer.take at an unbounded rate, no hold
         return True
 
     def _release_fast(self, ticket: _Ticket, now: float) -> None:
@@ -241,10 +243,11 @@ class RunLimiter:
         if w.first is not None and ticket.sent >= w.first:
             w.first = None
 
-    def _send_delay(self, now: float) -> float:
-        """Seconds this attempt waits for its turn at the run's rate (after any pause); the turn is taken."""
+    def _send_turn(self, now: float) -> tuple[float, float]:
+        """This attempt's turn at the run's rate (after any pause), and the seconds until it, at the rate now."""
         self.pacer.hold_until(self.pause_until)
-        return self.pacer.reserve(now)
+        turn = self.pacer.take(now)
+        return turn, self.pacer.wait(turn, now)
 
     def _wake(self, prefer: "LoopGate | None") -> list[tuple["LoopGate", asyncio.Future]]:
         """Waiters to wake for the slots now free (all of them once stopped)."""
@@ -297,7 +300,7 @@ class RunLimiter:
             self._conc.end_of_attempt(now)
             self._conc.mark(now)
         tell = self._closed(f, now)
-        self.pacer.rate = self.rate.binding
+        self.pacer.set_rate(self.rate.binding, now)
         record(self.rate_history, now - self.t0, self.pacer.rate)
         return tell
 
@@ -373,7 +376,7 @@ class LoopGate:
                 now = time.monotonic()
                 got = run._try_take(now)
                 if got is True:
-                    wait = run._send_delay(now)
+                    turn, wait = run._send_turn(now)
                     if wait <= 0:
                         run.rate.on_send(now)
                         return _Ticket(now, run.in_flight)  # no pause, no rate to wait for
@@ -391,7 +394,10 @@ class LoopGate:
                         if fut in self.waiters:
                             self.waiters.remove(fut)
         try:
-            await asyncio.sleep(wait)
+            while wait > 0:  # the rate may change while it waits (rate.Pacer): look again halfway, or sooner
+                await asyncio.sleep(wait if wait < 2 * RECHECK else min(wait / 2, RECHECK_MAX))
+                with run._lock:
+                    wait = run.pacer.wait(turn, time.monotonic())
         except BaseException:
             self.release(_Ticket(time.monotonic(), 0), Attempt(cancelled=True))
             raise

@@ -84,6 +84,9 @@ def behaviours(ts: float) -> list[Behaviour]:
                   rn, rn / rate, _rate_fixed(rate)),
         Behaviour("429 + Retry-After, burst rate", ServerConfig(**r, retry_after="whole"), rn, rn / rate,
                   _rate_fixed(rate)),
+        Behaviour("429 + Retry-After at 400/s, burst rate/10",  # the rate control is scale-free
+                  ServerConfig(latency=rlat, capacity=0, rate_limit=400.0, rate_burst=40.0, retry_after="whole"),
+                  1644, 1644 / 400.0, _rate_fixed(400.0)),
         Behaviour("429 without Retry-After", ServerConfig(**r, rate_burst=rate / 10, retry_after="none"), rn,
                   rn / rate, _rate_fixed(rate)),
         Behaviour(f"quota {quota} per {window:g} s", ServerConfig(latency=rlat, capacity=0, quota=quota,
