@@ -17,8 +17,8 @@ EVENT_LOOPS = ("", "auto", "asyncio", "uvloop")  # "", auto, uvloop: uvloop wher
 
 def event_loop_name() -> str:
     """The loop the scoring threads run: uvloop where it is installed (a dependency except on Windows),
-    unless $SCORING_EVENT_LOOP=asyncio. Measured (`bench --cases z`): uvloop takes some 10% less CPU per
-    request at zero latency; against a slow service it makes no difference."""
+    unless $SCORING_EVENT_LOOP=asyncio. What it buys at zero latency is measured beside asyncio's own loop
+    by `bench --cases z`; against a slow service the loop makes no difference."""
     chosen = os.environ.get(EVENT_LOOP_ENV, "").strip().lower()
     if chosen not in EVENT_LOOPS:
         raise ConfigError(f"${EVENT_LOOP_ENV} must be one of {', '.join(v for v in EVENT_LOOPS if v)} "
