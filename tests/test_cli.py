@@ -111,11 +111,18 @@ def cached_count(path: Path) -> int:
         db.close()
 
 
+def _sigint_as_a_terminal_sends_it() -> None:
+    # A run started in the background by a non-interactive shell (as a CI job may be) inherits SIGINT
+    # ignored, and Python then keeps it ignored: the child gets the disposition a terminal's Ctrl-C meets.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_score(tmp_path, url, *extra):
     return subprocess.Popen([sys.executable, "-m", "scoring_lib", "score", str(tmp_path / "in.txt"), "--url", url,
                              "--cache", str(tmp_path / "c.sqlite"), "--output", str(tmp_path / "out.jsonl"),
                              "--records-dir", str(tmp_path / "runs"), "--max-concurrent-tasks", "10", *extra],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_sigint_as_a_terminal_sends_it)
 
 
 def wait_for_cache(path: Path, at_least: int, timeout: float = 60) -> None:
