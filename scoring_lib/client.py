@@ -212,12 +212,13 @@ class ScoringClient:
             await self._session.close()
             self._session = None
 
-    def internal_outcome(self, exc: Exception, started: float) -> Outcome:
+    def internal_outcome(self, exc: Exception, started: float, attempts: int = 0) -> Outcome:
         """The outcome of a line whose scoring raised unexpectedly: an INTERNAL error row, one line of
-        text (the exception's type and message, masked and cut, never a traceback)."""
+        text (the exception's type and message, masked and cut, never a traceback), with the requests
+        that went out for it (the record's attempt counts must agree with the rows)."""
         failure = _masked(internal_failure(exc, limit=1 << 20), self._secrets)  # masked whole, then cut
         failure = dataclasses.replace(failure, message=failure.message[:300])
-        return _outcome(None, failure.message, 0, started, started, failure)
+        return _outcome(None, failure.message, attempts, started, started, failure)
 
     def backoff(self, retry: int, retry_after: float | None) -> float:
         """Delay before retry number `retry` (0-based): Retry-After if given, else full jitter; both capped."""
@@ -227,14 +228,22 @@ class ScoringClient:
         return self._rng.uniform(0, min(cap, self.config.backoff_base * (2**retry)))
 
     async def score(self, text: str) -> Outcome:
-        """Score one text, retrying as the contract says; never raises for service failures."""
-        cfg = self.config
+        """Score one text, retrying as the contract says; never raises for service failures. Anything
+        else that escapes (a bug of ours) becomes this line's INTERNAL row, counting the requests sent."""
         started = time.time()
         mark: dict = {"sent": started}
+        try:
+            return await self._score(text, started, mark)
+        except Exception as exc:
+            return self.internal_outcome(exc, started, mark.get("attempt", 0))
+
+    async def _score(self, text: str, started: float, mark: dict) -> Outcome:
+        cfg = self.config
         failure = _NO_ATTEMPT
         attempts = 0
         for attempt in range(cfg.max_retries + 1):
-            mark = {"sent": time.time()}
+            mark.clear()
+            mark["sent"], mark["attempt"] = time.time(), attempt
             try:
                 score = await self._reported_attempt(text, mark)
                 return _outcome(score, None, attempt + 1, started, mark["sent"])
@@ -271,6 +280,7 @@ class ScoringClient:
         limiter = self.limiter
         ticket = None if limiter is None else await limiter.acquire()
         mark["sent"] = time.time()
+        mark["attempt"] += 1  # it goes out: an exception from here on counts it
         t0 = time.perf_counter()
         try:
             score = await self._attempt(text, mark)

@@ -64,3 +64,39 @@ def test_ray_rows_stats_and_record_count_the_same_successes(make_input, tmp_path
         result, rows = _run(svc, path, tmp_path, cache=None, engine="ray", workers=4, threads=None,
                             max_concurrent_tasks=concurrency)
     _assert_agree(result, rows, 200)  # the driver's first-contact request is the service's, not a line's
+
+
+class _RaisingGate:
+    """A limiter gate that raises when told of a success: a bug of ours after the request went out."""
+
+    async def acquire(self):
+        return None
+
+    def release(self, ticket, attempt) -> None:
+        if attempt.failure is None:
+            raise RuntimeError("a bug after the score came back")
+
+    def backing_off(self, n: int) -> None:
+        pass
+
+
+def test_a_bug_after_requests_went_out_is_an_internal_row_that_counts_them():
+    """The INTERNAL row says how many requests its line cost (it said 0, and the rows' attempts then
+    fell short of the service's requests)."""
+    import asyncio
+
+    from scoring_lib import ClientConfig
+    from scoring_lib.client import ScoringClient
+    from scoring_lib.failures import FailureKind
+
+    async def one(url: str):
+        cfg = ClientConfig(url=url, max_retries=5, backoff_base=0.001)
+        async with ScoringClient(cfg, 2, limiter=_RaisingGate()) as client:
+            return await client.score("flaky line")
+
+    with ServiceProcess(FLAKY) as svc:
+        outcome = asyncio.run(one(svc.url))
+        requests = svc.stats().requests
+    assert outcome.failure is not None and outcome.failure.kind is FailureKind.INTERNAL
+    assert "a bug after the score came back" in outcome.error
+    assert outcome.attempts == requests == 3  # two failures, then the score the bug lost
