@@ -54,9 +54,9 @@ __all__ = ["RayEngine", "LocalCluster", "SWEEP_CLUSTER_ENV", "dashboard_help", "
 MAX_CHUNK = 64
 # Scoring starts once every worker is ready, or this many seconds after the first one is, whichever
 # comes first; the rest join the run as they come up (a straggling node does not hold the run back).
-# Not shorter: Ray boots all worker processes at once, so on 2 cores the first of 32 is ready only some
-# 16 s in, and workers still booting take the CPU the scoring needs (measured: starting 5 s after the
-# first cut a whole 32 x 64 run from 37 s to 31 s but its scoring efficiency from 0.82 to 0.43).
+# Not shorter: Ray boots all worker processes at once, so on a small machine the first of 32 is ready
+# long before the last, and workers still booting take the CPU the scoring needs (starting a few seconds
+# after the first shortened a whole 32 x 64 run but halved its scoring efficiency: bench case r shows it).
 ALL_READY_WAIT = 60.0
 READY_TIMEOUT = 120.0  # no worker ready within this: the cluster cannot run workers
 BOOT_CHECK_SECONDS = 0.05  # how often booting workers are looked for while scoring
