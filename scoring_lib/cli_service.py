@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from .errors import ScoringError
-from .redact import API_KEY_ENV, safe_url
+from .redact import API_KEY_ENV, key_variable, safe_url
 from .service import ServiceProfile, load_profile, simulated_config
 from .settings import ClientConfig, ServerConfig, add_options, options_given
 
@@ -72,7 +72,7 @@ def resolve_service(args: argparse.Namespace) -> Service:
     name = client.get("api_key_env", API_KEY_ENV)
     if name != API_KEY_ENV and not os.environ.get(name):
         where = "--api-key-env" if "api_key_env" in given else f"profile {profile.name or args.profile}"
-        print(f"warning: ${name} (the API key's variable, from {where}) is not set: requests carry no key",
+        print(f"warning: {key_variable(name)} (the API key's variable, from {where}) is not set: requests carry no key",
               file=sys.stderr, flush=True)
     return Service(profile, client, url)
 

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
+from .redact import key_variable
+
 if TYPE_CHECKING:
     from .settings import ClientConfig
 
@@ -169,4 +171,4 @@ def key_hint(failure: Failure | None, client: "ClientConfig") -> str:
     if failure is None or not failure.refused_key:
         return ""
     sent = "a key from" if client.api_key() else "no key: nothing in"
-    return f"; the service refused the API key (this run sent {sent} ${client.api_key_env}; see --api-key-env)"
+    return f"; the service refused the API key (this run sent {sent} {key_variable(client.api_key_env)}; see --api-key-env)"

@@ -26,7 +26,7 @@ from .limit_settings import profile_start
 from .loops import event_loop_name
 from .outputs import OrderedRowWriter, Row, check_not_being_written, output_target
 from .record import RunRecord, build_record, save_record
-from .resources import ensure_open_files, files_needed, fit_auto_ceiling, sockets_needed
+from .resources import ensure_run_files, fit_auto_ceiling, sockets_needed
 from .stats import SAMPLE_SIZE, Reservoir, RunStats  # noqa: F401 - re-exported: moved to stats.py
 from .watchdog import Watchdog, stall_seconds
 
@@ -243,8 +243,7 @@ def score_file(config: RunConfig, *, server_info: dict | None = None, write_reco
             run_config = dataclasses.replace(config, **{field_name: max(1, total)})
         run_config, lowered = fit_auto_ceiling(run_config, in_process_service)
         extra = sockets_needed(run_config) if in_process_service else 0
-        ensure_open_files(files_needed(run_config, extra), f"--max-concurrent-tasks {config.max_concurrent_tasks}",
-                          "--max-concurrent-tasks-max" if config.adaptive else "--max-concurrent-tasks")
+        ensure_run_files(run_config, config, extra)
         result = _score_open_file(config, run_config, source, total, server_info, write_record, engine,
                                   threads_reason)
         note = queue_note(run_config, server_info)

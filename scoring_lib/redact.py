@@ -17,6 +17,15 @@ _BEARER = re.compile(r"(?i)\b(bearer)(\s+|%20|\+)[^\s\"',;}\]]+")
 _AUTHORIZATION = re.compile(r"""(?i)(\bauthorization\b["']?\s*[:=]\s*["']?)[^"'\r\n,;}\]]*""")
 
 
+_CONVENTIONAL_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+
+
+def key_variable(name: str) -> str:
+    """How a message names the API key's variable: `$NAME` when it reads as a variable's name (capitals,
+    digits, _), else without the name: a key passed where its variable's name belongs would be echoed."""
+    return f"${name}" if _CONVENTIONAL_NAME.match(name) else "the variable named by --api-key-env"
+
+
 def redact(text: str | None, secrets: tuple[str | None, ...] = ()) -> str | None:
     """`text` with the API key (from the environment, plus any `secrets`), `Bearer <token>`,
     `Authorization: <value>` and URL credentials masked. None stays None."""

@@ -33,6 +33,18 @@ def files_needed(config: RunConfig, extra: int = 0) -> int:
     return BASE_FDS + PER_THREAD_FDS * config.resolved_threads + sockets_needed(config) + extra
 
 
+def ensure_run_files(run: RunConfig, asked: RunConfig, extra: int = 0) -> int:
+    """ensure_open_files for a run (`run`: the config as it will run; `asked`: as the user gave it), naming
+    the setting that asks for most of the files: the sockets of the concurrency, or the threads' loops."""
+    loops = PER_THREAD_FDS * run.resolved_threads
+    if loops > sockets_needed(run) + extra:
+        what, lower = f"--threads {run.resolved_threads}", "--threads"
+    else:
+        what = f"--max-concurrent-tasks {asked.max_concurrent_tasks}"
+        lower = "--max-concurrent-tasks-max" if asked.adaptive else "--max-concurrent-tasks"
+    return ensure_open_files(files_needed(run, extra), what, lower)
+
+
 def _hard_limit() -> int | None:
     """The hard RLIMIT_NOFILE (None: unlimited, or not POSIX): no run may hold more files than this."""
     try:
@@ -79,4 +91,4 @@ def ensure_open_files(needed: int, what: str = "", lower: str = "--max-concurren
         return needed
     raise ResourceLimitError(
         f"{what or 'this run'} needs about {needed} open files but the limit is {soft} (hard limit {hard}): "
-        f"lower {lower} (or --connector-limit), or raise the limit (`ulimit -n {needed}`)")
+        f"lower {lower}{'' if lower == '--threads' else ' (or --connector-limit)'}, or raise the limit (`ulimit -n {needed}`)")

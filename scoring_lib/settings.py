@@ -28,6 +28,7 @@ RETRY_AFTER_MODES = ("exact", "whole", "none")
 _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 DAY = 86400.0  # the longest simulated duration a zoo setting takes (a daily quota's window)
 SHORTEST_WINDOW = 1e-3  # real seconds: a quota window counted in windows shorter than this overflows
+MIN_RATE = 0.01  # requests per second: the slowest --rate-limit (one request per 100 s)
 # The value is never echoed: a key pasted where its variable's name belongs must not reach a terminal or log.
 ENV_NAME_WANTED = ("the NAME of an environment variable (letters, digits, _; not starting with a digit), "
                    "not the key itself")
@@ -281,7 +282,8 @@ class RunConfig:
                                               grid=True)
     max_concurrent_tasks_max: int = setting(2000, Whole(1), "ceiling of --max-concurrent-tasks auto", unit="N",
                                             group="engine", grid=True)
-    rate_limit: float | None = setting(None, Maybe(Number(0, strict=True)), "requests per second for the "
+    # A slower rate than MIN_RATE is a typo (0.001 for 1000), and a run at it would look hung.
+    rate_limit: float | None = setting(None, Maybe(Number(MIN_RATE)), "requests per second for the "
                                        "whole run, shared by every thread and worker", unit="RPS", group="engine",
                                        grid=True, default_text="none")
     probe_grace: float = setting(0.2, Number(0), "seconds the first 16 requests wait for a reply before the "

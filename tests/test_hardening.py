@@ -249,6 +249,18 @@ def test_fd_limit_too_low_for_the_concurrency_is_exit_5_before_any_request(tmp_p
     assert not (tmp_path / "o.jsonl").exists()
 
 
+def test_fd_limit_too_low_for_the_threads_names_threads(tmp_path, make_input):
+    """Each event loop holds files of its own: when the threads ask for most of them, the error names
+    --threads (lowering --max-concurrent-tasks could not help)."""
+    path = make_input(["a", "b", "c"], "in.txt")
+    with HostileServer(lambda r: good()) as srv:
+        proc = bash(f"ulimit -n 1024 && cd {REPO} && {PY} score {path} --url {srv.url} --threads 5000 "
+                    f"--output {tmp_path}/o.jsonl --no-cache --no-record --no-progress", tmp_path)
+        assert not srv.requests
+    line = assert_one_line_error(proc, 5)
+    assert "--threads 5000 needs" in line and "lower --threads," in line and "max-concurrent" not in line
+
+
 def test_fd_soft_limit_is_raised_to_the_hard_limit_when_that_is_enough(tmp_path, make_input):
     path = make_input([f"l{i}" for i in range(1500)], "in.txt")
     with HostileServer(lambda r: good()) as srv:

@@ -93,6 +93,16 @@ def test_a_key_given_as_the_variable_name_is_never_echoed(tmp_path, make_input):
     assert "sk-live" not in str(caught.value)
 
 
+
+def test_a_key_that_reads_as_a_variable_name_is_not_echoed_either(make_input):
+    """A key of letters and digits alone passes as a variable's name: it is unset, and the warning and the
+    refusal name "the variable named by --api-key-env", not it (only conventional NAMES are shown)."""
+    proc = cli("score", make_input(["a"]), "--url", NOWHERE, "--api-key-env", "FAKEKEYa8f3k2j4h5g6d7s8a9", *QUIET,
+               timeout=60)
+    assert proc.returncode != 0 and "the variable named by --api-key-env" in proc.stderr
+    assert "a8f3k2j4" not in proc.stderr + proc.stdout
+
+
 # ------------------------------------------------------------------------ 4. open files and auto
 def _config(**kw) -> RunConfig:
     return RunConfig(input="x.txt", client=ClientConfig(url=NOWHERE), threads=2, **kw)

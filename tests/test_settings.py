@@ -64,7 +64,7 @@ def test_options_left_out_are_none_so_the_settings_class_holds_every_default():
 
 
 @pytest.mark.parametrize("argv", [["--timeout", "inf"], ["--timeout", "nan"], ["--rate-limit", "nan"],
-                                  ["--rate-limit", "inf"], ["--rate-limit", "0"], ["--rate-limit", "-1"],
+                                  ["--rate-limit", "inf"], ["--rate-limit", "0"], ["--rate-limit", "-1"], ["--rate-limit", "1e-300"],
                                   ["--backoff-cap", "inf"], ["--server-time-scale", "inf"],
                                   ["--server-latency", "nan"], ["--max-concurrent-tasks", "99999999999"],
                                   ["--server-error-rate", "2"], ["--api-key-env", "not a name"]])
@@ -73,7 +73,7 @@ def test_settings_that_cannot_work_are_one_line_exit_2(capsys, argv):
 
 
 @pytest.mark.parametrize("key, value", [("timeout", float("inf")), ("timeout", float("nan")),
-                                        ("rate_limit", float("inf")), ("rate_limit", 0),
+                                        ("rate_limit", float("inf")), ("rate_limit", 0), ("rate_limit", 0.001),
                                         ("max_concurrent_tasks", 10**40), ("backoff_base", True)])
 def test_grids_refuse_them_by_the_same_definition(key, value):
     with pytest.raises(GridError, match=f"{key} must be"):
