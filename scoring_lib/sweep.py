@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -270,9 +271,17 @@ def run_sweep(grid: Grid | str | os.PathLike, records_dir: str | os.PathLike = p
         terminal = stack.enter_context(_kernel_stderr_to(outputs / "kernels.log"))
         bar = stack.enter_context(tqdm(todo, unit="run", file=terminal,
                                        disable=None if progress is None else not progress))
-        for point, repeat in bar:
+        # Without a terminal (a log, a pipe) the bar is off: a line per run instead, so a long sweep shows
+        # it is alive; --no-progress silences both.
+        lines = bar.disable and progress is not False
+        for i, (point, repeat) in enumerate(bar, 1):
             bar.set_postfix_str(f"{point.id} repeat {repeat}")
+            t0 = time.monotonic()
             _run_repeat(summary, point, repeat, url, outputs)
+            if lines:
+                how = "failed" if point.id in dict(summary.failed) else "done"
+                print(f"sweep {grid.name}: run {i}/{len(todo)} {point.id} repeat {repeat} {how} "
+                      f"({time.monotonic() - t0:.1f} s)", file=terminal, flush=True)
     summary.done = [p.id for p in grid.points if p.id in summary.ran_points and p.id not in dict(summary.failed)]
     return summary
 

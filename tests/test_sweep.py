@@ -112,6 +112,8 @@ def test_a_failing_point_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch
                env={"PYTHONPATH": str(fake)}, timeout=300)
     assert proc.returncode == 1
     assert "1 points run, 0 skipped, 1 failed" in proc.stdout
+    # no terminal here: a line per run says the sweep is alive (the bar would need a terminal)
+    assert "run 1/2 ray-w1-t1" in proc.stderr and "failed" in proc.stderr and "run 2/2 asyncio" in proc.stderr
     records = read_records(tmp_path / "runs")
     failed = [r for r in records if r["status"] == "failed"]
     assert len(failed) == 1 and "ray is not installed" in failed[0]["failure"]
