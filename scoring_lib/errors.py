@@ -17,6 +17,11 @@ class ScoringError(Exception):
 
     exit_code = 2
 
+    def _render_traceback_(self) -> list[str]:
+        """How IPython (a notebook cell, papermill's error) shows it: one line, as the CLI does, not a
+        traceback through the library's internals (the message names what to change)."""
+        return [f"{type(self).__name__}: {self}"]
+
 
 class ConfigError(ScoringError):
     """A setting is out of range or inconsistent; found before any work starts."""

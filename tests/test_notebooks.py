@@ -144,6 +144,9 @@ def test_a_failing_cell_stops_the_notebooks_service_while_the_kernel_lives(tmp_p
                 client.execute_cell(cell, index)
             except CellExecutionError as exc:
                 assert "no-such-file" in str(exc) or "not found" in str(exc).lower()
+                # shown as the CLI shows it: one line, not a traceback through the library
+                shown = [o for o in cell.outputs if o.output_type == "error"][0]["traceback"]
+                assert len(shown) == 1 and "no-such-file" in shown[0], shown
                 break
             for o in cell.outputs:
                 found = re.search(r"service: (http://127\.0\.0\.1:\d+/\S*)", o.get("text", ""))
