@@ -8,6 +8,7 @@ same definitions as the CLI's (settings.py) before anything runs; YAML's other t
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
 import os
@@ -73,7 +74,7 @@ class Point:
         workers = f"-w{self.get('workers')}" if self.get("engine") == "ray" else ""
         base = (f"{self.get('engine')}{workers}-t{self.get('threads') or 'default'}-c{self.get('max_concurrent_tasks')}"
                 f"-pool{self.get('connector_limit')}")
-        return base + "".join(f"-{k}{v}" for k, v in self.overrides if k not in _ID_KEYS)
+        return base + "".join(f"-{k}{_file_safe(v)}" for k, v in self.overrides if k not in _ID_KEYS)
 
     def parameters(self) -> dict:
         """The settings this point runs with, for run.ipynb (the id's five always, then its overrides)."""
@@ -109,6 +110,20 @@ class Grid:
         return max(fixed) if fixed else max(int(of(p, "max_concurrent_tasks_max")) for p in self.points)
 
 
+_SAFE = re.compile(r"[A-Za-z0-9._=+-]*")
+
+
+def _file_safe(value: Any) -> str:
+    """A value as it goes into a point's id, which names files (notebooks, logs): as it is when it is
+    safe there, else its unsafe characters replaced and a short digest of the whole value added (two
+    values that differ only there stay two ids)."""
+    text = str(value)
+    if _SAFE.fullmatch(text):
+        return text
+    digest = hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:6]
+    return re.sub(r"[^A-Za-z0-9._=+-]", "_", text)[:40] + "-" + digest
+
+
 def _as_list(value: Any) -> list:
     return value if isinstance(value, list) else [value]
 
@@ -121,6 +136,9 @@ def _points(spec: Any, where: str) -> list[Point]:
         raise GridError(f"{where}: unknown parameter {unknown[0]!r} (known: {', '.join(sorted(point_keys()))})")
     order = [k for k in _PRODUCT_ORDER if k in spec] + [
         n for cls in _classes() for n, _s, _d in settings_of(cls) if n in spec and n not in _PRODUCT_ORDER]
+    empty = [k for k in order if spec[k] == []]
+    if empty:
+        raise GridError(f"{where}: {empty[0]} is an empty list: give it at least one value (or leave it out)")
     out = []
     for values in itertools.product(*(_as_list(spec[k]) for k in order)):
         overrides = check_settings(_classes(), dict(zip(order, values)), where, GridError)

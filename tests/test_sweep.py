@@ -1,6 +1,7 @@
 """Grids as validated data, and sweeps run through papermill."""
 
 import json
+import re
 
 import pytest
 import yaml
@@ -54,6 +55,8 @@ def test_workers_are_ignored_for_asyncio_so_points_are_not_duplicated():
     (TINY | {"points": [{"max_concurrent_tasks": True}]}, "max_concurrent_tasks must be 'auto' or"),
     (TINY | {"points": [{"connector_limit": "lots"}]}, "'auto' or a whole number"),
     (TINY | {"points": []}, "non-empty list"),
+    (TINY | {"points": [{"max_concurrent_tasks": []}]}, "max_concurrent_tasks is an empty list"),
+    (TINY | {"points": [{"engine": "asyncio", "threads": []}]}, "threads is an empty list"),
     (TINY | {"repeats": 0}, "repeats"),
     (TINY | {"service": {"latency": 1, "speed": 3}}, "unknown service setting 'speed'"),
     (TINY | {"service": {"latency_dist": "normal"}}, "latency_dist must be one of const, exp, lognormal"),
@@ -77,6 +80,15 @@ def test_unparseable_grid_is_one_line_exit_2_before_anything_runs(tmp_path):
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
     assert "max_concurrent_tasks must be 'auto' or a whole number of at least 1, got 'lots'" in proc.stderr
     assert not (tmp_path / "runs").exists() and not (tmp_path / "nb").exists()
+
+
+def test_a_point_id_is_file_safe_whatever_a_text_setting_holds():
+    """A point's id names its notebooks and logs: a value with / or markup in it does not reach a path
+    as it is, and two values that differ only in such characters stay two points."""
+    grid = parse_grid(TINY | {"points": [{"score_field": ["<b>x</b>", "result/score", "result_score", "a/b", "a_b"]}]})
+    ids = [p.id for p in grid.points]
+    assert len(set(ids)) == 5 and all(re.fullmatch(r"[A-Za-z0-9._=+-]+", i) for i in ids), ids
+    assert ids[2].endswith("-score_fieldresult_score")  # a safe value keeps the id it always had
 
 
 def test_shipped_grids_are_valid():
