@@ -45,6 +45,8 @@ def run_parameters(grid) -> list[dict]:
     ("service: {latency: 1, seed: 2020-01-01}\npoints: [{}]\n", "seed must be a whole number"),
     ("points: [{1: 2}]\n", "unknown parameter 1"),
     ("? [a, b]\n: 1\npoints: [{}]\n", "cannot parse grid"),
+    ("points: [{max_concurrent_tasks: 50, max_concurrent_tasks: 60}]\n", "key 'max_concurrent_tasks' given twice"),
+    ("repeats: 2\nrepeats: 3\npoints: [{}]\n", "key 'repeats' given twice"),
 ])
 def test_every_yaml_type_that_is_not_the_settings_type_is_refused(tmp_path, body, needle):
     with pytest.raises(GridError) as err:
