@@ -41,9 +41,14 @@ def md_escape(text: str) -> str:
     return _TAG.sub(lambda m: m.group(0).replace("<", "&lt;").replace(">", "&gt;"), out)
 
 
+_INLINE_MD = re.compile(r"([\\`*\[\]])")  # what makes a link, an image, a code span or emphasis of a cell's text
+
+
 def md_cell(text: str) -> str:
-    """A string as one Markdown table cell: no pipe, newline or raw HTML can leave the cell."""
-    return re.sub(r"\s*[\r\n]+\s*", " ", md_escape(text)).replace("|", "\\|")
+    """A string as one Markdown table cell, shown as the text it is: no pipe, newline or raw HTML can leave
+    the cell, and a service's `[link](javascript:...)`, `**bold**` or backticks stay characters."""
+    text = _INLINE_MD.sub(r"\\\1", md_escape(text))
+    return re.sub(r"\s*[\r\n]+\s*", " ", text).replace("|", "\\|")
 
 
 def md_text(text: str) -> str:

@@ -14,6 +14,7 @@ from test_report import record
 SCRIPT = "<script>alert(1)</script>"
 IMG = '<img src=x onerror="alert(2)">'
 PIPE = "a | b\nnext line"
+MARKDOWN = "[link](javascript:alert(5)) **bold** `tick`"
 
 
 class Tags(HTMLParser):
@@ -36,7 +37,7 @@ def hostile_runs(tmp_path):
         rec = record(i, "asyncio", s, 200, "auto", 1)
         rec["extra"]["point_id"] = f"p<b onmouseover=alert(3)>{i}"
         save_record(rec, runs)
-    for i, text in enumerate([SCRIPT, IMG, PIPE]):
+    for i, text in enumerate([SCRIPT, IMG, PIPE, MARKDOWN]):
         failed = record(10 + i, "asyncio", None, 100, 100, 1) | {"status": "failed", "failure": text}
         save_record(failed, runs)
     return runs
@@ -67,9 +68,12 @@ def test_hostile_records_stay_inside_their_markdown_cells(hostile_runs, tmp_path
     assert SCRIPT not in outside_code and "<img" not in outside_code and "<b " not in outside_code
     assert "name&lt;img" in page
     failed = page.split("## Failed runs")[1].split("Tidy tables")[0].strip().splitlines()
-    assert len(failed) == 2 + 3  # header, rule, one row per failed run: the newline and the pipe stayed inside
+    assert len(failed) == 2 + 4  # header, rule, one row per failed run: the newline and the pipe stayed inside
     assert all(line.count(" | ") == 1 for line in failed[2:])
     assert "&lt;script&gt;" in page and "a \\| b next line" in page
+    # a service's Markdown stays characters: no live link, no bold, no code span of its choosing
+    assert "\\[link\\](javascript:alert(5)) \\*\\*bold\\*\\* \\`tick\\`" in page
+    assert "](javascript" not in page.replace("\\](javascript", "")
 
 
 def test_an_interrupted_report_leaves_the_previous_one_whole(hostile_runs, tmp_path, monkeypatch):
