@@ -168,7 +168,8 @@ def build_report(runs_dir: str | os.PathLike | None = None, out_dir: str | os.Pa
     measured = measured_runs(runs)
     if measured.empty:
         if chosen or adhoc:
-            raise ReportError(f"no measured runs to report in {paths.shown(where)} from {_scope(chosen, adhoc)}")
+            raise ReportError(f"no measured runs to report in {paths.shown(where)} from {_scope(chosen, adhoc)}"
+                              + _failed_text(runs))
         raise ReportError(f"no sweep recorded in {paths.shown(where)}: run one first, e.g. `python -m scoring_lib "
                           "sweep quick` (plain `score` runs are left out unless you pass --adhoc)")
     check_one_service(measured)
@@ -190,6 +191,18 @@ def build_report(runs_dir: str | os.PathLike | None = None, out_dir: str | os.Pa
         (new / "report.html").write_text(html, encoding="utf-8")
     report.page, report.html = out / "report.md", out / "report.html"
     return report
+
+
+def _failed_text(runs: pd.DataFrame) -> str:
+    """Why nothing was measured, for the one-line error: the failed runs' count and the first failure."""
+    if runs.empty or "status" not in runs:
+        return ""
+    failed = runs[runs["status"] == "failed"]
+    if failed.empty:
+        return ""
+    first = failed.iloc[0]
+    text = " ".join(str(first.get("failure") or "no reason recorded").split())[:200]
+    return f": all {len(failed)} runs failed (first: {first.get('point_id')}: {text})"
 
 
 def client_share(points: pd.DataFrame, calibrations: dict[str, Calibration]) -> pd.Series:

@@ -185,8 +185,9 @@ def test_a_point_with_error_rows_is_failed_and_kept_out_of_the_report(tmp_path):
     assert records[0]["status"] == "failed" and records[0]["error"] == errors
     from scoring_lib.records import save_record
 
-    with pytest.raises(ReportError, match="no measured runs"):  # failed runs alone are nothing to time
+    with pytest.raises(ReportError, match="no measured runs") as nothing:  # failed runs alone are nothing to time
         build_report(tmp_path / "runs", tmp_path / "report")
+    assert "all 1 runs failed (first: asyncio-" in str(nothing.value) and "HTTP 404" in str(nothing.value)
     # Beside a measured point of the same sweep, the failed one is listed, and kept out of the timings.
     good = records[0].to_json() | {"run_id": "f" * 32, "status": "ok", "failure": None, "error": 0,
                          "ok": records[0]["lines"], "extra": records[0]["extra"] | {"point_id": "measured"}}
