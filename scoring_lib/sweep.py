@@ -20,8 +20,9 @@ from pathlib import Path
 from . import paths
 from .calibration import LoadSampler, calibrate_sweep, save_load
 from .engines.ray_cluster import sweep_ray
-from .errors import ConfigError, GridError, MissingDependencyError, PointFailed
+from .errors import ConfigError, GridError, InputFileError, MissingDependencyError, PointFailed
 from .kernel_run import execute_notebook
+from .inputs import open_input
 from .grid import (GRID_KEYS, POINT_KEYS, SERVICE_KEYS, Grid, Point, check_run_counts, load_grid, parse_grid,
                    plain_json)
 from .provenance import shared_with_children
@@ -41,7 +42,7 @@ SWEEP_URL_ENV = "SCORING_SWEEP_URL"  # a url with credentials reaches the kernel
 def head_file(path: Path, lines: int, directory: Path) -> Path:
     """The first `lines` lines of `path`, as a file in `directory` (tiny runs from a big input)."""
     out = directory / f"{path.stem}-first{lines}.txt"
-    with open(path, "rb") as src, open(out, "wb") as dst:
+    with open_input(path) as src, open(out, "wb") as dst:
         for _, line in zip(range(lines), src):
             dst.write(line)
     return out
@@ -108,6 +109,9 @@ def run_point(input: str | os.PathLike = "data/sample.txt", repeats: int = 1, wa
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="scoring-point-") as tmp:
         url, server_info = _point_service(stack, url, dict(service or {}), prof, client)
         path = paths.resolve(input)
+        if not path.exists():  # a notebook's kernel runs in notebooks/, but its paths are the project's
+            raise InputFileError(f"input file not found: {path} (a notebook's paths are relative to the project "
+                                 f"root, {paths.ROOT})")
         if lines is not None:
             path = head_file(path, lines, Path(tmp))
         base = RunConfig(input=path, client=ClientConfig(url=url, **client), output=Path(tmp) / "scores.jsonl",

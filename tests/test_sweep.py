@@ -318,3 +318,14 @@ def test_a_sweep_started_over_sets_the_last_one_aside_and_the_report_reads_only_
     assert read_records(runs) == []  # the hidden folder is not read (its damaged record not even warned of)
     assert capsys.readouterr().err == ""
     assert "skipped record" in (read_records(aside) or capsys.readouterr().err)  # named, it is read
+
+
+def test_a_notebook_input_path_that_is_not_there_is_one_line_naming_the_root():
+    """run.ipynb's kernel runs in notebooks/, so `../data/sample.txt` is natural there; the paths are the
+    project's: the error says so in one line (it was a FileNotFoundError traceback from the head file)."""
+    from scoring_lib.errors import InputFileError
+    from scoring_lib.sweep import run_point
+
+    for lines in (None, 20):
+        with pytest.raises(InputFileError, match="relative to the project root"):
+            run_point(input="../data/sample.txt", lines=lines)
