@@ -12,6 +12,8 @@ import dataclasses
 import json
 import math
 import random
+import socket
+import struct
 import time
 from dataclasses import dataclass
 
@@ -156,6 +158,41 @@ class _Deadline:
             owner._live[self] = owner._loop.time() + owner.timeout  # type: ignore[union-attr]
 
 
+_TCP_INFO = getattr(socket, "TCP_INFO", None)  # Linux only
+_TCPI_RTT = 68  # offset of tcpi_rtt (microseconds, u32) in Linux's struct tcp_info
+
+
+def kernel_round_trip(transport: object) -> float | None:
+    """The kernel's round-trip estimate of a TCP connection in seconds (Linux's tcpi_rtt: right after the
+    connect, the SYN's round trip), or None where the system does not tell."""
+    if _TCP_INFO is None or transport is None:
+        return None
+    try:
+        info = transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 104)
+        rtt = struct.unpack_from("I", info, _TCPI_RTT)[0]
+    except (OSError, AttributeError, TypeError, ValueError, struct.error):
+        return None
+    return rtt / 1e6 if rtt else None
+
+
+class _TimedConnector(aiohttp.TCPConnector):
+    """A TCPConnector that tells `on_connect` the round trip of each new connection: the kernel's estimate
+    where it gives one, else how long the connect took (TLS included; that also counts any moment the
+    event loop was busy elsewhere, as it is when a thousand workers start). The probe gate's scaled grace
+    follows it (limits.LoopGate.connected). Per connection, not per request: a TraceConfig would cost
+    some CPU on every request."""
+
+    on_connect = None  # Callable[[float], None] | None
+
+    async def _create_connection(self, *args, **kwargs):
+        t0 = time.perf_counter()
+        proto = await super()._create_connection(*args, **kwargs)
+        if self.on_connect is not None:
+            rtt = kernel_round_trip(getattr(proto, "transport", None))
+            self.on_connect(time.perf_counter() - t0 if rtt is None else rtt)
+        return proto
+
+
 def _outcome(score: float | None, error: str | None, attempts: int, started: float, sent: float,
              failure: Failure | None = None) -> Outcome:
     now = time.time()
@@ -182,7 +219,9 @@ class ScoringClient:
 
     async def __aenter__(self) -> "ScoringClient":
         cfg = self.config
-        connector = aiohttp.TCPConnector(limit=cfg.pool_size(self.concurrency), limit_per_host=0)
+        connector = _TimedConnector(limit=cfg.pool_size(self.concurrency), limit_per_host=0)
+        if self.limiter is not None and hasattr(self.limiter, "connected"):
+            connector.on_connect = self.limiter.connected
         # Waiting for a pooled connection is not the service's fault, so it does not count
         # toward the per-request timeout (aiohttp's `connect` would include it). No sock_read either: the
         # request's own deadline (_attempt) already bounds the body, and aiohttp re-arms a sock_read timer
