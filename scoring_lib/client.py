@@ -129,7 +129,7 @@ class _Deadline:
         self._expired = False
 
     def __enter__(self) -> "_Deadline":
-        task = asyncio.current_task()
+        task = asyncio.current_task(self._owner._loop)  # the loop given: no get_running_loop (a getpid call) per request
         if task is None:
             raise RuntimeError("a request deadline is entered inside a task")
         self._task = task
