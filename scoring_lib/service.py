@@ -17,6 +17,8 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from .config import read_yaml
 from .errors import ConfigError
 from .kinds import Number, shown
@@ -183,8 +185,6 @@ class ServiceProfile:
         if not data["name"]:
             data["name"] = path.stem
         tmp = path.with_name(f".{path.name}.tmp")
-        import yaml  # start-up: only saving a profile needs it (reading goes through config.read_yaml)
-
         tmp.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
         os.replace(tmp, path)
         return path
