@@ -12,6 +12,8 @@ import dataclasses
 import json
 import math
 import random
+import socket
+import struct
 import time
 from dataclasses import dataclass
 
@@ -22,7 +24,7 @@ from .failures import (RETRY_AFTER_STATUSES, FailedAttempt, Failure, FailureKind
                        internal_failure)
 from .limits import Attempt, Stop
 from .redact import redact
-from .replies import ACCEPT_ENCODING, parse_retry_after, parse_score, read_body
+from .replies import ACCEPT_ENCODING, parse_retry_after, parse_score, read_body, readable_whole
 from .replies import WRONG_SHAPE, body_sample, extract_score  # noqa: F401 - re-exported: callers read them here
 
 _UNCANCEL = hasattr(asyncio.Task, "uncancel")  # Python 3.11+: a task counts the cancellations asked of it
@@ -127,7 +129,7 @@ class _Deadline:
         self._expired = False
 
     def __enter__(self) -> "_Deadline":
-        task = asyncio.current_task()
+        task = asyncio.current_task(self._owner._loop)  # the loop given: no get_running_loop (a getpid call) per request
         if task is None:
             raise RuntimeError("a request deadline is entered inside a task")
         self._task = task
@@ -156,6 +158,41 @@ class _Deadline:
             owner._live[self] = owner._loop.time() + owner.timeout  # type: ignore[union-attr]
 
 
+_TCP_INFO = getattr(socket, "TCP_INFO", None)  # Linux only
+_TCPI_RTT = 68  # offset of tcpi_rtt (microseconds, u32) in Linux's struct tcp_info
+
+
+def kernel_round_trip(transport: object) -> float | None:
+    """The kernel's round-trip estimate of a TCP connection in seconds (Linux's tcpi_rtt: right after the
+    connect, the SYN's round trip), or None where the system does not tell."""
+    if _TCP_INFO is None or transport is None:
+        return None
+    try:
+        info = transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 104)
+        rtt = struct.unpack_from("I", info, _TCPI_RTT)[0]
+    except (OSError, AttributeError, TypeError, ValueError, struct.error):
+        return None
+    return rtt / 1e6 if rtt else None
+
+
+class _TimedConnector(aiohttp.TCPConnector):
+    """A TCPConnector that tells `on_connect` the round trip of each new connection: the kernel's estimate
+    where it gives one, else how long the connect took (TLS included; that also counts any moment the
+    event loop was busy elsewhere, as it is when a thousand workers start). The probe gate's scaled grace
+    follows it (limits.LoopGate.connected). Per connection, not per request: a TraceConfig would cost
+    some CPU on every request."""
+
+    on_connect = None  # Callable[[float], None] | None
+
+    async def _create_connection(self, *args, **kwargs):
+        t0 = time.perf_counter()
+        proto = await super()._create_connection(*args, **kwargs)
+        if self.on_connect is not None:
+            rtt = kernel_round_trip(getattr(proto, "transport", None))
+            self.on_connect(time.perf_counter() - t0 if rtt is None else rtt)
+        return proto
+
+
 def _outcome(score: float | None, error: str | None, attempts: int, started: float, sent: float,
              failure: Failure | None = None) -> Outcome:
     now = time.time()
@@ -182,7 +219,9 @@ class ScoringClient:
 
     async def __aenter__(self) -> "ScoringClient":
         cfg = self.config
-        connector = aiohttp.TCPConnector(limit=cfg.pool_size(self.concurrency), limit_per_host=0)
+        connector = _TimedConnector(limit=cfg.pool_size(self.concurrency), limit_per_host=0)
+        if self.limiter is not None and hasattr(self.limiter, "connected"):
+            connector.on_connect = self.limiter.connected
         # Waiting for a pooled connection is not the service's fault, so it does not count
         # toward the per-request timeout (aiohttp's `connect` would include it). No sock_read either: the
         # request's own deadline (_attempt) already bounds the body, and aiohttp re-arms a sock_read timer
@@ -276,40 +315,41 @@ class ScoringClient:
 
     async def _reported_attempt(self, text: str, mark: dict) -> float:
         """One attempt between the limiter's acquire and release, which learns how it went and its latency.
-        Any exception but a cancellation leaves as a FailedAttempt (an unexpected one is INTERNAL)."""
+        Any exception but a cancellation leaves as a FailedAttempt (an unexpected one is INTERNAL).
+        The request itself is written here, not in a coroutine of its own: every await of the request
+        resumes each coroutine of the chain, and at zero latency a layer more costs CPU per line."""
+        assert self._session is not None, "use ScoringClient as an async context manager"
+        cfg = self.config
         limiter = self.limiter
         ticket = None if limiter is None else await limiter.acquire()
         mark["sent"] = time.time()
         mark["attempt"] += 1  # it goes out: an exception from here on counts it
         t0 = time.perf_counter()
         try:
-            score = await self._attempt(text, mark)
+            # The bytes json.dumps({field: text}) gives, from the C string encoder alone (a dict through
+            # JSONEncoder costs several times more, once per request).
+            payload = b"".join((self._body_prefix, _encode_string(text).encode("ascii"), b"}"))
+            # --timeout is the whole request (connect, headers, body), not each socket read.
+            with self._deadlines.request() as mark["deadline"]:
+                async with self._session.post(cfg.url, data=payload, trace_request_ctx=mark,
+                                              allow_redirects=False) as resp:
+                    if not 200 <= resp.status < 300:
+                        raise FailedAttempt(await self._refusal(resp))
+                    cap = cfg.max_body_bytes
+                    body = await (resp.read() if readable_whole(resp, cap) else read_body(resp, cap))
+            score = parse_score(body, cfg.score_field, self._secrets)
         except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
             if limiter is not None:
                 limiter.release(ticket, Attempt(None, time.perf_counter() - t0, cancelled=True))
             raise
         except BaseException as exc:
-            failure = _masked(failure_of(exc, self.config.timeout), self._secrets)
+            failure = _masked(failure_of(exc, cfg.timeout), self._secrets)
             if limiter is not None:
                 limiter.release(ticket, Attempt(failure, time.perf_counter() - t0))
             raise FailedAttempt(failure) from None
         if limiter is not None:
             limiter.release(ticket, Attempt(None, time.perf_counter() - t0))
         return score
-
-    async def _attempt(self, text: str, mark: dict) -> float:
-        assert self._session is not None, "use ScoringClient as an async context manager"
-        cfg = self.config
-        # The bytes json.dumps({field: text}) gives, from the C string encoder alone (a dict through
-        # JSONEncoder costs several times more, once per request).
-        payload = b"".join((self._body_prefix, _encode_string(text).encode("ascii"), b"}"))
-        # --timeout is the whole request (connect, headers, body), not each socket read.
-        with self._deadlines.request() as mark["deadline"]:
-            async with self._session.post(cfg.url, data=payload, trace_request_ctx=mark,
-                                          allow_redirects=False) as resp:
-                if 200 <= resp.status < 300:
-                    return parse_score(await read_body(resp, cfg.max_body_bytes), cfg.score_field, self._secrets)
-                raise FailedAttempt(await self._refusal(resp))
 
     async def _refusal(self, resp: aiohttp.ClientResponse) -> Failure:
         """The failure a non-2xx reply is; one that ends the line shows the start of its body (or where a

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import Counter
 
 from .failures import Failure
+from .limit_settings import GRACE_MAX, grace_for_connect
 
 # Fail fast only on a (nearly) unanimous verdict: the fatal cause is at least this share of the attempts
 # that finished before any success (7 of 8: one stray reset or 503 does not hide a 401).
@@ -37,8 +38,11 @@ class Stop(Exception):
 class FailFast:
     """Counts of failures that decide whether the run goes on; `stopped` once it does not."""
 
-    def __init__(self, probe: int, trip: int, grace: float, budget: int, stall: float, t0: float) -> None:
-        self.probe, self.trip, self.grace, self.budget, self.stall = probe, trip, grace, budget, stall
+    def __init__(self, probe: int, trip: int, grace: float | None, budget: int, stall: float, t0: float) -> None:
+        self.probe, self.trip, self.budget, self.stall = probe, trip, budget, stall
+        self.scaled = grace is None  # no --probe-grace: the grace follows the probe's connects (`connected`)
+        self.grace = GRACE_MAX if grace is None else grace
+        self.slowest_connect: float | None = None  # seconds, of the probe's connections made so far
         self.kinds: Counter = Counter()
         self.fatal: Counter = Counter()  # before any success: fatal-if-unanimous failures by label
         self._examples: dict[str, Failure] = {}  # a failure of each label seen, for Stop's cause
@@ -60,6 +64,16 @@ class FailFast:
             self.opened = True
             return False
         return True
+
+    def connected(self, seconds: float) -> bool:
+        """A connection of the probe was made in `seconds`: a scaled grace follows the slowest so far.
+        True when the grace got shorter (the requests held at the gate should look again)."""
+        if self.opened or not self.scaled:
+            return False
+        if self.slowest_connect is None or seconds > self.slowest_connect:
+            self.slowest_connect = seconds
+        before, self.grace = self.grace, grace_for_connect(self.slowest_connect)
+        return self.grace < before
 
     def finished(self) -> int:
         return sum(self.kinds.values()) - self.kinds.get("cancelled", 0)

@@ -8,6 +8,15 @@ from dataclasses import dataclass, replace
 from .settings import RunConfig, default_of
 
 PROBED = "probed"  # the source (service.py) of a figure measured by probe --ramp and saved in a profile
+# The scaled probe grace (no --probe-grace given): a fatal answer (401/403/404, a wrong shape, a redirect)
+# needs a round trip after its connection is made and the server's moment to decide, so the gate waits
+# GRACE_PER_CONNECT x the slowest connect (TLS included) of the probe's requests, within these bounds.
+GRACE_MIN, GRACE_MAX, GRACE_PER_CONNECT = 0.05, 0.2, 20
+
+
+def grace_for_connect(connect_seconds: float) -> float:
+    """The probe grace a connect of `connect_seconds` (the slowest of the probe's so far) calls for."""
+    return min(GRACE_MAX, max(GRACE_MIN, GRACE_PER_CONNECT * connect_seconds))
 
 
 @dataclass(frozen=True)
@@ -24,8 +33,9 @@ class LimitSettings:
     probe: int = 16  # attempts allowed before the first success (or the grace period)
     trip: int = 8  # failures of one fatal-if-unanimous cause before any success that may stop the run
     # seconds without a fatal failure after which the probe gate opens anyway (a run's --probe-grace): a
-    # 401/403/404 must come back within it; a healthy run pays it once, unscaled
-    grace: float = default_of(RunConfig, "probe_grace")
+    # 401/403/404 must come back within it; a healthy run pays it once. None: scaled from the probe's
+    # connects (grace_for_connect), GRACE_MAX until one is known
+    grace: float | None = default_of(RunConfig, "probe_grace")
     budget: int = 50  # failed attempts in a row that stop the run (at least; 2 x the most in flight if larger)
     stall: float = 5.0  # ... and only once no attempt succeeded for this many seconds
     pause_cap: float = 20.0  # longest run-wide pause a Retry-After may cause

@@ -37,7 +37,18 @@ def limiter_record(lim) -> dict:
         "retry_after_pauses_from_peers": lim.peer_pauses,
         "quota_windows": lim.windows.windows,
         "stopped": str(lim.stopped) if lim.stopped else None,
+        # how long the first requests waited for a fatal answer at most, and from what (limits.py)
+        "probe_grace": round(lim.failfast.grace, 4),
+        "probe_grace_from": _grace_source(lim.failfast),
     }
+
+
+def _grace_source(ff) -> str:
+    if not ff.scaled:
+        return "--probe-grace"
+    if ff.slowest_connect is None:
+        return "scaled, no connect measured while probing"
+    return f"scaled from the probe's slowest connection round trip, {ff.slowest_connect * 1000:.3f} ms"
 
 
 def merge_stats(parts: list[dict]) -> dict:

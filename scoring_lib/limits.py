@@ -189,7 +189,7 @@ class RunLimiter:
             if ff.first_start is None:
                 ff.first_start = now
             if self.started >= self.settings.probe:
-                return max(0.01, ff.first_start + self.settings.grace - now)
+                return max(0.01, ff.first_start + ff.grace - now)
         if self.pause_until > now:
             return self.pause_until - now  # a slot taken now would only wait for the pause's end
         if (wait := self.windows.wait(now)) > 0:
@@ -409,6 +409,19 @@ class LoopGate:
             now = time.monotonic()
             run.rate.on_send(now)
             return _Ticket(now, run.in_flight, paced=True)
+
+    def connected(self, seconds: float) -> None:
+        """A new connection to the service took `seconds` (the client's connector says so): while the
+        probe gate is closed, a scaled grace follows it, and the requests held at the gate look again
+        when it got shorter (they wait for the grace that was known when they queued)."""
+        run = self.run
+        if run.failfast.opened:  # read without the lock: once open, the gate stays open
+            return
+        with run._lock:
+            if not run.failfast.connected(seconds):
+                return
+            wake = [(g, g.waiters.popleft()) for g in run._gates for _ in range(len(g.waiters))]
+        self._wake_all(wake)
 
     def backing_off(self, lines: int) -> None:
         """`lines` more (or fewer) lines of this loop wait out a retry's backoff."""

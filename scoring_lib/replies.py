@@ -135,15 +135,29 @@ class _Decoder:
             raise _malformed(f"{self.encoding} body is cut short")
 
 
+def readable_whole(resp: aiohttp.ClientResponse, cap: int) -> bool:
+    """True when the body may be read whole (`resp.read()`): not encoded, and framed by a Content-Length
+    within `cap`, so its size is known and bounded. A Content-Length over the cap is an UNPARSEABLE
+    failure; False: read_body decodes and caps it as it reads. (A plain function, so the usual reply
+    is read without a coroutine more per request.)"""
+    encoding = resp.headers.get("Content-Encoding")
+    if encoding and encoding.strip().lower() != "identity":
+        return False
+    length = resp.content_length
+    if length is None:
+        return False
+    if length > cap:
+        raise _malformed(f"body of {length} bytes exceeds {cap}")
+    return True
+
+
 async def read_body(resp: aiohttp.ClientResponse, cap: int, cut: bool = False) -> bytes:
     """The decoded body, read chunk by chunk and never more than `cap` bytes of it held. Over the cap it is
     an UNPARSEABLE failure, or (`cut`) the first `cap` bytes (an error body's start). Never reads the
     whole body first: a body that inflates beyond the cap costs the cap, not its inflated size."""
+    if not cut and readable_whole(resp, cap):
+        return await resp.read()
     decoder = _Decoder(resp.headers.get("Content-Encoding"))
-    if not cut and decoder.encoding == "identity" and resp.content_length is not None:
-        if resp.content_length > cap:
-            raise _malformed(f"body of {resp.content_length} bytes exceeds {cap}")
-        return await resp.read()  # not encoded, and framed by its length: its size is known and within the cap
     chunks: list[bytes] = []
     size = 0
     while chunk := await resp.content.read(READ_CHUNK):

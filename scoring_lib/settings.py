@@ -286,10 +286,11 @@ class RunConfig:
     rate_limit: float | None = setting(None, Maybe(Number(MIN_RATE)), "requests per second for the "
                                        "whole run, shared by every thread and worker", unit="RPS", group="engine",
                                        grid=True, default_text="none")
-    probe_grace: float = setting(0.2, Number(0), "seconds the first 16 requests wait for a reply before the "
-                                 "rest go out: a refused key, refused connection or wrong URL that fails within "
-                                 "it stops the run after at most 16 requests (a distant service may need more)",
-                                 unit="S", group="engine")
+    probe_grace: float | None = setting(None, Maybe(Number(0)), "seconds the first 16 requests wait for a reply "
+                                        "before the rest go out: a refused key, refused connection or wrong URL "
+                                        "that fails within it stops the run after at most 16 requests",
+                                        unit="S", group="engine", default_text="scaled: 20x the probe's slowest "
+                                        "connect, at least 0.05 and at most 0.2")
     output: Path | None = None
     cache: Path | None = Path("results/cache/scores.sqlite")
     max_line_bytes: int = setting(DEFAULT_MAX_LINE_BYTES, Whole(1), "longest line sent", unit="N", group="files",

@@ -166,3 +166,35 @@ async def test_a_redirect_is_an_error_naming_the_location_and_never_followed(sta
         assert other.requests == []  # nothing reached the other host, not even a body-less GET
     assert not out.ok and out.attempts == 1 and out.failure.kind is FailureKind.REDIRECT
     assert out.failure.location == other.url and other.url in out.error and f"HTTP {status}" in out.error
+
+
+# -- the body read whole only when its size is known and within the cap (replies.readable_whole) ---------
+class _Reply:
+    def __init__(self, headers: dict, length: int | None) -> None:
+        self.headers, self.content_length = headers, length
+
+
+@pytest.mark.parametrize("headers, length, whole", [
+    ({}, 20, True), ({"Content-Encoding": " Identity "}, 20, True), ({"Content-Encoding": ""}, 20, True),
+    ({}, None, False),  # chunked or read to the close: its size is not known
+    ({"Content-Encoding": "gzip"}, 20, False), ({"Content-Encoding": "br"}, 20, False),  # read_body decides
+    ({}, 64, True)], ids=["plain", "identity", "empty-encoding", "no-length", "gzip", "unsupported", "at-cap"])
+def test_which_bodies_are_read_whole(headers, length, whole):
+    from scoring_lib.replies import readable_whole
+    assert readable_whole(_Reply(headers, length), 64) is whole
+
+
+def test_a_length_over_the_cap_is_malformed_before_anything_is_read():
+    from scoring_lib.replies import readable_whole
+    with pytest.raises(FailedAttempt) as err:
+        readable_whole(_Reply({}, 65), 64)
+    assert err.value.failure.kind is FailureKind.UNPARSEABLE and "body of 65 bytes exceeds 64" in err.value.failure.message
+
+
+async def test_a_plain_reply_over_the_cap_is_malformed_and_one_within_it_scores():
+    big = b'{"score": 0.25, "pad": "' + b"x" * 2000 + b'"}'
+    with HostileServer(lambda req: reply(200, big)) as srv:
+        over = await score_once(srv.url, max_body_bytes=1000, max_retries=0)
+        within = await score_once(srv.url, max_body_bytes=len(big), max_retries=0)
+    assert not over.ok and over.failure.kind is FailureKind.UNPARSEABLE and f"body of {len(big)} bytes" in over.error
+    assert within.ok and within.score == 0.25

@@ -119,7 +119,7 @@ def test_probe_grace_is_the_run_setting_the_limiter_gets(tmp_path):
     from scoring_lib.limits import settings_for
     config = run_config(tmp_path / "in.txt", "http://127.0.0.1:1/score", tmp_path, probe_grace=3.5)
     assert settings_for(config).grace == 3.5
-    assert settings_for(run_config(tmp_path / "in.txt", "http://127.0.0.1:1/score", tmp_path)).grace == 0.2
+    assert settings_for(run_config(tmp_path / "in.txt", "http://127.0.0.1:1/score", tmp_path)).grace is None  # scaled
 
 
 def test_fatal_failures_before_any_success_stop_the_run_after_the_probe():
