@@ -269,33 +269,30 @@ class ScoringClient:
     async def score(self, text: str) -> Outcome:
         """Score one text, retrying as the contract says; never raises for service failures. Anything
         else that escapes (a bug of ours) becomes this line's INTERNAL row, counting the requests sent."""
-        started = time.time()
-        mark: dict = {"sent": started}
-        try:
-            return await self._score(text, started, mark)
-        except Exception as exc:
-            return self.internal_outcome(exc, started, mark.get("attempt", 0))
-
-    async def _score(self, text: str, started: float, mark: dict) -> Outcome:
         cfg = self.config
+        started = time.time()
+        mark: dict = {"sent": started, "attempt": 0}
         failure = _NO_ATTEMPT
         attempts = 0
-        for attempt in range(cfg.max_retries + 1):
-            mark.clear()
-            mark["sent"], mark["attempt"] = time.time(), attempt
-            try:
-                score = await self._reported_attempt(text, mark)
-                return _outcome(score, None, attempt + 1, started, mark["sent"])
-            except Stop as exc:
-                out = _outcome(None, str(exc), attempt, started, mark["sent"], exc.failure)
-                out.fatal = exc.fatal
-                return out
-            except FailedAttempt as exc:
-                failure, attempts = exc.failure, attempt + 1
-            if not failure.retryable:
-                return _outcome(None, failure.message, attempts, started, mark["sent"], failure)
-            if attempt < cfg.max_retries:
-                await self._back_off(self.backoff(attempt, failure.retry_after))
+        try:
+            for attempt in range(cfg.max_retries + 1):
+                mark.clear()
+                mark["sent"], mark["attempt"] = time.time(), attempt
+                try:
+                    score = await self._reported_attempt(text, mark)
+                    return _outcome(score, None, attempt + 1, started, mark["sent"])
+                except Stop as exc:
+                    out = _outcome(None, str(exc), attempt, started, mark["sent"], exc.failure)
+                    out.fatal = exc.fatal
+                    return out
+                except FailedAttempt as exc:
+                    failure, attempts = exc.failure, attempt + 1
+                if not failure.retryable:
+                    return _outcome(None, failure.message, attempts, started, mark["sent"], failure)
+                if attempt < cfg.max_retries:
+                    await self._back_off(self.backoff(attempt, failure.retry_after))
+        except Exception as exc:
+            return self.internal_outcome(exc, started, mark["attempt"])
         error = redact(f"{failure.message} (gave up after {attempts} attempts)", self._secrets)
         outcome = _outcome(None, error, attempts, started, mark["sent"], failure)
         outcome.retry_after = failure.retry_after
