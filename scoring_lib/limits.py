@@ -10,9 +10,9 @@ event-loop threads of a process sits one `RunLimiter` (thread-safe), which compo
   the lower of the two limits (concurrency, rate) binds;
 - Retry-After: it delays that request's retry (the client) and cuts the run's rate, so no burst follows;
   the whole run pauses only when the service says it is closed: a whole window of attempts in a row
-  (at least CLOSED_STREAK, and at least the slots of the limit) refused with a Retry-After and no success
-  between (a quota spent, a maintenance window), or refusals that point at one instant (a quota window:
-  windows.py, whose allowance then paces each window). No slot is taken while a pause lasts, and sending
+  (at least CLOSED_STREAK, and at least the slots of the run's whole limit: `closed_after`) refused with
+  a Retry-After and no success between (a quota spent, a maintenance window), or refusals that point at
+  one instant (a quota window: windows.py, whose allowance then paces each window). No slot is taken while a pause lasts, and sending
   then resumes through the pacer, never all at once;
 - failing fast and the retry budget (failfast.py).
 
@@ -23,7 +23,9 @@ gate, a pause, a quota window, a stop, a failure, a cancellation) goes the gener
 
 A Ray worker holds its own RunLimiter with its share of the limit, rate and probe (`share`): no remote
 call sits between a request and its slot; each worker's rate follows the throttling its own requests
-meet (the shares converge as TCP flows sharing a link do). Only a closed-service pause crosses workers:
+meet (the shares converge as TCP flows sharing a link do). A worker judges "closed" on its own refusals
+counted against the run's whole limit (its share x `parts`), not its share: a verdict of the run's, since
+only a closed-service pause crosses workers:
 `on_pause` (set by the Ray worker) hears of one this limiter began or extended by a quarter or more,
 the worker passes it on, and each other worker applies it with `pause_from_peer`.
 """
@@ -53,7 +55,7 @@ __all__ = ["Attempt", "LimitSettings", "LoopGate", "RunLimiter", "Stop", "merge_
 TELL_SHARE, TELL_MIN = 0.25, 0.002
 RECHECK = 0.01  # seconds: a send's wait for its turn shorter than twice this is slept at once
 RECHECK_MAX = 0.1  # seconds: a longer wait looks again at least this often (a rate that rose takes effect)
-CLOSED_STREAK = 8  # refusals with a Retry-After in a row (and at least the slots) that say "closed"
+CLOSED_STREAK = 8  # refusals with a Retry-After in a row (and at least the run's slots) that say "closed"
 
 
 def _too_fast(f: Failure) -> bool:
@@ -316,7 +318,7 @@ class RunLimiter:
         self._closed_streak += 1
         if (end := self.windows.on_refusal(now, f.retry_after)) is not None:
             self.rate.lift()  # a quota window: sends follow what each window served (windows.py)
-        elif self._closed_streak < max(CLOSED_STREAK, self._slots()):
+        elif self._closed_streak < self.closed_after():
             return None
         until = now + min((end or now + f.retry_after) - now, self.settings.pause_cap)
         if until <= self.pause_until:
@@ -327,6 +329,15 @@ class RunLimiter:
         if self.on_pause is not None and until - known >= max(TELL_MIN, TELL_SHARE * (until - now)):
             return until
         return None
+
+    def closed_after(self) -> int:
+        """Refusals with a Retry-After in a row that say the service is closed: CLOSED_STREAK, and at least
+        the run's whole limit (a round trip of the run's, not of a share's). A Ray worker (one of `parts`)
+        sees only its share of the run's requests: a token bucket's burst refuses a whole round trip of one
+        small share easily while the other workers are served, and its pause stops every worker. Counted
+        against the run's limit, a worker's streak is as rare as one process's would be; a closed service
+        refuses every worker's requests, so each streak still grows to it (no success between)."""
+        return max(CLOSED_STREAK, int(self.limit * self.settings.parts))
 
     def pause_from_peer(self, until_wall: float) -> None:
         """Apply a pause another process of the run began (`until_wall`: wall clock, as its on_pause gave

@@ -211,6 +211,36 @@ def test_a_closed_service_pauses_every_thread():
     assert all(w >= 0.3 for w in waited)
 
 
+def test_a_ray_workers_closed_verdict_counts_against_the_runs_whole_limit():
+    """A Ray worker (one of 4, a share of 5 of a run's 20) sees only its share of the run's requests: a
+    token bucket's burst refuses one small share's whole round trip while the other workers are served.
+    Its verdict, passed on to every worker, needs as many refusals in a row as the run's whole limit, as
+    one process with that limit would; one process with the share's 5 slots alone still needs 8."""
+    told: list[float] = []
+    worker = RunLimiter(LimitSettings(limit=5, parts=4, probe=1000, pause_cap=5))
+    worker.on_pause = told.append
+    assert worker.closed_after() == 20
+    _refused_in_a_row(worker, [0.4] * 19)
+    assert worker.stats()["retry_after_pauses"] == 0 and not told  # 19 of the run's 20: not yet
+    _refused_in_a_row(worker, [0.4])
+    assert worker.stats()["retry_after_pauses"] == 1 and len(told) == 1  # closed: told to the others
+    alone = RunLimiter(LimitSettings(limit=5, probe=1000, pause_cap=5))
+    assert alone.closed_after() == 8
+    _refused_in_a_row(alone, [0.4] * 8)
+    assert alone.stats()["retry_after_pauses"] == 1
+
+
+@pytest.mark.parametrize("run_limit, parts, adaptive, expected", [
+    (10, 1, False, 10), (3, 1, False, 8), (6, 3, False, 8), (20, 4, False, 20), (256, 4, False, 256),
+    (20, 4, True, 20), (80, 2, True, 80), (30, 1, True, 30)])
+def test_the_closed_streak_is_the_runs_whole_limit_and_at_least_8(run_limit, parts, adaptive, expected):
+    """closed_after: max(8, a share's limit x the processes sharing the run); an adaptive limit counts as
+    it is now (slow start's `initial` here), never as a share rounded at random."""
+    s = LimitSettings(limit=1000 if adaptive else run_limit, adaptive=adaptive, initial=run_limit)
+    limiter = RunLimiter(s.share(0, parts) if parts > 1 else s)
+    assert limiter.closed_after() == expected
+
+
 @pytest.mark.parametrize("retry_after", [0.0, -5.0, float("nan"), None])
 def test_a_retry_after_that_is_not_a_positive_number_never_pauses(retry_after):
     limiter = RunLimiter(LimitSettings(limit=8, probe=1000, pause_cap=5))

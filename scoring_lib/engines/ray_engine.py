@@ -62,7 +62,8 @@ READY_TIMEOUT = 120.0  # no worker ready within this: the cluster cannot run wor
 BOOT_CHECK_SECONDS = 0.05  # how often booting workers are looked for while scoring
 MAX_CHUNK_FAILURES = 5
 RESTING_SECONDS = 10.0  # a worker whose chunk failed gets no new chunk for this long, if others are up
-# `auto`: a worker holds at most HEADROOM x its own limit (chunks come back and refill it as it grows) plus one
+# `auto`: a worker holds at most HEADROOM x what it sends in a round trip (its limit, or its rate's share over a
+# round trip when that binds; chunks come back and refill it as it grows) plus one
 # chunk of small ADAPTIVE_CHUNK lines; the rest of the input waits in the driver for whichever worker has room.
 HEADROOM = 1.5
 ADAPTIVE_CHUNK = 4
@@ -272,7 +273,7 @@ class RayEngine:
 
     def _room(self, slot: Slot) -> int:
         """Lines this worker may be given now: up to twice its slots, and with `auto` about as many as
-        its own limit will let it send before its next chunk comes back."""
+        its own limit and rate will let it send before its next chunk comes back (its `per_round_trip`)."""
         cap = slot.limit if slot.learnt is None else min(slot.limit, math.ceil(HEADROOM * slot.learnt) + self.chunk_size)
         return cap - slot.outstanding
 

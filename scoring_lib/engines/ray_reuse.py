@@ -17,7 +17,7 @@ class Slot:
     limit: int
     outstanding: int = 0
     info: dict | None = None  # what the worker said when it was ready; None while it boots
-    learnt: int | None = None  # `auto`: the worker's own limit, as its last chunk reported (None: fixed C)
+    learnt: int | None = None  # `auto`: what the worker sends in a round trip, as its last chunk reported (None: fixed C)
 
 
 @dataclass

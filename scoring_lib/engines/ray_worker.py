@@ -7,6 +7,7 @@ scoring needs: this module, the LoopPool and the client, never the driver's pipe
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import socket
 import time
@@ -14,6 +15,7 @@ import time
 import psutil
 
 from ..config import ClientConfig
+from ..rate import MIN_SPAN
 from . import Result, WorkItem
 from .asyncio_engine import LoopPool
 
@@ -78,15 +80,29 @@ class ScoringWorker:
                 **self._boot, "ready": time.time(), "cpu_to_ready": _cpu(psutil.Process())}
 
     async def score_chunk(self, items: list[WorkItem]) -> tuple[list[Result], int]:
-        """The chunk's results, and this worker's limit now: with `auto` the driver gives each worker
-        about as much work as its own limit lets it send, so no line waits in a worker whose limit was
-        cut while others have room."""
+        """The chunk's results, and what this worker sends in a round trip now (`per_round_trip`): with
+        `auto` the driver gives each worker about that much work, so no line waits in a worker whose limit
+        or rate was cut while others have room."""
         loop = asyncio.get_running_loop()
         done = loop.create_future()
         reply = _LoopReply(loop, done, len(items))
         self.pool.submit(items, reply)  # type: ignore[arg-type]
         results = await done
-        return results, self.pool.limiter.current_limit()
+        return results, per_round_trip(self.pool.limiter)
+
+
+def per_round_trip(limiter) -> int:
+    """Requests a worker's limiter sends in a round trip: its limit, or fewer when its share of the rate
+    binds (that rate over a round trip, at least rate.MIN_SPAN). Each worker's rate follows its own 429s,
+    so the shares differ (one several times another behind one token bucket); work handed out by the
+    limit alone left a slow share holding as many lines as a fast one, and the run ended with that share
+    sending its lines alone at its rate, long after the others ran dry. Read without the limiter's lock
+    (two floats): a hint for the driver."""
+    limit = limiter.current_limit()
+    rate = limiter.rate.binding
+    if math.isinf(rate):
+        return limit
+    return max(1, min(limit, math.ceil(rate * max(limiter.rate.rtt, MIN_SPAN))))
 
 
 def _cpu(process: psutil.Process) -> float:

@@ -1,4 +1,4 @@
-"""With `auto`, the Ray driver gives each worker about as much work as its own limit lets it send: lines
+"""With `auto`, the Ray driver gives each worker about as much work as its own limit (or rate) lets it send: lines
 left in a worker whose limit was cut waited there while other workers had room (the reference's Ray
 32 x 64 `auto` run spent its last 48 s with about 30 requests in flight, for a capacity of 200)."""
 
@@ -7,6 +7,9 @@ from types import SimpleNamespace
 
 from scoring_lib.engines.ray_engine import ADAPTIVE_CHUNK, HEADROOM, RayEngine
 from scoring_lib.engines.ray_reuse import Slot
+from scoring_lib.engines.ray_worker import per_round_trip
+from scoring_lib.limits import LimitSettings, RunLimiter
+from scoring_lib.rate import MIN_SPAN
 
 
 class FakeRay:
@@ -66,3 +69,21 @@ def test_a_fixed_c_keeps_twice_the_slots_per_worker():
     engine.submit([(b"%d" % i, "x") for i in range(126)])
     engine.poll(0.0)
     assert engine.slots[0].learnt is None and engine.room() == 126
+
+
+def test_a_worker_reports_what_it_sends_in_a_round_trip_its_rate_when_that_binds():
+    """What a worker tells the driver with each chunk (the driver's `learnt`): its limit while no rate
+    binds; once its share of the rate binds, that rate over a round trip (at least MIN_SPAN), so a share
+    whose 429s cut it to a few per second holds a few lines, not as many as a share several times faster."""
+    limiter = RunLimiter(LimitSettings(limit=100, adaptive=True, initial=40))
+    assert per_round_trip(limiter) == 40  # no rate yet: the limit
+    limiter.rate.rate, limiter.rate.rtt = 8.0, 0.05
+    assert per_round_trip(limiter) == math.ceil(8.0 * MIN_SPAN)  # a round trip shorter than MIN_SPAN
+    limiter.rate.rtt = 1.0
+    assert per_round_trip(limiter) == 8
+    limiter.rate.rate = 400.0
+    assert per_round_trip(limiter) == 40  # the limit binds, not the rate
+    limiter.rate.rate = 0.5
+    assert per_round_trip(limiter) == 1  # never none
+    ceiling = RunLimiter(LimitSettings(limit=100, adaptive=True, initial=40, rate=20.0))
+    assert per_round_trip(ceiling) == math.ceil(20.0 * MIN_SPAN)  # --rate-limit's share binds as well
