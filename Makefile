@@ -15,6 +15,9 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -e '.[all]'
+	@# Byte-compiled once, as a non-editable install would be: where PYTHONDONTWRITEBYTECODE is set,
+	@# every process (each Ray worker too) would otherwise compile the package again at start-up.
+	$(PY) -m compileall -q scoring_lib
 	$(MAKE) --no-print-directory git-filter
 	touch $(STAMP)
 
