@@ -25,6 +25,10 @@ REGROWTH = 1.25
 # The service is flaky, not full, while other failures (500s, resets, bodies that do not parse) are at
 # least as many as overload replies among this many of the latest failures: its 503s then cut nothing.
 FAILURE_MEMORY = 32
+# Slow start's growth goes out over this share of a round trip: the limit rises towards what the successes
+# earned at (1 + growth) per PACE round trips at most, so a wave of successes that came back together sends
+# a stream, not a burst: a shedding service's or a proxy queue's first refusal comes back while it flows.
+PACE = 0.25
 
 
 class AdaptiveConcurrency:
@@ -37,6 +41,10 @@ class AdaptiveConcurrency:
         self.initial = self.limit
         self.history: list[list[float]] = [[0.0, self.limit]]
         self.slow_start = slow_start  # off: the start is a known capacity (a profile's), probed from there
+        self.target = self.limit  # slow start: where the successes' growth has got (the limit follows, paced)
+        self._paced_at = t0
+        self._rtt = math.inf  # the lowest latency of a success: slow start paces its growth over it
+        self._clear_peak = 0  # slow start: the most in flight at which a success showed no queueing
         self.baseline = math.inf
         self._last_cut = -math.inf
         self._win_ok: list[tuple[float, int]] = []
@@ -55,31 +63,60 @@ class AdaptiveConcurrency:
         """How long a refused attempt keeps its slot: about one unloaded round trip."""
         return min(2.0, self.baseline if self.baseline < math.inf else 0.1)
 
-    def on_ok(self, latency: float, in_flight: int, paced: bool, sent: float = math.inf, now: float = 0.0) -> None:
-        """A success. In slow start, grow by `growth` per success that saw no queueing (x(1 + growth) per
-        round trip), unless the request waited for the rate (then the rate binds, not this limit);
-        leave slow start as soon as most recent replies show queueing. A reply to a request sent before
-        the last cut judges nothing (it queued behind the old limit: judged again, it cut the limit a
-        second time, to 2/3 of a queueing service's capacity)."""
+    def on_ok(self, latency: float, in_flight: int, paced: bool, sent: float = math.inf, now: float = 0.0,
+              limit: float | None = None) -> None:
+        """A success (`limit`: the limit when it was sent). In slow start, the target grows by `growth` per
+        success that saw no queueing (x(1 + growth) per round trip) and the limit follows it, paced; not
+        when the request waited for the rate (then the rate binds, not this limit). Slow start ends as soon
+        as most recent replies show queueing, no lower than the most in flight seen without queueing. A
+        reply to a request sent before the last cut judges nothing (it queued behind the old limit: judged
+        again, it cut the limit a second time, to 2/3 of a queueing service's capacity)."""
         if sent <= self._last_cut:
             return
-        self._win_ok.append((latency, in_flight))
+        self._rtt = min(self._rtt, max(latency, 1e-4))
+        self._win_ok.append((latency, in_flight, in_flight / max(limit or self.limit, 1.0)))
         if not self.slow_start:
             return
         queued = latency > TOLERANCE * self.baseline
         self._recent.append(queued)
+        if not queued:
+            self._clear_peak = max(self._clear_peak, in_flight)
         if not queued and not paced:
-            self.limit = min(self.ceiling, self.limit + self.growth)
+            if self.limit >= self.target:
+                self._paced_at = max(self._paced_at, now)  # the pace starts now, not when the limit got there
+            self.target = min(self.ceiling, max(self.target, self.limit) + self.growth)
+            self.pace(now)
         elif queued and sum(self._recent) * 2 > len(self._recent) >= 8:
-            self.slow_start = False
             target = statistics.median(n * TOLERANCE * self.baseline / max(lat, 1e-6)
-                                       for lat, n in self._win_ok[-len(self._recent):])
-            # down to the limit of a round trip ago at most: slow start grows x(1 + growth) per round trip
-            self.limit = max(self.floor, min(self.ceiling, self.limit, max(target, self.limit / (1 + self.growth))))
-            self._last_cut = now
-            # judge the next window on replies to the new limit, not again on the ones just judged
-            self._win_ok, self._win_drops, self._win_other, self._win_count = [], 0, 0, 0
-            self._win_target = max(3, int(self.limit))
+                                       for lat, n, _ in self._win_ok[-len(self._recent):])
+            # Down to the limit of a round trip ago at most (slow start grows x(1 + growth) per round trip),
+            # and never below what went through without queueing: Little's law on a reply that waited for a
+            # busy client's own loop reads that wait as the service's queue.
+            self._end_slow_start(max(target, self.limit / (1 + self.growth), self._clear_peak), now)
+
+    def _end_slow_start(self, limit: float, now: float) -> None:
+        """Leave slow start at `limit` (never above the limit in use) and judge the next window on replies
+        to requests sent from now on."""
+        self.slow_start = False
+        self.limit = self.target = max(self.floor, min(self.ceiling, self.limit, limit))
+        self._last_cut = now
+        self._win_ok, self._win_drops, self._win_other, self._win_count = [], 0, 0, 0
+        self._win_target, self._win_start = max(3, int(self.limit)), now
+
+    def pace(self, now: float) -> None:
+        """Slow start: move the limit towards its target, by (1 + growth) per PACE round trips at most."""
+        if self.slow_start and self.limit < self.target and now > self._paced_at and self._rtt < math.inf:
+            rise = (1 + self.growth) ** ((now - self._paced_at) / (PACE * self._rtt))
+            self.limit = min(self.target, self.limit * rise)
+        self._paced_at = max(self._paced_at, now)
+
+    def until_growth(self, now: float) -> float:
+        """Seconds until pacing adds a slot to the limit (inf: it adds none)."""
+        if not self.slow_start or self.limit >= self.target or self._rtt == math.inf:
+            return math.inf
+        nxt = min(self.target, math.floor(self.limit) + 1)
+        wait = PACE * self._rtt * math.log((nxt + 1e-6) / self.limit) / math.log(1 + self.growth)
+        return max(0.001, wait - (now - self._paced_at))  # a timer of less than 1 ms may fire at once (libuv)
 
     def on_drop(self, sent: float, in_flight: int, now: float) -> None:
         """An overload reply to a request sent after the last cut (earlier ones were answered already).
@@ -90,11 +127,8 @@ class AdaptiveConcurrency:
             return
         self._failures.append(True)
         if self.slow_start and in_flight > self.initial and not self.flaky():
-            self.slow_start, self._careful = False, True
-            self.limit = max(self.floor, min(self.limit, in_flight - 1))
-            self._last_cut = now
-            self._win_ok, self._win_drops, self._win_other, self._win_count = [], 0, 0, 0
-            self._win_target, self._win_start = max(3, int(self.limit)), now
+            self._careful = True
+            self._end_slow_start(in_flight - 1, now)
             return
         self._win_drops += 1
 
@@ -111,8 +145,12 @@ class AdaptiveConcurrency:
         drops = sum(self._failures)
         return 2 * drops <= len(self._failures)
 
-    def end_of_attempt(self, now: float) -> None:
-        """Count the attempt; at the end of a window (about a round trip) adapt the limit."""
+    def end_of_attempt(self, now: float, sent: float = math.inf) -> None:
+        """Count the attempt; at the end of a window (about a round trip) adapt the limit. An attempt sent
+        before the last cut counts for no window: the first window after a cut is the first round trip of
+        replies to the new limit (counted with the old limit's replies it ended early, on a few of them)."""
+        if sent <= self._last_cut:
+            return
         self._win_count += 1
         rtt = self.baseline if self.baseline < math.inf else 0.05
         # A window is about one round trip: as many completions as the limit when it began.
@@ -123,37 +161,42 @@ class AdaptiveConcurrency:
         self._win_target = max(3, int(self.limit))
         if drops and other < drops and not self.flaky():
             f = drops / (drops + len(ok))
-            self.limit = max(self.floor, self.limit * min(0.9, max(0.75, 1 - f)))
+            self.limit = self.target = max(self.floor, self.limit * min(0.9, max(0.75, 1 - f)))
             self.slow_start, self._careful = False, True
             self._last_cut = now
         elif len(ok) >= 3:
             self._gradient(ok, now)
 
-    def _gradient(self, ok: list[tuple[float, int]], now: float) -> None:
-        median = statistics.median(lat for lat, _ in ok)
+    def _gradient(self, ok: list[tuple[float, int, float]], now: float) -> None:
+        median = statistics.median(lat for lat, _, _ in ok)
         self.baseline = min(self.baseline, median)
         if self.baseline <= 0:
             return
-        n_median = statistics.median(n for _, n in ok)
+        n_median = statistics.median(n for _, n, _ in ok)
         last, self._last_window = self._last_window, (n_median, median)
         if median > TOLERANCE * self.baseline and last and n_median < 0.95 * last[0] and median >= 0.97 * last[1]:
             # Fewer in flight did not bring latency down: not our queueing but a slower machine or network.
             # Let the baseline follow it instead of cutting the limit towards the floor.
             self.baseline = min(median, 1.1 * self.baseline)
         elif median > TOLERANCE * self.baseline:
-            # Queueing: the in-flight count at which latency would be TOLERANCE x the baseline (Little's law).
+            # Queueing: the in-flight count at which latency would be TOLERANCE x the baseline (Little's law);
+            # leaving slow start, no lower than what went through without queueing.
+            target = statistics.median(n * TOLERANCE * self.baseline / max(lat, 1e-6) for lat, n, _ in ok)
+            least = max(target, 0.7 * self.limit, self._clear_peak if self.slow_start else 0)
             self.slow_start = False
-            target = statistics.median(n * TOLERANCE * self.baseline / max(lat, 1e-6) for lat, n in ok)
-            cut = max(self.floor, min(self.ceiling, self.limit, max(target, 0.7 * self.limit)))
+            cut = max(self.floor, min(self.ceiling, self.limit, least))
+            self.target = cut
             if cut < self.limit:
                 self.limit, self._last_cut, self._careful = cut, now, False
-        elif not self.slow_start and n_median >= 0.8 * self.limit:
-            # No queueing while the limit is in use: probe upwards, by REGROWTH after a cut on latency, else
-            # by a small step (together the run's limiters step up as one would: sqrt of the whole limit / 2).
+        elif not self.slow_start and statistics.median(use for _, _, use in ok) >= 0.8:
+            # No queueing while the limit is in use (the in-flight count of each reply against the limit it
+            # was sent under: against the limit now, a window after a step up looked unused and every other
+            # one grew): probe upwards, by REGROWTH after a cut on latency, else by a small step (together
+            # the run's limiters step up as one would: sqrt of the whole limit / 2).
             step = max(1.0, math.sqrt(self.limit * self.parts) / 2) / self.parts
             if not self._careful:
                 step = max(step, (REGROWTH - 1) * self.limit)
-            self.limit = min(self.ceiling, self.limit + step)
+            self.limit = self.target = min(self.ceiling, self.limit + step)
 
     def mark(self, now: float) -> None:
         """The limit's timeline gets a point when the limit changed."""

@@ -91,12 +91,13 @@ class Attempt:
 
 
 class _Ticket:
-    __slots__ = ("sent", "in_flight", "paced")
+    __slots__ = ("sent", "in_flight", "paced", "limit")
 
-    def __init__(self, sent: float, in_flight: int, paced: bool = False) -> None:
+    def __init__(self, sent: float, in_flight: int, paced: bool = False, limit: float | None = None) -> None:
         self.sent = sent
         self.in_flight = in_flight
         self.paced = paced  # it waited for the rate
+        self.limit = limit  # the adaptive limit it was sent under
 
 
 class RunLimiter:
@@ -133,6 +134,7 @@ class RunLimiter:
         # is open and nothing pauses (`_take_fast`, `_release_fast`); 0: the general path only.
         self._fixed_slots = (max(1, int(s.limit)) if self._conc is None and not self.rate.adaptive
                              and math.isinf(self.rate.binding) else 0)
+        self._timed_until = 0.0  # a waiter sleeps until then for the slot slow start's pacing adds next
 
     @property
     def limit(self) -> float:
@@ -141,7 +143,7 @@ class RunLimiter:
     @limit.setter
     def limit(self, value: float) -> None:
         if self._conc is not None:  # a fixed limit stays what it was given
-            self._conc.limit = value
+            self._conc.limit = self._conc.target = value
 
     @property
     def stopped(self) -> Stop | None:
@@ -196,7 +198,16 @@ class RunLimiter:
             return self.pause_until - now  # a slot taken now would only wait for the pause's end
         if (wait := self.windows.wait(now)) > 0:
             return wait  # this quota window's allowance is spent
+        if self._conc is not None:
+            self._conc.pace(now)
+            self._conc.mark(now)
         if self.in_flight >= self._slots():
+            # Only a release frees a slot, or slow start's pacing adds one: one waiter at a time sleeps until
+            # then (every waiter timed would wake them all for each slot added).
+            wait = self._conc.until_growth(now) if self._conc is not None else math.inf
+            if wait < math.inf and now >= self._timed_until:
+                self._timed_until = now + wait
+                return wait
             return math.inf
         self.windows.on_send(now)
         self.in_flight += 1
@@ -266,6 +277,18 @@ class RunLimiter:
                     free -= 1
         return out
 
+    def _nudge(self, now: float) -> list[tuple["LoopGate", asyncio.Future]]:
+        """Slow start's pacing will add a slot and no waiter sleeps until then: one waiter to wake (it
+        finds no slot and sleeps until the pacing adds one)."""
+        if self._conc is None or now < self._timed_until or self._conc.until_growth(now) == math.inf:
+            return []
+        for g in self._gates:
+            while g.waiters:
+                fut = g.waiters.popleft()
+                if not fut.done():
+                    return [(g, fut)]
+        return []
+
     def hold_for(self, a: Attempt) -> float:
         """Adaptive: how long a refused attempt keeps its slot. A 503/429 comes back at once; freeing its
         slot at once would let the next request spin into the same refusal many times per round trip."""
@@ -294,12 +317,12 @@ class RunLimiter:
             self.rate.on_throttle(ticket.sent, now, window)
         if self._conc is not None:
             if f is None:
-                self._conc.on_ok(a.latency, ticket.in_flight, ticket.paced, ticket.sent, now)
+                self._conc.on_ok(a.latency, ticket.in_flight, ticket.paced, ticket.sent, now, ticket.limit)
             elif _too_many(f):
                 self._conc.on_drop(ticket.sent, ticket.in_flight, now)
             else:
                 self._conc.on_other_failure()
-            self._conc.end_of_attempt(now)
+            self._conc.end_of_attempt(now, ticket.sent)
             self._conc.mark(now)
         tell = self._closed(f, now)
         self.pacer.set_rate(self.rate.binding, now)
@@ -356,8 +379,11 @@ class RunLimiter:
             return self.backing_off
 
     def current_limit(self) -> int:
-        """The limit as a whole number of requests (a share's rounded up): what the pool queues work for."""
-        return max(1, math.ceil(self.limit - 1e-9) if self.settings.parts > 1 else int(self.limit))
+        """The limit as a whole number of requests (a share's rounded up): what the pool queues work for. In
+        slow start, the limit its pacing is heading to: lines wait for the slots it adds (fed for the paced
+        limit alone, none waited when it rose, and it rose only as a release looked at it)."""
+        limit = max(self.limit, self._conc.target) if self._conc is not None else self.limit
+        return max(1, math.ceil(limit - 1e-9) if self.settings.parts > 1 else int(limit))
 
     def stats(self) -> dict:
         """For the run record (limit_stats.limiter_record)."""
@@ -382,16 +408,21 @@ class LoopGate:
                 now = time.monotonic()
                 if run._take_fast(now):
                     return _Ticket(now, run.in_flight)
+        timed = False  # this waiter sleeps for the slot slow start's pacing adds next
         while True:
             with run._lock:
                 now = time.monotonic()
+                if timed:  # awake, early (a timer's rounding) or late: no one sleeps for that slot now
+                    run._timed_until = 0.0
                 got = run._try_take(now)
                 if got is True:
+                    nudge = run._nudge(now)
                     turn, wait = run._send_turn(now)
                     if wait <= 0:
                         run.rate.on_send(now)
-                        return _Ticket(now, run.in_flight)  # no pause, no rate to wait for
+                        ticket = _Ticket(now, run.in_flight, limit=run.limit)  # no pause, no rate to wait for
                     break
+                timed = run._timed_until == now + got
                 fut = self.loop.create_future()
                 self.waiters.append(fut)
             try:
@@ -404,6 +435,10 @@ class LoopGate:
                     with run._lock:
                         if fut in self.waiters:
                             self.waiters.remove(fut)
+        if nudge:
+            self._wake_all(nudge)
+        if wait <= 0:
+            return ticket
         try:
             while wait > 0:  # the rate may change while it waits (rate.Pacer): look again halfway, or sooner
                 await asyncio.sleep(wait if wait < 2 * RECHECK else min(wait / 2, RECHECK_MAX))
@@ -419,7 +454,7 @@ class LoopGate:
                 raise run.stopped
             now = time.monotonic()
             run.rate.on_send(now)
-            return _Ticket(now, run.in_flight, paced=True)
+            return _Ticket(now, run.in_flight, paced=True, limit=run.limit)
 
     def connected(self, seconds: float) -> None:
         """A new connection to the service took `seconds` (the client's connector says so): while the

@@ -243,6 +243,7 @@ def test_a_drop_beyond_the_initial_limit_ends_slow_start_just_under_its_in_fligh
     conc = AdaptiveConcurrency(ceiling=1000, floor=1, initial=20, parts=1, growth=2.0, t0=0.0)
     for _ in range(10):
         conc.on_ok(0.3, 20, paced=False)
+    conc.pace(1.0)  # a round trip later: the limit has followed what the successes earned
     assert conc.slow_start and conc.limit == 40
     conc.on_drop(sent=0.5, in_flight=15, now=0.5)  # within the initial limit: the window's end decides
     assert conc.slow_start and conc.limit == 40
@@ -259,6 +260,7 @@ def test_a_flaky_services_503_does_not_end_slow_start():
         conc.end_of_attempt(0.01)
     for _ in range(5):
         conc.on_ok(0.05, 3, paced=False)
+    conc.pace(1.0)
     assert conc.slow_start and conc.limit == 15
     conc.on_drop(sent=0.1, in_flight=9, now=0.1)  # beyond the initial limit, but the service is flaky
     conc.end_of_attempt(0.1)
@@ -377,3 +379,76 @@ def test_after_a_cut_on_latency_the_limit_regrows_by_a_factor_after_a_drop_by_sm
     for _ in range(3):
         t = _window(shed, t + 0.3, 0.2)
     assert 100 < shed.limit < 120
+
+
+# -- slow start's pace and exit, windows after a cut ----------------------------------------------------
+def test_slow_starts_growth_goes_out_over_a_quarter_of_a_round_trip_not_at_once():
+    """A wave of successes that came back together earns its growth at once; the limit follows it at
+    x(1 + growth) per quarter round trip, so a shedding service's first refusal comes back while it rises."""
+    conc = AdaptiveConcurrency(ceiling=1000, floor=1, initial=20, parts=1, growth=2.0, t0=0.0)
+    for _ in range(16):  # the first 16 replies, 0.2 s each, all at t = 1.0
+        conc.on_ok(0.2, 16, paced=False, sent=0.8, now=1.0)
+    assert conc.target == 52 and conc.limit == 20  # earned, not yet out
+    wait = conc.until_growth(1.0)
+    assert 0 < wait < 0.05
+    conc.pace(1.0 + wait)
+    assert 21 <= conc.limit < 21.01  # one slot more when until_growth said
+    conc.pace(1.0 + 0.025)  # an eighth of a round trip: x sqrt(3)
+    assert conc.limit == pytest.approx(20 * 3 ** 0.5)
+    conc.pace(1.2)
+    assert conc.limit == 52 and conc.until_growth(1.2) == math.inf  # there, and no further without successes
+
+
+def test_one_waiter_at_a_time_sleeps_for_the_slot_the_pace_adds():
+    lim = RunLimiter(LimitSettings(limit=1000, adaptive=True))
+    lim.open_gate()
+    t = lim.t0 + 1.0
+    for _ in range(20):
+        assert lim._try_take(t) is True
+    conc = lim._conc
+    for _ in range(16):
+        conc.on_ok(0.2, 20, paced=False, sent=t - 0.2, now=t)
+    first, second = lim._try_take(t), lim._try_take(t)
+    assert 0 < first < 0.05 and second == math.inf  # the rest wait for a release or to be woken
+    assert lim._try_take(t + first) is True
+
+
+def test_slow_start_ends_no_lower_than_the_most_in_flight_seen_without_queueing():
+    """Little's law on replies that waited for a busy client's own loop reads that wait as the service's
+    queue (a capacity of 200 read as 83): slow start's exit keeps what went through without queueing."""
+    conc = AdaptiveConcurrency(ceiling=2000, floor=1, initial=250, parts=1, growth=2.0, t0=0.0)
+    conc.baseline = 0.2
+    for n in range(100, 181, 10):  # no queueing up to 180 in flight
+        conc.on_ok(0.21, n, paced=False, sent=0.5, now=0.7)
+    for _ in range(16):  # then 250 in flight, replies at 3x the lowest latency
+        conc.on_ok(0.6, 250, paced=False, sent=0.8, now=1.4)
+    assert not conc.slow_start and conc.limit == 180  # not 250 x 1.3 x 0.2 / 0.6 = 108, nor 250 / 3
+
+
+def test_a_window_is_in_use_against_the_limit_its_replies_were_sent_under():
+    """Replies in the window after a step up were sent under the limit before it: against the new limit
+    they looked unused and only every other window grew."""
+    conc = AdaptiveConcurrency(ceiling=1000, floor=1, initial=100, parts=1, growth=2.0, t0=0.0, slow_start=False)
+    conc.baseline, conc._careful = 0.2, False  # after a cut on latency: x1.25 a window
+    conc.limit = 125.0  # just stepped up from 100
+    conc._win_start, conc._win_target = 1.0, 125
+    t = 1.0
+    for _ in range(125):  # replies sent under the limit of 100, 95 in flight each (0.76 of 125)
+        t += 0.001
+        conc.on_ok(0.2, 95, paced=False, sent=t - 0.2, now=t, limit=100.0)
+        conc.end_of_attempt(t, t - 0.2)
+    assert conc.limit == pytest.approx(125 * 1.25)
+
+
+def test_replies_sent_before_a_cut_count_for_no_window():
+    """The first window after a cut is a round trip of replies to the new limit: counted with the old
+    limit's replies it ended after a few of them."""
+    conc = AdaptiveConcurrency(ceiling=1000, floor=1, initial=20, parts=1, growth=2.0, t0=0.0)
+    conc.baseline, conc.limit, conc.target = 0.2, 120.0, 120.0
+    conc.on_drop(sent=1.0, in_flight=101, now=1.0)  # slow start ends at 100
+    assert conc.limit == 100 and conc._win_count == 0
+    for i in range(300):  # the old limit's replies: before the cut
+        conc.end_of_attempt(1.0 + i / 3000, sent=0.99)
+    assert conc._win_count == 0
+    conc.end_of_attempt(1.2, sent=1.01)
+    assert conc._win_count == 1
