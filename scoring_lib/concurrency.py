@@ -25,9 +25,6 @@ REGROWTH = 1.25
 # The service is flaky, not full, while other failures (500s, resets, bodies that do not parse) are at
 # least as many as overload replies among this many of the latest failures: its 503s then cut nothing.
 FAILURE_MEMORY = 32
-# A cut on latency that brought latency down by less than this share of what queueing predicts (in
-# proportion to the in-flight count) read the machine's slowness as the service's queue: it is undone.
-UNDO_SHARE = 0.5
 # Slow start's growth goes out over this share of a round trip: the limit rises towards what the successes
 # earned at (1 + growth) per PACE round trips at most, so a wave of successes that came back together sends
 # a stream, not a burst: a shedding service's or a proxy queue's first refusal comes back while it flows.
@@ -50,7 +47,6 @@ class AdaptiveConcurrency:
         self._clear_peak = 0  # slow start: the most in flight at which a success showed no queueing
         self.baseline = math.inf
         self._last_cut = -math.inf
-        self._cut_from: float | None = None  # the limit before a cut on latency, until the next window judged it
         self._win_ok: list[tuple[float, int]] = []
         self._win_drops = 0
         self._win_other = 0
@@ -178,16 +174,10 @@ class AdaptiveConcurrency:
             return
         n_median = statistics.median(n for _, n, _ in ok)
         last, self._last_window = self._last_window, (n_median, median)
-        undo, self._cut_from = self._cut_from, None
-        if (median > TOLERANCE * self.baseline and last and n_median < 0.95 * last[0]
-                and median > last[1] * (1 - UNDO_SHARE * (1 - n_median / last[0]))):
-            # Fewer in flight brought latency down by less than UNDO_SHARE of what queueing would (latency in
-            # proportion to the in-flight count): not the service's queue but a slower machine (a busy
-            # client's own loop) or network. The baseline is this latency now, and a cut made on the
-            # misreading is undone (cut after cut, 0.7x a window each, took a 200-capacity run to 9).
-            self.baseline = median
-            if undo is not None:
-                self.limit = self.target = max(self.limit, undo)
+        if median > TOLERANCE * self.baseline and last and n_median < 0.95 * last[0] and median >= 0.97 * last[1]:
+            # Fewer in flight did not bring latency down: not our queueing but a slower machine or network.
+            # Let the baseline follow it instead of cutting the limit towards the floor.
+            self.baseline = min(median, 1.1 * self.baseline)
         elif median > TOLERANCE * self.baseline:
             # Queueing: the in-flight count at which latency would be TOLERANCE x the baseline (Little's law);
             # leaving slow start, no lower than what went through without queueing.
@@ -197,7 +187,6 @@ class AdaptiveConcurrency:
             cut = max(self.floor, min(self.ceiling, self.limit, least))
             self.target = cut
             if cut < self.limit:
-                self._cut_from = self.limit
                 self.limit, self._last_cut, self._careful = cut, now, False
         elif not self.slow_start and statistics.median(use for _, _, use in ok) >= 0.8:
             # No queueing while the limit is in use (the in-flight count of each reply against the limit it
