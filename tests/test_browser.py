@@ -121,7 +121,11 @@ def run_all(page, base: str, token: str, name: str) -> dict:
     started = False
     while not started:  # as a person does: click into the notebook, then Run > Run All Cells
         assert time.monotonic() < deadline, f"{name}: Run All did not start"
-        page.click(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt >> nth=0")
+        # a busy machine keeps the panel's loading spinner over the cells for a while: wait it out
+        page.wait_for_selector(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Spinner", state="detached",
+                               timeout=120_000)
+        page.click(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt >> nth=0",
+                   timeout=120_000)
         page.evaluate("() => { const app = window.jupyterapp; app.shell.activateById(app.shell.currentWidget.id);"
                       " app.commands.execute('notebook:run-all-cells'); }")
         for _ in range(20):
