@@ -109,6 +109,8 @@ SEEN = """() => {
 
 
 def run_all(page, base: str, token: str, name: str) -> dict:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     page.goto(f"{base}/lab/tree/notebooks/{name}.ipynb?token={token}")
     page.wait_for_function("() => window.jupyterapp && document.querySelector("
                            "'.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell')", timeout=120_000)
@@ -124,8 +126,14 @@ def run_all(page, base: str, token: str, name: str) -> dict:
         # a busy machine keeps the panel's loading spinner over the cells for a while: wait it out
         page.wait_for_selector(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Spinner", state="detached",
                                timeout=120_000)
-        page.click(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt >> nth=0",
-                   timeout=120_000)
+        try:
+            page.click(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt >> nth=0",
+                       timeout=20_000)
+        except PlaywrightTimeout:
+            # JupyterLab's windowed notebook can keep the first prompt at zero size ("element is not
+            # visible") for minutes on a busy machine (a CI run beside a bench: 120 s); the click only
+            # focuses the panel, which activateById below does too, so go on without it
+            pass
         page.evaluate("() => { const app = window.jupyterapp; app.shell.activateById(app.shell.currentWidget.id);"
                       " app.commands.execute('notebook:run-all-cells'); }")
         for _ in range(20):
