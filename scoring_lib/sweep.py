@@ -22,7 +22,7 @@ from .calibration import LoadSampler, calibrate_sweep, save_load
 from .engines.ray_cluster import sweep_ray
 from .errors import ConfigError, GridError, InputFileError, MissingDependencyError, PointFailed
 from .kernel_run import execute_notebook
-from .inputs import open_input
+from .inputs import open_input, read_lines
 from .grid import (GRID_KEYS, POINT_KEYS, SERVICE_KEYS, Grid, Point, check_run_counts, load_grid, parse_grid,
                    plain_json)
 from .provenance import shared_with_children
@@ -407,6 +407,11 @@ def score_sample(input: str | os.PathLike, url: str, lines: int = 50, profile: S
         config = RunConfig(input=sample, client=ClientConfig(url=url, **client), output=Path(tmp) / "rows.jsonl",
                            cache=None, records_dir=None, progress=False, **run)
         result = score_file(config, write_record=False)
-        rows = pd.read_json(result.output, lines=True)
-        rows.insert(1, "text", sample.read_text(encoding="utf-8").splitlines()[:len(rows)])
+        rows = pd.read_json(result.output, lines=True, dtype={"error": "string"})
+        # the texts as the reader cut them (a line that is not UTF-8, or holds U+2028, is one row): "" where
+        # a line was not sent
+        texts = [line.text or "" for line in read_lines(sample, config.max_line_bytes)]
+        rows.insert(1, "text", texts[:len(rows)])
+        if "error" in rows:
+            rows["error"] = rows["error"].fillna("")
     return result, rows

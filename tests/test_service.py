@@ -188,3 +188,18 @@ def test_the_explore_notebook_talks_to_a_profiles_service_with_its_key(keyed, tm
     assert seen(srv) == {"Bearer prod-key-x1"}
     assert all("q" in r.json for r in srv.requests if isinstance(r.json, dict) and
                not {"data", "items", "lines"} & set(r.json))
+
+
+def test_score_sample_shows_each_row_beside_the_text_the_reader_cut(service, make_input):
+    """explore.ipynb's rows: a line that is not UTF-8 or holds U+2028 is one row, as the reader cuts it
+    (a text decoded whole and split by str.splitlines crashed on the first and shifted every text after the
+    second); where there is no error the error column is empty, not NaN."""
+    from scoring_lib.sweep import score_sample
+
+    path = make_input("a\u2028b\n".encode() + b"c\xff\n\nd\x0be\n12\n")
+    result, rows = score_sample(path, service.url, 10, max_concurrent_tasks=4)
+    assert rows["line"].tolist() == [1, 2, 3, 4, 5]
+    assert rows["text"].tolist() == ["a\u2028b", "", "", "d\x0be", "12"]
+    assert rows["status"].tolist() == ["ok", "error", "empty", "ok", "ok"]
+    assert rows["error"].tolist()[0] == "" and "UTF-8" in rows["error"].tolist()[1]
+    assert not rows["error"].isna().any()
