@@ -54,13 +54,18 @@ class Kind:
     def normal(self, value: Any) -> Any:
         return value
 
+    def why(self, value: Any) -> str:
+        """What `value` should have been: `expected`, or more where it alone does not say (a count past
+        the top that applies to every count)."""
+        return self.expected
+
     echo = True  # False: a refused value is never shown (it may be a secret given where a name belongs)
 
     def check(self, name: str, value: Any) -> Any:
         """`value` if it is of this kind (normalised), else ConfigError naming `name` and the kind."""
         if not self.valid(value):
             got = f", got {shown(safe_url(value) if isinstance(value, str) else value)}" if self.echo else ""
-            raise ConfigError(f"{name} must be {self.expected}{got}")
+            raise ConfigError(f"{name} must be {self.why(value)}{got}")
         return self.normal(value)
 
     def parse(self, text: str) -> Any:
@@ -71,7 +76,7 @@ class Kind:
             value = _INVALID
         if value is _INVALID or not self.valid(value):
             got = f", got {safe_url(text)!r}" if self.echo else ""
-            raise argparse.ArgumentTypeError(f"must be {self.expected}{got}")
+            raise argparse.ArgumentTypeError(f"must be {self.why(value)}{got}")
         return self.normal(value)
 
 
@@ -91,6 +96,11 @@ class Whole(Kind):
     def expected(self) -> str:  # type: ignore[override]
         top = "" if self.maximum == MAX_WHOLE else f" and at most {self.maximum}"
         return f"a whole number of at least {self.minimum}{top}"
+
+    def why(self, value: Any) -> str:
+        if _is_int(value) and value > self.maximum == MAX_WHOLE:
+            return f"{self.expected} and at most {MAX_WHOLE}"
+        return self.expected
 
     def valid(self, value: Any) -> bool:
         return _is_int(value) and self.minimum <= value <= self.maximum
@@ -188,6 +198,9 @@ class OrAuto(Kind):
     def expected(self) -> str:  # type: ignore[override]
         return f"'auto' or {self.inner.expected}"
 
+    def why(self, value: Any) -> str:
+        return f"'auto' or {self.inner.why(value)}"
+
     def valid(self, value: Any) -> bool:
         return value == AUTO or value is None or self.inner.valid(value)
 
@@ -207,6 +220,9 @@ class Maybe(Kind):
     @property
     def expected(self) -> str:  # type: ignore[override]
         return self.inner.expected
+
+    def why(self, value: Any) -> str:
+        return self.inner.why(value)
 
     def valid(self, value: Any) -> bool:
         return value is None or self.inner.valid(value)

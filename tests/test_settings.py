@@ -82,6 +82,16 @@ def test_grids_refuse_them_by_the_same_definition(key, value):
         parse_grid(TINY | {"points": [{key: value}]})
 
 
+def test_a_count_past_the_top_says_the_top(capsys):
+    """99999999999 is a whole number of at least 1: the message must say what it breaks (the top every
+    count shares); a count below the minimum keeps the short message."""
+    assert "at least 1 and at most 2147483647, got '99999999999'" in usage_error(
+        capsys, "--max-concurrent-tasks", "99999999999")
+    with pytest.raises(GridError, match="threads must be a whole number of at least 1 and at most 2147483647"):
+        parse_grid(TINY | {"threads": 10**40})
+    assert "at most" not in usage_error(capsys, "--threads", "0")
+
+
 def test_connector_limit_has_one_spelling():
     assert ClientConfig(url="http://h/s").connector_limit == "auto"
     assert ClientConfig(url="http://h/s", connector_limit=None).connector_limit == "auto"  # older callers' None
