@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import os
 import stat
 import sys
@@ -16,6 +17,13 @@ _BLOCK = 1 << 20
 STDIN = "-"  # the input path that means standard input (Unix convention: `score -`)
 
 
+class LineProblem(enum.Enum):
+    """Why a line was not sent; the value is the cause the summary and the record count."""
+
+    TOO_LONG = "line too long"
+    NOT_UTF8 = "line not UTF-8"
+
+
 @dataclass(slots=True)
 class InputLine:
     """One line of the input: a text to send, or a row that is settled without a request."""
@@ -24,6 +32,7 @@ class InputLine:
     text: str | None  # None when the line is not sent
     status: str | None = None  # "empty" or "error" when not sent
     error: str | None = None
+    problem: LineProblem | None = None  # set on "error" lines
 
 
 def is_stdin(path: str | os.PathLike | None) -> bool:
@@ -117,7 +126,8 @@ def read_lines(source: str | os.PathLike | BinaryIO, max_line_bytes: int) -> Ite
         number += 1
         if not raw.endswith(b"\n") and len(raw) >= limit + (len(_BOM) if number == 1 else 0):
             _skip_rest_of_line(f)
-            yield InputLine(number, None, "error", f"line is longer than {max_line_bytes} bytes")
+            yield InputLine(number, None, "error", f"line is longer than {max_line_bytes} bytes",
+                            LineProblem.TOO_LONG)
             continue
         if raw.endswith(b"\n"):
             raw = raw[:-1]
@@ -126,13 +136,15 @@ def read_lines(source: str | os.PathLike | BinaryIO, max_line_bytes: int) -> Ite
         if number == 1 and raw.startswith(_BOM):
             raw = raw[len(_BOM):]
         if len(raw) > max_line_bytes:
-            yield InputLine(number, None, "error", f"line is longer than {max_line_bytes} bytes")
+            yield InputLine(number, None, "error", f"line is longer than {max_line_bytes} bytes",
+                            LineProblem.TOO_LONG)
             continue
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             yield InputLine(number, None, "error",
-                            f"line is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})")
+                            f"line is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})",
+                            LineProblem.NOT_UTF8)
             continue
         if not text.strip():
             yield InputLine(number, None, "empty")

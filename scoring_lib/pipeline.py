@@ -143,8 +143,8 @@ class _Run:
                 return False
             self.stats.lines += 1
             if line.text is None:
-                if line.status == "error":
-                    self.stats.causes["unreadable line"] += 1
+                if line.problem is not None:
+                    self.stats.causes[line.problem.value] += 1
                 self.emit(Row(line.number, None, line.status, line.error, 0))
                 continue
             key = self.cache.key(line.text)

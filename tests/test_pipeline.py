@@ -158,3 +158,11 @@ def test_copies_of_a_line_in_flight_hold_their_line_numbers_compactly(tmp_path):
         cache.close()
     assert len(batch) == 1 and run.stats.duplicates == n - 1
     assert peak < 16 * n, f"{peak / n:.1f} bytes per waiting copy"  # packed: 8 and a margin; a list of ints: 36+
+
+
+def test_lines_not_sent_are_counted_by_what_is_wrong_with_them(service, make_input, tmp_path):
+    """The summary's causes name the problem the row names (a too-long line was 'unreadable line')."""
+    path = make_input(b"fine\n\xff\xfe\n" + b"y" * 50 + b"\nalso fine\n")
+    result = score_file(run_config(path, service.url, tmp_path, max_line_bytes=20))
+    assert result.stats.causes == {"line not UTF-8": 1, "line too long": 1}
+    assert [r["status"] for r in read_rows(tmp_path / "out.jsonl")] == ["ok", "error", "error", "ok"]
