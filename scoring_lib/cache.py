@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from .errors import OutputError, write_error
+from .errors import DiskFullError, OutputError, write_error
 
 
 def cache_namespace(url: str, request_field: str, score_field: str) -> str:
@@ -89,8 +89,8 @@ class ScoreCache:
                              " WITHOUT ROWID")
         except sqlite3.Error as exc:
             self._remove_created(fresh)
-            if (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == 13:  # SQLITE_FULL
-                raise write_error("score cache", path, exc) from None
+            if isinstance(error := write_error("score cache", path, exc), DiskFullError):
+                raise error from None
             raise OutputError(f"cannot open score cache {path}: {exc}") from None
         self.path = Path(path)
 

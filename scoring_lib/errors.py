@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import sqlite3
+from pathlib import Path
 
 
 class ScoringError(Exception):
@@ -53,11 +55,34 @@ class ResourceLimitError(ScoringError):
 _FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
+_SQLITE_FULL, _SQLITE_IOERR, _SQLITE_IOERR_SHMSIZE = 13, 10, 10 | (19 << 8)
+_ROOM = 1 << 20  # bytes: less free space than this where SQLite could not write reads as a full disk
+
+
+def _sqlite_full(exc: sqlite3.Error, path: str | os.PathLike) -> bool:
+    """SQLite reports a full disk as SQLITE_FULL only when a page write fails; growing its shared-memory
+    file or another write on a full file system is a 'disk I/O error' (SQLITE_IOERR_*, no errno kept), so
+    an I/O error counts as a full disk when that file system has (nearly) no room left."""
+    code = getattr(exc, "sqlite_errorcode", 0) or 0
+    if code & 0xFF == _SQLITE_FULL or "disk is full" in str(exc):
+        return True
+    if code == _SQLITE_IOERR_SHMSIZE:
+        return True
+    if code & 0xFF != _SQLITE_IOERR:
+        return False
+    folder = Path(path).parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return shutil.disk_usage(folder).free < _ROOM
+    except OSError:
+        return False
+
+
 def write_error(what: str, path: str | os.PathLike, exc: BaseException) -> OutputError:
     """The one-line error for a failed write of `what` at `path`, from an OSError or sqlite3 error."""
     if isinstance(exc, sqlite3.Error):
-        code = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
-        full = code == 13 or "disk is full" in str(exc)  # SQLITE_FULL
+        full = _sqlite_full(exc, path)
         return (DiskFullError if full else OutputError)(f"cannot write {what} {path}: {'disk is full' if full else exc}")
     err = getattr(exc, "errno", None)
     reason = getattr(exc, "strerror", None) or str(exc)

@@ -164,13 +164,16 @@ def test_a_stream_input_needs_an_output(tmp_path):
 
 
 @needs_mount
-def test_a_cache_that_cannot_open_on_a_full_disk_leaves_nothing(tmp_path, make_input):
+@pytest.mark.parametrize("size, fill", [("4k", 4096), ("32k", 0)])
+def test_a_cache_that_cannot_open_on_a_full_disk_leaves_nothing(tmp_path, make_input, size, fill):
+    """4 KiB filled: the cache's file can be created (an empty file takes no block), never written (SQLite says
+    SQLITE_FULL). 32 KiB empty: the database page fits, its shared-memory file cannot grow (SQLite says 'disk
+    I/O error', SQLITE_IOERR_SHMSIZE: it was exit 3, 'cannot open', on a disk that is simply full)."""
     (tmp_path / "fs").mkdir()
     path = make_input(["a"], "in.txt")
     fs = tmp_path / "fs"
     with HostileServer(lambda r: good()) as srv:
-        # A 4 KiB tmpfs filled up: the cache's file can be created (an empty file takes no block), never written.
-        script = (f"mount -t tmpfs -o size=4k tmpfs {fs} && head -c 4096 /dev/zero > {fs}/fill; cd {REPO} && "
+        script = (f"mount -t tmpfs -o size={size} tmpfs {fs} && head -c {fill} /dev/zero > {fs}/fill; cd {REPO} && "
                   f"{PY} score {path} --url {srv.url} --output {tmp_path}/o.jsonl --cache {fs}/c.sqlite "
                   f"--no-record --no-progress; rc=$?; ls -aR {fs} > {tmp_path}/after.txt; exit $rc")
         proc = subprocess.run(["unshare", "-rm", "bash", "-c", script], capture_output=True, text=True, timeout=120)
