@@ -57,3 +57,24 @@ def test_strict_exits_non_zero_only_on_a_miss(monkeypatch, strict, missed, code)
 def test_the_driver_case_hands_the_pipeline_its_instant_engine(tmp_path):
     (m_none, m_cache) = bench.case_driver(tmp_path, n=500)
     assert m_none.lines == m_cache.lines == 500 and m_none.extra["lines_per_s"] > 0
+
+
+@pytest.mark.parametrize("lean", [False, True])
+def test_both_bare_baselines_score_every_line_as_the_service_does(tmp_path, lean):
+    """Case z's two baselines (aiohttp's json paths, and bytes in and out) do the same work: every line's
+    score, in order; a baseline that skipped work would flatter it."""
+    import json
+    import subprocess
+
+    from scoring_lib import ServerConfig, deterministic_score
+    from scoring_lib.bench.measure import bare_args
+    from scoring_lib.server import ServiceProcess
+
+    texts = [f"line {i}" for i in range(50)]
+    (tmp_path / "in.txt").write_text("".join(t + "\n" for t in texts))
+    with ServiceProcess(ServerConfig(latency=0, capacity=0)) as svc:
+        subprocess.run(bare_args(tmp_path / "in.txt", svc.url, 8, tmp_path / "o.jsonl", lean=lean), check=True,
+                       timeout=120)
+    rows = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
+    assert [r["line"] for r in rows] == list(range(1, 51))
+    assert [r["score"] for r in rows] == pytest.approx([deterministic_score(t) for t in texts])

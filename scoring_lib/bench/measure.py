@@ -164,9 +164,10 @@ def measure_run(case: str, setting: str, service: ServiceProcess, path: Path, li
                        stats.peak_in_flight, {"pool": pool_text})
 
 
-def bare_args(path: Path, url: str, concurrency: int, output: Path) -> list[str]:
-    """A whole process of the bare aiohttp client (baseline_client.py): what `score` is compared with."""
-    return [sys.executable, str(BASELINE), str(path), url, str(concurrency), str(output)]
+def bare_args(path: Path, url: str, concurrency: int, output: Path, lean: bool = False) -> list[str]:
+    """A whole process of the bare aiohttp client (baseline_client.py): what `score` is compared with;
+    `lean`: its body serialized and its reply parsed from bytes, as `score` does."""
+    return [sys.executable, str(BASELINE), str(path), url, str(concurrency), str(output)] + (["lean"] if lean else [])
 
 
 def median_runs(settings: dict[str, tuple[list[str], dict | None]], repeats: int) -> dict[str, ProcessRun]:

@@ -16,6 +16,7 @@ from .measure import (Measurement, Target, bare_args, median_runs, recorded, run
                       write_unique_lines)
 
 BARE = "bare aiohttp baseline"
+LEAN = "bare aiohttp, bytes in and out"  # the bare client without aiohttp's json= and resp.json()
 DEFAULT = "score default settings"
 
 
@@ -44,7 +45,8 @@ def case_zero(work: Path, n: int = 40_000, concurrency: int = 100, repeats: int 
     c = str(concurrency)
     with ServiceProcess(ServerConfig(latency=0, capacity=0)) as svc:
         settings = {BARE: (bare_args(path, svc.url, concurrency, work / "zero.bare.jsonl"), None),
-                    DEFAULT: (score_args(path, svc.url, "--max-concurrent-tasks", c), None)}
+                    DEFAULT: (score_args(path, svc.url, "--max-concurrent-tasks", c), None),
+                    LEAN: (bare_args(path, svc.url, concurrency, work / "zero.lean.jsonl", lean=True), None)}
         for name, extra, env in _threads_settings(event_loop_name()):
             settings[name] = (score_args(path, svc.url, "--max-concurrent-tasks", c, *extra), env)
         if ray:
@@ -55,7 +57,8 @@ def case_zero(work: Path, n: int = 40_000, concurrency: int = 100, repeats: int 
     out = []
     for name, r in runs.items():
         extra = {"lines_per_s": round(n / r.wall), "cpu_us_per_line": round(r.cpu / n * 1e6),
-                 "speed_vs_bare": round(bare.wall / r.wall, 3), "cpu_vs_bare": round(r.cpu / bare.cpu, 2)}
+                 "speed_vs_bare": round(bare.wall / r.wall, 3), "cpu_vs_bare": round(r.cpu / bare.cpu, 2),
+                 "speed_vs_lean": round(runs[LEAN].wall / r.wall, 3)}
         out.append(Measurement("z", f"{name}, C={concurrency}", n, r.wall, extra=extra))
     default = out[1]
     default.extra["threads_chosen"] = _chosen(n, concurrency)
