@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 
 import aiohttp
+from yarl import URL
 
 from .config import ClientConfig
 from .failures import (RETRY_AFTER_STATUSES, FailedAttempt, Failure, FailureKind, failure_of, http_failure,
@@ -244,6 +245,28 @@ class ScoringClient:
                                               trace_configs=traces, auto_decompress=False)
         self._deadlines.start()
         return self
+
+    async def warm(self, n: int) -> int:
+        """Open up to `n` connections (never more than the pool holds) and leave them idle in the pool, so
+        the first requests find them open: nothing is sent on them. A connection that cannot be opened is
+        left to the first request that needs it (which then fails, or not, as the contract says). Returns
+        the connections open in the pool after it."""
+        if self._session is None or n <= 0:
+            return 0
+        connector = self._session.connector
+        assert connector is not None
+        if connector.limit:
+            n = min(n, connector.limit)
+        # A request as the session makes them, for its connection key: the connections opened are the
+        # ones its requests take from the pool.
+        request = aiohttp.ClientRequest("POST", URL(self.config.url), loop=asyncio.get_running_loop())
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.config.timeout)
+        opened = await asyncio.gather(*(connector.connect(request, [], timeout) for _ in range(n)),
+                                      return_exceptions=True)
+        for conn in opened:
+            if not isinstance(conn, BaseException):
+                conn.release()  # back to the pool, open and idle
+        return sum(not isinstance(conn, BaseException) for conn in opened)
 
     async def __aexit__(self, *exc: object) -> None:
         await self._deadlines.stop()

@@ -229,3 +229,21 @@ async def test_a_line_that_fails_keeps_its_last_failure_typed(scripted):
     out = await score_once(url)
     assert not out.ok and out.failure.kind is FailureKind.HTTP and out.failure.status == 404
     assert out.failure.fatal_if_unanimous and out.cause == "HTTP 404" and out.error == "HTTP 404: no such route"
+
+
+async def test_warm_opens_connections_the_first_requests_then_take_and_sends_nothing(scripted):
+    script, url = await scripted([])
+    opened = []
+    async with ScoringClient(config(url), concurrency=6) as client:
+        client._session.connector.on_connect = opened.append
+        assert await client.warm(6) == 6
+        assert len(opened) == 6 and script.arrivals == []  # connections only: no request went out
+        outcomes = await asyncio.gather(*(client.score(f"t{i}") for i in range(6)))
+    assert all(o.ok for o in outcomes) and len(script.arrivals) == 6
+    assert len(opened) == 6  # the six requests went out on the warmed connections
+
+
+async def test_warm_against_nothing_listening_opens_none_and_raises_nothing(unused_tcp_port):
+    async with ScoringClient(config(f"http://127.0.0.1:{unused_tcp_port}/score", connector_limit=3),
+                             concurrency=8) as client:
+        assert await client.warm(8) == 0

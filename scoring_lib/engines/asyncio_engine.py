@@ -42,6 +42,7 @@ class _LoopThread:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.queue: asyncio.Queue | None = None
         self.tasks: list[asyncio.Task] = []
+        self.client: ScoringClient | None = None  # its session, once the loop runs
         self.done: dict[int, tuple[ResultSink, list]] = {}  # finished results not yet handed over
 
 
@@ -98,6 +99,7 @@ class LoopPool:
         state.queue = asyncio.Queue()
         gate = self.limiter.gate()  # the rate is the whole process's (limits.py), not a share per thread
         async with ScoringClient(self.client, state.share, api_key=self._api_key, limiter=gate) as client:
+            state.client = client
             state.tasks = [asyncio.create_task(self._worker(state, client)) for _ in range(state.share)]
             await asyncio.get_running_loop().run_in_executor(None, ready.wait, 60)
             results = await asyncio.gather(*state.tasks, return_exceptions=True)
@@ -133,6 +135,15 @@ class LoopPool:
 
     def limit_stats(self) -> dict:
         return self.limiter.stats()
+
+    def warm(self, n: int) -> list[Future]:
+        """Open connections for up to `n` requests in flight, spread over the loop threads as their shares
+        are (ScoringClient.warm): a future per thread, of the connections its pool then holds open."""
+        futures = []
+        for t, share in zip(self.threads, split_evenly(n, len(self.threads))):
+            if t.loop is not None and t.client is not None and share > 0:
+                futures.append(asyncio.run_coroutine_threadsafe(t.client.warm(share), t.loop))
+        return futures
 
     def activity(self) -> int:
         """Attempts started and ended so far: moves while anything is in flight (the pipeline's watchdog)."""

@@ -97,6 +97,7 @@ class RayEngine:
         self._scoring_from: float | None = None
         self.all_ready_seconds: float | None = None  # since start-up began; None until every worker is ready
         self._booting: dict = {}  # ObjectRef of ready() -> slot index
+        self._warming: list = []  # ObjectRefs of warm(): each ready worker opens its connections
         self._t0 = time.perf_counter()
         self._next_boot_check = 0.0
         self.rescored_chunks = 0
@@ -174,7 +175,8 @@ class RayEngine:
             # SPREAD: on a cluster, workers go to every node rather than fill the first one.
             handle = actor.options(num_cpus=0, max_restarts=-1, max_task_retries=0,
                                    scheduling_strategy="SPREAD").remote(self.config.client, slots, api_key, mine)
-            self.slots.append(Slot(handle, share, 2 * slots, learnt=mine.initial if self.adaptive else None))
+            self.slots.append(Slot(handle, share, 2 * slots, learnt=mine.initial if self.adaptive else None,
+                                   slots=slots))
         self._join(range(len(self.slots)))  # before `ready` (calls to an actor run in order): no extra round trip
         self._wait_ready(timeout=READY_TIMEOUT)
 
@@ -205,6 +207,8 @@ class RayEngine:
             index = self._booting.pop(ref)
             try:
                 self.slots[index].info = ray.get(ref)
+                # While the others boot, it opens the connections its first requests take (sending nothing).
+                self._warming.append(self.slots[index].handle.warm.remote())
             except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError):
                 # Died while booting (Ray restarts it, max_restarts=-1, without its peers): ask again.
                 self._join([index])
@@ -277,14 +281,23 @@ class RayEngine:
         cap = slot.limit if slot.learnt is None else min(slot.limit, math.ceil(HEADROOM * slot.learnt) + self.chunk_size)
         return cap - slot.outstanding
 
+    def _free(self, index: int) -> int:
+        """Request slots of this worker that no line holds now (with `auto`, of those its limit lets it
+        use): lines given to it start at once, where lines beyond them wait in it for a slot."""
+        slot = self.slots[index]
+        return (slot.slots if slot.learnt is None else min(slot.slots, slot.learnt)) - slot.outstanding
+
     def _pick(self) -> int:
-        """The worker with the most room among those up. Workers that just failed rest a while (a lost
-        node takes all its workers with it, and Ray restarts them elsewhere)."""
+        """The worker with the most free slots among those up, then the one with the most room: a line goes
+        to a worker that can send it now before it queues behind a busy one (a 16-line remainder given
+        whole to one worker whose slots were full waited there a wave, with 16 slots free elsewhere).
+        Workers that just failed rest a while (a lost node takes all its workers with it, and Ray
+        restarts them elsewhere)."""
         now = time.monotonic()
         up = [i for i, slot in enumerate(self.slots) if slot.info] or list(range(len(self.slots)))
         candidates = [i for i in up if now - self._failed_at.get(i, -RESTING_SECONDS) >=
                       RESTING_SECONDS] or [min(up, key=lambda i: self._failed_at.get(i, 0.0))]
-        return max(candidates, key=lambda i: self._room(self.slots[i]))
+        return max(candidates, key=lambda i: (max(0, self._free(i)), self._room(self.slots[i])))
 
     def _send(self, chunk: list[WorkItem], failures: int = 0, index: int | None = None) -> None:
         index = self._pick() if index is None else index
@@ -293,11 +306,13 @@ class RayEngine:
         self._pending[slot.handle.score_chunk.remote(chunk)] = (index, chunk, failures)
 
     def submit(self, items: list[WorkItem]) -> None:
-        """Chunks of at most chunk_size, each to the worker with the most room, cut to that room."""
+        """Chunks of at most chunk_size, each to the worker `_pick` chooses, cut to its free slots (when it
+        has any) or else to its room."""
         start = 0
         while start < len(items):
             index = self._pick()
-            size = max(1, min(self.chunk_size, self._room(self.slots[index])))
+            free = self._free(index)
+            size = max(1, min(self.chunk_size, free if free > 0 else self._room(self.slots[index])))
             self._send(items[start:start + size], index=index)
             start += size
 
@@ -356,6 +371,7 @@ class RayEngine:
             "workers_seconds": round(self.workers_seconds, 3),
             "first_request_seconds": None if self.first_request_seconds is None else round(self.first_request_seconds, 3),
             "worker_boot": self._worker_boot(),
+            "warm_connections": self._warm_stats(),
             "ray_messages_log": State.messages_log if State.connected_here else None,
         }
 
@@ -374,6 +390,18 @@ class RayEngine:
                 "ready_median": round(statistics.median(ready), 3), "ready_last": round(ready[-1], 3),
                 **{f"{key}_median": round(statistics.median(v), 3) for key, v in cpu.items() if v},
                 "cpu_to_ready_total": round(sum(cpu["cpu_to_ready"]), 2) if cpu["cpu_to_ready"] else None}
+
+    def _warm_stats(self) -> dict:
+        """Connections the workers opened before their first request (`warm`), and the slowest one's seconds."""
+        if not self._warming:
+            return {}
+        try:
+            done, _ = self.ray.wait(self._warming, num_returns=len(self._warming), timeout=0)
+            warmed = self.ray.get(done, timeout=5)
+        except Exception:  # a worker died or the cluster is gone: the record goes without
+            return {}
+        return {"workers": len(warmed), "connections": sum(w["connections"] for w in warmed),
+                "slowest_seconds": max((w["seconds"] for w in warmed), default=None)}
 
     def _limit_stats(self) -> dict:
         try:

@@ -18,6 +18,7 @@ class Slot:
     outstanding: int = 0
     info: dict | None = None  # what the worker said when it was ready; None while it boots
     learnt: int | None = None  # `auto`: what the worker sends in a round trip, as its last chunk reported (None: fixed C)
+    slots: int = 0  # its request slots: lines it sends at once (0: unknown, lines go by `limit` alone)
 
 
 @dataclass

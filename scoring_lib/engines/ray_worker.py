@@ -72,6 +72,16 @@ class ScoringWorker:
         """The driver's first contact succeeded: send at once, no probing (limits.RunLimiter.open_gate)."""
         self.pool.limiter.open_gate()
 
+    async def warm(self) -> dict:
+        """Open the connections this worker's first requests will use (as many as its limit lets it send
+        now), idle in its pool until then: the driver asks once the worker is ready, while others still
+        boot, so the first wave does not wait on connects (nothing is sent on them)."""
+        t0 = time.perf_counter()
+        futures = self.pool.warm(self.pool.limiter.current_limit())
+        opened = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures), return_exceptions=True)
+        return {"connections": sum(n for n in opened if isinstance(n, int)),
+                "seconds": round(time.perf_counter() - t0, 3)}
+
     async def ready(self) -> dict:
         import ray  # optional dependency: only ever imported inside a Ray worker here
 

@@ -49,7 +49,7 @@ def engine_with(slots, adaptive, chunk):
 def test_auto_gives_a_worker_what_its_own_limit_can_send_and_learns_the_limit_from_each_chunk():
     engine = engine_with([], adaptive=True, chunk=ADAPTIVE_CHUNK)
     handles = [FakeHandle(engine.ray, limit_after=1), FakeHandle(engine.ray, limit_after=40)]
-    engine.slots = [Slot(h, 63, 126, info={"pid": i}, learnt=1) for i, h in enumerate(handles)]
+    engine.slots = [Slot(h, 63, 126, info={"pid": i}, learnt=1, slots=63) for i, h in enumerate(handles)]
     cap = math.ceil(HEADROOM * 1) + ADAPTIVE_CHUNK
     assert engine.room() == 2 * cap  # not 2 x 126: the rest of the input stays in the driver
     engine.submit([(b"%d" % i, "x") for i in range(engine.room())])
@@ -64,7 +64,7 @@ def test_auto_gives_a_worker_what_its_own_limit_can_send_and_learns_the_limit_fr
 
 def test_a_fixed_c_keeps_twice_the_slots_per_worker():
     engine = engine_with([], adaptive=False, chunk=31)
-    engine.slots = [Slot(FakeHandle(engine.ray, 63), 63, 126, info={"pid": 0})]
+    engine.slots = [Slot(FakeHandle(engine.ray, 63), 63, 126, info={"pid": 0}, slots=63)]
     assert engine.room() == 126
     engine.submit([(b"%d" % i, "x") for i in range(126)])
     engine.poll(0.0)
@@ -87,3 +87,22 @@ def test_a_worker_reports_what_it_sends_in_a_round_trip_its_rate_when_that_binds
     assert per_round_trip(limiter) == 1  # never none
     ceiling = RunLimiter(LimitSettings(limit=100, adaptive=True, initial=40, rate=20.0))
     assert per_round_trip(ceiling) == math.ceil(20.0 * MIN_SPAN)  # --rate-limit's share binds as well
+
+
+def test_a_line_goes_to_a_worker_with_a_free_slot_before_one_whose_slots_are_full():
+    """2,000 lines on 32 workers of 62 or 63 slots (C cut to the line count): the last 16 lines go one to
+    each worker with a slot free, not as one chunk to a worker that then holds 15 of them for a wave."""
+    engine = engine_with([], adaptive=False, chunk=31)
+    engine.slots = [Slot(FakeHandle(engine.ray, 0), s, 2 * s, info={"pid": i}, slots=s)
+                    for i, s in enumerate([63] * 16 + [62] * 16)]
+    assert sum(s.slots for s in engine.slots) == 2000
+    engine.submit([(b"%d" % i, "x") for i in range(2000)])
+    assert all(s.outstanding == s.slots for s in engine.slots)
+    assert max(map(len, engine.slots[0].handle.sent)) == 31  # full chunks while every worker has room for them
+
+
+def test_past_the_free_slots_lines_go_by_room():
+    engine = engine_with([], adaptive=False, chunk=31)
+    engine.slots = [Slot(FakeHandle(engine.ray, 0), 4, 8, info={"pid": i}, slots=4) for i in range(2)]
+    engine.submit([(b"%d" % i, "x") for i in range(16)])
+    assert [s.outstanding for s in engine.slots] == [8, 8]

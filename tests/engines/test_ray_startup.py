@@ -222,6 +222,8 @@ def test_rays_own_messages_stay_out_of_the_terminal_and_start_up_is_split(make_i
     assert info["worker_boot"]["workers"] == 24
     boot = info["worker_boot"]
     assert 0 < boot["cpu_to_init_median"] <= boot["cpu_to_ready_median"] <= boot["cpu_to_ready_total"]
+    warm = info["warm_connections"]  # each ready worker opened its connection before its first request
+    assert 1 <= warm["workers"] <= 24 and 1 <= warm["connections"] <= 24
 
 
 def test_rays_messages_to_the_driver_go_to_the_log(capsys):
