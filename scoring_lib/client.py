@@ -282,12 +282,14 @@ class ScoringClient:
         failure = dataclasses.replace(failure, message=failure.message[:300])
         return _outcome(None, failure.message, attempts, started, started, failure)
 
-    def backoff(self, retry: int, retry_after: float | None) -> float:
-        """Delay before retry number `retry` (0-based): Retry-After if given, else full jitter; both capped."""
+    def backoff(self, retry: int, retry_after: float | None, base: float | None = None) -> float:
+        """Delay before retry number `retry` (0-based): Retry-After if given, else full jitter from a first
+        ceiling of the backoff base (or `base`, the limiter's, when lower), doubling; both capped."""
         cap = self.config.backoff_cap
         if retry_after is not None:
             return min(cap, retry_after)
-        return self._rng.uniform(0, min(cap, self.config.backoff_base * (2**retry)))
+        first = self.config.backoff_base if base is None else min(base, self.config.backoff_base)
+        return self._rng.uniform(0, min(cap, first * (2**retry)))
 
     async def score(self, text: str) -> Outcome:
         """Score one text, retrying as the contract says; never raises for service failures. Anything
@@ -313,7 +315,8 @@ class ScoringClient:
                 if not failure.retryable:
                     return _outcome(None, failure.message, attempts, started, mark["sent"], failure)
                 if attempt < cfg.max_retries:
-                    await self._back_off(self.backoff(attempt, failure.retry_after))
+                    base = getattr(self.limiter, "retry_base", None)
+                    await self._back_off(self.backoff(attempt, failure.retry_after, base and base(failure)))
         except Exception as exc:
             return self.internal_outcome(exc, started, mark["attempt"])
         error = redact(f"{failure.message} (gave up after {attempts} attempts)", self._secrets)

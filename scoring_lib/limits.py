@@ -319,7 +319,7 @@ class RunLimiter:
             if f is None:
                 self._conc.on_ok(a.latency, ticket.in_flight, ticket.paced, ticket.sent, now, ticket.limit)
             elif _too_many(f):
-                self._conc.on_drop(ticket.sent, ticket.in_flight, now)
+                self._conc.on_drop(ticket.sent, ticket.in_flight, now, f.kind is not FailureKind.TIMEOUT)
             else:
                 self._conc.on_other_failure()
             self._conc.end_of_attempt(now, ticket.sent)
@@ -468,6 +468,16 @@ class LoopGate:
                 return
             wake = [(g, g.waiters.popleft()) for g in run._gates for _ in range(len(g.waiters))]
         self._wake_all(wake)
+
+    def retry_base(self, failure: Failure) -> float | None:
+        """The first backoff ceiling this limiter asks for a retry after `failure` (None: the client's).
+        `auto`, a 503/504 without Retry-After: about one unloaded round trip (the slot's hold), since the
+        limit, which the refusal just cut, keeps the load in check, not the wait: the client's base, many
+        round trips of a fast service, kept a line refused near the run's end waiting after all others."""
+        run = self.run
+        if run._conc is None or failure.kind is not FailureKind.OVERLOADED:
+            return None
+        return run._conc.hold()
 
     def backing_off(self, lines: int) -> None:
         """`lines` more (or fewer) lines of this loop wait out a retry's backoff."""

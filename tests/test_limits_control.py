@@ -5,6 +5,7 @@ proxy queue, and a start from a profile's probed capacity."""
 from __future__ import annotations
 
 import asyncio
+import heapq
 import math
 import random
 import time
@@ -324,19 +325,20 @@ def test_replies_queued_behind_the_old_limit_do_not_cut_it_again():
     conc = AdaptiveConcurrency(ceiling=1000, floor=1, initial=200, parts=1, growth=2.0, t0=0.0, slow_start=False)
     conc.baseline, conc._win_start = 0.1, 1.0
     t = 1.0
-    for _ in range(200):  # a round trip of replies at 2x the unloaded latency: queueing
+    for _ in range(200):  # a round trip of replies at 2x the unloaded latency: queueing (1000 replies/s)
+        t += 0.001
         conc.on_ok(0.2, 200, paced=False, sent=t - 0.2, now=t)
-        conc.end_of_attempt(t)
+        conc.end_of_attempt(t, t - 0.2)
     assert conc.limit == 140  # cut once (at most to 0.7x)
     for _ in range(200):  # the replies still queued behind the old limit: sent before the cut
         t += 0.001
-        conc.on_ok(0.3, 200, paced=False, sent=0.95, now=t)
-        conc.end_of_attempt(t)
+        conc.on_ok(0.3, 200, paced=False, sent=1.15, now=t)
+        conc.end_of_attempt(t, 1.15)
     assert conc.limit == 140
-    for _ in range(140):  # replies to the new limit that still queue (less): cut again
+    for _ in range(4 * 140):  # replies to the new limit that still queue (less), as many per second: cut again
         t += 0.001
         conc.on_ok(0.15, 140, paced=False, sent=t - 0.05, now=t)
-        conc.end_of_attempt(t)
+        conc.end_of_attempt(t, t - 0.05)
     assert conc.limit < 140
 
 
@@ -384,19 +386,25 @@ def test_after_a_cut_on_latency_the_limit_regrows_by_a_factor_after_a_drop_by_sm
 # -- slow start's pace and exit, windows after a cut ----------------------------------------------------
 def test_slow_starts_growth_goes_out_over_a_quarter_of_a_round_trip_not_at_once():
     """A wave of successes that came back together earns its growth at once; the limit follows it at
-    x(1 + growth) per quarter round trip, so a shedding service's first refusal comes back while it rises."""
+    x(1 + growth) per quarter round trip, so a shedding service's first refusal comes back while it rises.
+    The first round trip's replies (sent before any came back) take the first step, x8; later ones x3."""
     conc = AdaptiveConcurrency(ceiling=1000, floor=1, initial=20, parts=1, growth=2.0, t0=0.0)
     for _ in range(16):  # the first 16 replies, 0.2 s each, all at t = 1.0
         conc.on_ok(0.2, 16, paced=False, sent=0.8, now=1.0)
-    assert conc.target == 52 and conc.limit == 20  # earned, not yet out
+    assert conc.target == 132 and conc.limit == 20  # earned (20 + 16 x 7), not yet out
     wait = conc.until_growth(1.0)
     assert 0 < wait < 0.05
     conc.pace(1.0 + wait)
     assert 21 <= conc.limit < 21.01  # one slot more when until_growth said
-    conc.pace(1.0 + 0.025)  # an eighth of a round trip: x sqrt(3)
-    assert conc.limit == pytest.approx(20 * 3 ** 0.5)
+    conc.pace(1.0 + 0.025)  # an eighth of a round trip: x sqrt(8)
+    assert conc.limit == pytest.approx(20 * 8 ** 0.5)
     conc.pace(1.2)
-    assert conc.limit == 52 and conc.until_growth(1.2) == math.inf  # there, and no further without successes
+    assert conc.limit == 132 and conc.until_growth(1.2) == math.inf  # there, and no further without successes
+    for _ in range(10):  # replies of the second round trip (sent after the first reply came back): +2 each
+        conc.on_ok(0.2, 130, paced=False, sent=1.1, now=1.3)
+    assert conc.target == 152 and conc.limit == 132
+    conc.pace(1.3 + 0.005)  # a tenth of a quarter round trip, at x3 now: x3^0.1
+    assert conc.limit == pytest.approx(132 * 3 ** 0.1)
 
 
 def test_one_waiter_at_a_time_sleeps_for_the_slot_the_pace_adds():
@@ -452,3 +460,99 @@ def test_replies_sent_before_a_cut_count_for_no_window():
     assert conc._win_count == 0
     conc.end_of_attempt(1.2, sent=1.01)
     assert conc._win_count == 1
+
+
+# -- a cut on latency judged by what the service served after it -----------------------------------------
+def _fifo_run(conc: AdaptiveConcurrency, capacity: int, service: float, client_delay, until: float) -> list[float]:
+    """A service of `capacity` servers, each reply `service` seconds (constant: it queues in whole waves),
+    first come first served, and a client that keeps the limit in flight and reads each reply
+    `client_delay(t)` late (a busy machine's own loop). Simulated time; returns (t, limit) per round trip."""
+    free = [0.0] * capacity  # when each server is free
+    replies: list[tuple[float, float, int, float]] = []
+    in_flight, t, out, next_sample = 0, 0.0, [], 0.0
+    while t < until:
+        conc.pace(t)
+        while in_flight < max(1, int(conc.limit)):
+            start = max(t, free[0])
+            heapq.heapreplace(free, start + service)
+            in_flight += 1
+            heapq.heappush(replies, (start + service + client_delay(start + service), t, in_flight, conc.limit))
+        if t + conc.until_growth(t) < replies[0][0]:
+            t += conc.until_growth(t)
+            continue
+        t, sent, n, limit = heapq.heappop(replies)
+        in_flight -= 1
+        conc.on_ok(t - sent, n, paced=False, sent=sent, now=t, limit=limit)
+        conc.end_of_attempt(t, sent)
+        while t >= next_sample:
+            out.append((next_sample, conc.limit))
+            next_sample += service
+    return out
+
+
+def test_the_first_step_reaches_a_queueing_services_capacity_in_the_second_round_trip():
+    conc = AdaptiveConcurrency(ceiling=2000, floor=1, initial=20, parts=1, growth=2.0, t0=0.0)
+    limits = dict(_fifo_run(conc, 137, 0.2, lambda t: 0.0, 1.0))
+    assert limits[0.4] >= 137  # the first round trip's 20 replies (back at 0.2 s) took it past 137
+
+
+def test_a_cut_that_left_a_queueing_service_as_busy_stays_and_the_limit_does_not_ratchet():
+    """Fewer in flight, a full service serves as many per second: the cut on its latency stays. (Judged on
+    latency, a service of constant latency waits as long with fewer in flight in as many waves: the cut
+    was undone again and again and the limit ratcheted up to 4x the capacity.)"""
+    conc = AdaptiveConcurrency(ceiling=2000, floor=1, initial=20, parts=1, growth=2.0, t0=0.0)
+    later = [limit for t, limit in _fifo_run(conc, 137, 0.2, lambda t: 0.0, 12.0) if t >= 2.0]
+    assert max(later) <= 3 * 137 and min(later) >= 0.7 * 137, later
+
+
+def test_a_cut_on_a_busy_clients_delay_is_undone_when_the_service_served_fewer_after_it():
+    """From 3 s, every reply is read 0.15 s late (a busy machine): latency 1.75x the lowest seen at any
+    in-flight count. Cuts on it served fewer per second, so each is undone and that latency becomes the
+    lowest seen: the limit never falls below the service's capacity (cut after cut took it to 117 of 200)."""
+    conc = AdaptiveConcurrency(ceiling=2000, floor=1, initial=20, parts=1, growth=2.0, t0=0.0)
+    later = [limit for t, limit in _fifo_run(conc, 200, 0.2, lambda t: 0.0 if t < 3 else 0.15, 12.0) if t >= 3]
+    assert min(later) >= 200, later
+    assert conc.baseline >= 0.3  # the slower client's latency is the lowest seen now
+
+
+# -- a shedding service's 503s ----------------------------------------------------------------------------
+def _refusals_window(parts: int = 1, refused: bool = True) -> AdaptiveConcurrency:
+    """A round trip past slow start at a limit of 143 on a service that sheds beyond 137 in flight."""
+    conc = AdaptiveConcurrency(ceiling=1000, floor=1, initial=143, parts=parts, growth=2.0, t0=0.0,
+                               slow_start=False)
+    conc.baseline, conc._win_start, t = 0.2, 1.0, 1.0
+    for n in range(1, 144):
+        t += 0.001
+        if n <= 137:
+            conc.on_ok(0.2, n, paced=False, sent=t - 0.2, now=t)
+        else:
+            conc.on_drop(sent=t - 0.001, in_flight=n, now=t, refused=refused)
+        conc.end_of_attempt(t, t - 0.2)
+    return conc
+
+
+def test_a_round_trip_of_503s_cuts_to_just_under_the_least_in_flight_count_refused():
+    """A shedding service refuses only beyond its capacity: x0.9 took a limit of 143 to 129 for a capacity
+    of 137, a round trip and more below it; a Ray worker's in-flight count is its own, not the service's,
+    and a timeout is no refusal at once: both cut by x0.75-0.9."""
+    assert _refusals_window().limit == 137
+    assert _refusals_window(parts=4).limit == pytest.approx(143 * 0.9)
+    assert _refusals_window(refused=False).limit == pytest.approx(143 * 0.9)
+
+
+def test_auto_retries_a_503_after_about_a_round_trip_not_the_clients_base():
+    """The limit, which the 503 cut, keeps the load in check: a line refused near the run's end waited up to
+    the client's 0.5 s base, many round trips of a fast service, after every other line was done."""
+    adaptive = RunLimiter(LimitSettings(limit=1000, adaptive=True))
+    adaptive._conc.baseline = 0.2
+    fixed = RunLimiter(LimitSettings(limit=100))
+
+    async def bases(gate):
+        return [gate.retry_base(http_failure(s, ra)) for s, ra in ((503, None), (504, None), (503, 1.0), (429, None))]
+
+    assert asyncio.run(_with_gate(adaptive, bases)) == [0.2, 0.2, None, None]  # Retry-After and 429s: as before
+    assert asyncio.run(_with_gate(fixed, bases)) == [None] * 4
+    client = ScoringClient(ClientConfig(url="http://127.0.0.1:1/", backoff_base=0.5, backoff_cap=20.0), 1)
+    assert max(client.backoff(0, None, 0.2) for _ in range(200)) <= 0.2
+    assert 0.6 < max(client.backoff(2, None, 0.2) for _ in range(500)) <= 0.8  # doubling from it
+    assert max(client.backoff(0, None, 2.0) for _ in range(200)) <= 0.5  # never above the client's base
