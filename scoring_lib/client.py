@@ -261,12 +261,11 @@ class ScoringClient:
         # ones its requests take from the pool.
         request = aiohttp.ClientRequest("POST", URL(self.config.url), loop=asyncio.get_running_loop())
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.config.timeout)
-        opened = await asyncio.gather(*(connector.connect(request, [], timeout) for _ in range(n)),
-                                      return_exceptions=True)
+        opened = [conn for conn in await asyncio.gather(*(connector.connect(request, [], timeout) for _ in range(n)),
+                                                        return_exceptions=True) if not isinstance(conn, BaseException)]
         for conn in opened:
-            if not isinstance(conn, BaseException):
-                conn.release()  # back to the pool, open and idle
-        return sum(not isinstance(conn, BaseException) for conn in opened)
+            conn.release()  # back to the pool, open and idle
+        return len(opened)
 
     async def __aexit__(self, *exc: object) -> None:
         await self._deadlines.stop()

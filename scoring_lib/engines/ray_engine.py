@@ -281,10 +281,9 @@ class RayEngine:
         cap = slot.limit if slot.learnt is None else min(slot.limit, math.ceil(HEADROOM * slot.learnt) + self.chunk_size)
         return cap - slot.outstanding
 
-    def _free(self, index: int) -> int:
+    def _free(self, slot: Slot) -> int:
         """Request slots of this worker that no line holds now (with `auto`, of those its limit lets it
         use): lines given to it start at once, where lines beyond them wait in it for a slot."""
-        slot = self.slots[index]
         return (slot.slots if slot.learnt is None else min(slot.slots, slot.learnt)) - slot.outstanding
 
     def _pick(self) -> int:
@@ -297,7 +296,7 @@ class RayEngine:
         up = [i for i, slot in enumerate(self.slots) if slot.info] or list(range(len(self.slots)))
         candidates = [i for i in up if now - self._failed_at.get(i, -RESTING_SECONDS) >=
                       RESTING_SECONDS] or [min(up, key=lambda i: self._failed_at.get(i, 0.0))]
-        return max(candidates, key=lambda i: (max(0, self._free(i)), self._room(self.slots[i])))
+        return max(candidates, key=lambda i: (max(0, self._free(self.slots[i])), self._room(self.slots[i])))
 
     def _send(self, chunk: list[WorkItem], failures: int = 0, index: int | None = None) -> None:
         index = self._pick() if index is None else index
@@ -311,8 +310,9 @@ class RayEngine:
         start = 0
         while start < len(items):
             index = self._pick()
-            free = self._free(index)
-            size = max(1, min(self.chunk_size, free if free > 0 else self._room(self.slots[index])))
+            slot = self.slots[index]
+            free = self._free(slot)
+            size = max(1, min(self.chunk_size, free if free > 0 else self._room(slot)))
             self._send(items[start:start + size], index=index)
             start += size
 
